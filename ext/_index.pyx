@@ -1,0 +1,511 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
+"""The exact suppression index: a sorted hash index with a directory and a blocked Bloom filter.
+
+Layout (all numpy arrays, so they can be memory-mapped from a snapshot file):
+- ``directory``: uint32[2^d + 1]; bucket b (the top d bits of the permuted number) holds the
+  entries ``words[directory[b]:directory[b+1]]``.
+- ``words``: uint64 per entry: the rest of the permuted number, the scope id and the 8-bit
+  category mask, packed ``remainder | scope | mask``; sorted within each bucket, so one number's
+  entries for every scope sit side by side.
+- ``bloom``: uint64[8 * blocks]; one 512-bit block per number, k bits per (number, scope).
+- ``sender_scope`` / ``sender_entity``: per sender id, its own scope id and its entity's scope
+  id (NO_SCOPE when none). Scope 0 is global.
+
+Nothing here knows files, names or the network: ids in, scope codes out.
+"""
+
+cimport numpy as cnp
+import numpy as np
+from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdlib cimport qsort
+
+from number cimport AN_NUM_OK, AN_NUMBER_LIMIT, an_check_e164
+
+cnp.import_array()
+
+cdef extern from "index.h" nogil:
+    int ANNING_DEBUG
+    int AN_NUMBER_BITS
+    int AN_BLOOM_BLOCK_WORDS
+    uint64_t an_perm50(uint64_t x)
+    uint64_t an_unperm50(uint64_t x)
+    uint64_t an_bloom_block(uint64_t h, uint64_t blocks)
+    uint64_t an_bloom_key(uint64_t h, uint32_t scope)
+    void an_bloom_set(uint64_t *block, uint64_t key, int k)
+    int an_bloom_test(const uint64_t *block, uint64_t key, int k)
+    void an_prefetch(const void *p)
+
+DEBUG = bool(ANNING_DEBUG)
+NO_SCOPE = 0xFFFFFFFF
+UNKNOWN_SENDER = 0xFFFFFFFF
+GLOBAL_SCOPE = 0
+MAX_ENTRIES = 0xFFFFFFFF - 1
+BLOOM_K = 5
+
+cdef enum:
+    SCOPE_NONE = 0
+    SCOPE_SENDER = 1
+    SCOPE_ENTITY = 2
+    SCOPE_GLOBAL = 3
+    GROUP = 16          # checks in flight at once: their cache misses overlap
+    SCAN_LIMIT = 16     # buckets up to this size are scanned, larger ones searched
+    ERR_NUMBER = 1
+    ERR_SENDER = 2
+
+cdef uint32_t C_NO_SCOPE = 0xFFFFFFFF
+
+
+cdef struct IndexView:
+    const uint32_t *directory
+    const uint64_t *words
+    const uint64_t *bloom
+    const uint32_t *sender_scope
+    const uint32_t *sender_entity
+    uint64_t senders
+    uint64_t bloom_blocks
+    uint64_t remainder_mask
+    uint64_t scope_mask
+    int remainder_bits
+    int shift            # scope bits + 8: where the remainder starts in a word
+    int bloom_k
+
+
+cdef inline Py_ssize_t lower_bound(const uint64_t *words, Py_ssize_t lo, Py_ssize_t hi,
+                                   uint64_t target) noexcept nogil:
+    cdef Py_ssize_t mid
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if words[mid] < target:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+cdef inline uint8_t mask_of(const IndexView *v, uint64_t h, uint32_t scope) noexcept nogil:
+    """The category mask of the entry (number h, scope), 0 when there is none."""
+    cdef uint64_t b = h >> v.remainder_bits
+    cdef Py_ssize_t lo = v.directory[b], hi = v.directory[b + 1]
+    cdef uint64_t key = ((h & v.remainder_mask) << v.shift) | (<uint64_t>scope << 8)
+    cdef Py_ssize_t i = lower_bound(v.words, lo, hi, key)
+    if i < hi and (v.words[i] >> 8) == (key >> 8):
+        return <uint8_t>(v.words[i] & 0xFF)
+    return 0
+
+
+cdef inline uint8_t resolve(const IndexView *v, uint64_t h, uint32_t own, uint32_t entity,
+                            int bit) noexcept nogil:
+    """The most specific scope among (h, own), (h, entity), (h, global) whose mask has `bit`."""
+    cdef uint64_t b = h >> v.remainder_bits
+    cdef Py_ssize_t i, lo = v.directory[b], hi = v.directory[b + 1]
+    cdef uint64_t w, r = h & v.remainder_mask, wr
+    cdef uint32_t scope
+    cdef uint8_t best = SCOPE_NONE
+    if hi - lo <= SCAN_LIMIT:
+        for i in range(lo, hi):
+            w = v.words[i]
+            wr = w >> v.shift
+            if wr < r:
+                continue
+            if wr > r:
+                break
+            if not ((w >> bit) & 1):
+                continue
+            scope = <uint32_t>((w >> 8) & v.scope_mask)
+            if scope == own:
+                return SCOPE_SENDER
+            if scope == entity:
+                best = SCOPE_ENTITY
+            elif scope == 0 and best == SCOPE_NONE:
+                best = SCOPE_GLOBAL
+        return best
+    # A number with many scopes: one binary search per scope asked about.
+    if own != C_NO_SCOPE and (mask_of(v, h, own) >> bit) & 1:
+        return SCOPE_SENDER
+    if entity != C_NO_SCOPE and (mask_of(v, h, entity) >> bit) & 1:
+        return SCOPE_ENTITY
+    if (mask_of(v, h, 0) >> bit) & 1:
+        return SCOPE_GLOBAL
+    return SCOPE_NONE
+
+
+cdef inline bint bloom_may_have(const IndexView *v, const uint64_t *block, uint64_t h,
+                                uint32_t own, uint32_t entity) noexcept nogil:
+    if an_bloom_test(block, an_bloom_key(h, 0), v.bloom_k):
+        return True
+    if own != C_NO_SCOPE and an_bloom_test(block, an_bloom_key(h, own), v.bloom_k):
+        return True
+    return entity != C_NO_SCOPE and an_bloom_test(block, an_bloom_key(h, entity), v.bloom_k)
+
+
+cdef int check_kernel(const IndexView *v, const uint32_t *sender_ids, const uint64_t *numbers,
+                      Py_ssize_t n, int bit, uint8_t *out, Py_ssize_t *bad) noexcept nogil:
+    """Answer n checks into out[] (scope codes). Checks run in groups whose memory reads are
+    prefetched one stage ahead: Bloom line, then directory, then entries. Returns 0, or an
+    ERR_* code with the offending position in *bad."""
+    cdef uint64_t h[GROUP]
+    cdef uint32_t own[GROUP]
+    cdef uint32_t entity[GROUP]
+    cdef const uint64_t *block[GROUP]
+    cdef int maybe[GROUP]
+    cdef Py_ssize_t base, j, m, count
+    cdef uint64_t number, bucket
+    cdef uint32_t sid
+    base = 0
+    while base < n:
+        m = min(<Py_ssize_t>GROUP, n - base)
+        for j in range(m):
+            number = numbers[base + j]
+            sid = sender_ids[base + j]
+            if number == 0 or number >= AN_NUMBER_LIMIT:
+                bad[0] = base + j
+                return ERR_NUMBER
+            if sid == C_NO_SCOPE:  # UNKNOWN_SENDER
+                own[j] = C_NO_SCOPE
+                entity[j] = C_NO_SCOPE
+            elif sid < v.senders:
+                own[j] = v.sender_scope[sid]
+                entity[j] = v.sender_entity[sid]
+            else:
+                bad[0] = base + j
+                return ERR_SENDER
+            h[j] = an_perm50(number)
+            block[j] = v.bloom + an_bloom_block(h[j], v.bloom_blocks) * AN_BLOOM_BLOCK_WORDS
+            an_prefetch(block[j])
+        count = 0
+        for j in range(m):
+            maybe[j] = bloom_may_have(v, block[j], h[j], own[j], entity[j])
+            out[base + j] = SCOPE_NONE
+            if maybe[j]:
+                an_prefetch(&v.directory[h[j] >> v.remainder_bits])
+                count += 1
+        if count == 0:
+            base += m
+            continue
+        for j in range(m):
+            if maybe[j]:
+                bucket = h[j] >> v.remainder_bits
+                an_prefetch(&v.words[v.directory[bucket]])
+        for j in range(m):
+            if maybe[j]:
+                out[base + j] = resolve(v, h[j], own[j], entity[j], bit)
+        base += m
+    return 0
+
+
+cdef int sort_words(const void *a, const void *b) noexcept nogil:
+    cdef uint64_t x = (<const uint64_t *>a)[0], y = (<const uint64_t *>b)[0]
+    return (x > y) - (x < y)
+
+
+cdef inline void sort_bucket(uint64_t *w, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i, j
+    cdef uint64_t x
+    if n > 32:
+        qsort(w, n, sizeof(uint64_t), sort_words)
+        return
+    for i in range(1, n):
+        x = w[i]
+        j = i
+        while j > 0 and w[j - 1] > x:
+            w[j] = w[j - 1]
+            j -= 1
+        w[j] = x
+
+
+def directory_bits(Py_ssize_t entries, int scope_bits):
+    """Directory size: about 4-8 entries per bucket, and enough bits that remainder, scope and
+    mask fit one 64-bit word."""
+    cdef int d = 0
+    while (entries >> (d + 3)) > 0 and d < 32:
+        d += 1
+    return max(d, AN_NUMBER_BITS + scope_bits + 8 - 64)
+
+
+def build(const uint64_t[::1] numbers, const uint32_t[::1] scopes, const uint8_t[::1] masks,
+          int scope_bits, double bloom_bits_per_entry=10.0, bint validate=True):
+    """Build the arrays of an index from entries (number, scope id, category mask).
+
+    Duplicate (number, scope) entries are folded, their masks OR-ed. Returns a dict of the
+    arrays and parameters; raises ValueError naming the first bad entry."""
+    cdef Py_ssize_t n = numbers.shape[0], i, b, lo, hi, out_pos, k
+    if scopes.shape[0] != n or masks.shape[0] != n:
+        raise ValueError(f"numbers, scopes and masks differ in length: "
+                         f"{n}, {scopes.shape[0]}, {masks.shape[0]}")
+    if n > MAX_ENTRIES:
+        raise ValueError(f"entries: {n} is more than an index holds ({MAX_ENTRIES})")
+    if scope_bits < 1 or scope_bits > 31:
+        raise ValueError(f"scope_bits: {scope_bits} is outside 1..31")
+    cdef int d = directory_bits(n, scope_bits)
+    cdef int remainder_bits = AN_NUMBER_BITS - d
+    cdef int shift = scope_bits + 8
+    cdef uint64_t remainder_mask = (1ULL << remainder_bits) - 1
+    cdef uint64_t buckets = 1ULL << d
+    cdef Py_ssize_t bad = -1
+    cdef int why = 0
+    cdef uint64_t h, scope_limit = 1ULL << scope_bits
+
+    with nogil:
+        for i in range(n):
+            if numbers[i] == 0 or numbers[i] >= AN_NUMBER_LIMIT or (
+                    validate and an_check_e164(numbers[i]) != AN_NUM_OK):
+                bad = i
+                why = 1
+                break
+            if scopes[i] >= scope_limit:
+                bad = i
+                why = 2
+                break
+            if masks[i] == 0:
+                bad = i
+                why = 3
+                break
+    if bad >= 0:
+        value = (numbers[bad], scopes[bad], masks[bad])[why - 1]
+        what = ("is not an E.164 number", f"is not below 2^{scope_bits}",
+                "is an empty category mask")[why - 1]
+        field = ("numbers", "scopes", "masks")[why - 1]
+        raise ValueError(f"{field}[{bad}]: {value} {what}")
+
+    directory_arr = np.zeros(buckets + 1, dtype=np.uint32)
+    cursor_arr = np.empty(buckets, dtype=np.uint32)
+    words_arr = np.empty(n, dtype=np.uint64)
+    cdef uint32_t[::1] directory = directory_arr
+    cdef uint32_t[::1] cursor = cursor_arr
+    cdef uint64_t[::1] words = words_arr
+    cdef uint64_t word
+    with nogil:
+        # Counting sort on the bucket (top bits), which also yields the directory.
+        for i in range(n):
+            directory[(an_perm50(numbers[i]) >> remainder_bits) + 1] += 1
+        for b in range(<Py_ssize_t>buckets):
+            directory[b + 1] += directory[b]
+            cursor[b] = directory[b]
+        for i in range(n):
+            h = an_perm50(numbers[i])
+            b = h >> remainder_bits
+            words[cursor[b]] = ((h & remainder_mask) << shift) | (
+                <uint64_t>scopes[i] << 8) | masks[i]
+            cursor[b] += 1
+        # Sort each bucket, fold duplicates, compact in place.
+        out_pos = 0
+        lo = 0
+        for b in range(<Py_ssize_t>buckets):
+            hi = directory[b + 1]
+            sort_bucket(&words[lo], hi - lo)
+            directory[b] = out_pos
+            k = lo
+            while k < hi:
+                word = words[k]
+                k += 1
+                while k < hi and (words[k] >> 8) == (word >> 8):
+                    word |= words[k] & 0xFF
+                    k += 1
+                words[out_pos] = word
+                out_pos += 1
+            lo = hi
+        directory[buckets] = out_pos
+    # Release the buffer views before resizing in place (no copy of the entries).
+    cursor = None
+    cursor_arr = None
+    words = None
+    if out_pos < n:
+        words_arr.resize(out_pos, refcheck=False)
+    bloom_arr = build_bloom(directory_arr, words_arr, remainder_bits, scope_bits,
+                            bloom_bits_per_entry, BLOOM_K)
+    return {
+        "directory": directory_arr,
+        "words": words_arr,
+        "bloom": bloom_arr,
+        "remainder_bits": remainder_bits,
+        "scope_bits": scope_bits,
+        "bloom_k": BLOOM_K,
+    }
+
+
+def build_bloom(const uint32_t[::1] directory, const uint64_t[::1] words, int remainder_bits,
+                int scope_bits, double bits_per_entry, int k):
+    cdef Py_ssize_t n = words.shape[0], b, i
+    cdef Py_ssize_t buckets = directory.shape[0] - 1
+    cdef uint64_t blocks = max(1, <uint64_t>(n * bits_per_entry / 512.0 + 0.999))
+    bloom_arr = np.zeros(blocks * AN_BLOOM_BLOCK_WORDS, dtype=np.uint64)
+    cdef uint64_t[::1] bloom = bloom_arr
+    cdef uint64_t h, scope_mask = (1ULL << scope_bits) - 1
+    cdef int shift = scope_bits + 8
+    with nogil:
+        for b in range(buckets):
+            for i in range(directory[b], directory[b + 1]):
+                h = (<uint64_t>b << remainder_bits) | (words[i] >> shift)
+                an_bloom_set(&bloom[an_bloom_block(h, blocks) * AN_BLOOM_BLOCK_WORDS],
+                             an_bloom_key(h, <uint32_t>((words[i] >> 8) & scope_mask)), k)
+    return bloom_arr
+
+
+cdef class IndexCore:
+    """Read-only view of the arrays of one index; safe to share between threads."""
+
+    cdef IndexView v
+    cdef readonly object directory, words, bloom, sender_scope, sender_entity
+    cdef readonly int remainder_bits, scope_bits, bloom_k
+
+    def __cinit__(self, directory, words, bloom, sender_scope, sender_entity,
+                  int remainder_bits, int scope_bits, int bloom_k):
+        cdef const uint32_t[::1] d = directory
+        cdef const uint64_t[::1] w = words
+        cdef const uint64_t[::1] f = bloom
+        cdef const uint32_t[::1] s = sender_scope
+        cdef const uint32_t[::1] e = sender_entity
+        if d.shape[0] < 2 or (d.shape[0] - 1) & (d.shape[0] - 2):
+            raise ValueError(f"directory: {d.shape[0]} slots is not 2^d + 1")
+        if remainder_bits + scope_bits + 8 > 64 or scope_bits < 1 or scope_bits > 31:
+            raise ValueError(f"remainder_bits {remainder_bits} and scope_bits {scope_bits} "
+                             "do not fit one 64-bit word")
+        if f.shape[0] == 0 or f.shape[0] % AN_BLOOM_BLOCK_WORDS or bloom_k < 1 or bloom_k > 7:
+            raise ValueError(f"bloom: {f.shape[0]} words, k={bloom_k} is not a Bloom filter")
+        if s.shape[0] != e.shape[0]:
+            raise ValueError("sender_scope and sender_entity differ in length")
+        if d[d.shape[0] - 1] != w.shape[0] or d[0] != 0:
+            raise ValueError(f"directory ends at {d[d.shape[0] - 1]}, words has {w.shape[0]}")
+        if (1 << (AN_NUMBER_BITS - remainder_bits)) != d.shape[0] - 1:
+            raise ValueError(f"remainder_bits {remainder_bits} does not match the directory")
+        self.directory, self.words, self.bloom = directory, words, bloom
+        self.sender_scope, self.sender_entity = sender_scope, sender_entity
+        self.remainder_bits, self.scope_bits, self.bloom_k = remainder_bits, scope_bits, bloom_k
+        self.v.directory = &d[0]
+        self.v.words = &w[0] if w.shape[0] else NULL
+        self.v.bloom = &f[0]
+        self.v.sender_scope = &s[0] if s.shape[0] else NULL
+        self.v.sender_entity = &e[0] if e.shape[0] else NULL
+        self.v.senders = s.shape[0]
+        self.v.bloom_blocks = f.shape[0] // AN_BLOOM_BLOCK_WORDS
+        self.v.remainder_bits = remainder_bits
+        self.v.remainder_mask = (1ULL << remainder_bits) - 1
+        self.v.scope_mask = (1ULL << scope_bits) - 1
+        self.v.shift = scope_bits + 8
+        self.v.bloom_k = bloom_k
+
+    def __len__(self):
+        return self.words.shape[0]
+
+    def check_ids(self, const uint32_t[::1] sender_ids, const uint64_t[::1] numbers, int bit,
+                  uint8_t[::1] out=None):
+        """Scope codes for n checks of category bit `bit`; the GIL is released throughout."""
+        cdef Py_ssize_t n = numbers.shape[0], bad = -1
+        cdef int status
+        if sender_ids.shape[0] != n:
+            raise ValueError(f"sender_ids has {sender_ids.shape[0]} items, numbers {n}")
+        if bit < 0 or bit > 7:
+            raise ValueError(f"category bit: {bit} is outside 0..7")
+        if out is None:
+            out = np.empty(n, dtype=np.uint8)
+        elif out.shape[0] != n:
+            raise ValueError(f"out has {out.shape[0]} items, numbers {n}")
+        if n == 0:
+            return np.asarray(out)
+        with nogil:
+            status = check_kernel(&self.v, &sender_ids[0], &numbers[0], n, bit, &out[0], &bad)
+        if status == ERR_NUMBER:
+            raise ValueError(f"numbers[{bad}]: {numbers[bad]} is not an E.164 number")
+        if status == ERR_SENDER:
+            raise ValueError(f"sender_ids[{bad}]: {sender_ids[bad]} is not a sender id")
+        return np.asarray(out)
+
+    cpdef int check_one(self, uint32_t sender_id, uint64_t number, int bit) except -1:
+        """One check: the batch kernel with one item."""
+        cdef uint8_t out
+        cdef Py_ssize_t bad = -1
+        cdef int status
+        if bit < 0 or bit > 7:
+            raise ValueError(f"category bit: {bit} is outside 0..7")
+        status = check_kernel(&self.v, &sender_id, &number, 1, bit, &out, &bad)
+        if status == ERR_NUMBER:
+            raise ValueError(f"number: {number} is not an E.164 number")
+        if status == ERR_SENDER:
+            raise ValueError(f"sender_id: {sender_id} is not a sender id")
+        return out
+
+    def mask(self, uint64_t number, uint32_t scope):
+        """The category mask stored for (number, scope); 0 when there is no entry."""
+        if number == 0 or number >= AN_NUMBER_LIMIT:
+            raise ValueError(f"number: {number} is not an E.164 number")
+        return mask_of(&self.v, an_perm50(number), scope)
+
+    def entries(self):
+        """All entries as arrays (numbers, scope ids, masks), in index order."""
+        cdef Py_ssize_t n = self.words.shape[0], b, i
+        cdef Py_ssize_t buckets = self.directory.shape[0] - 1
+        numbers_arr = np.empty(n, dtype=np.uint64)
+        scopes_arr = np.empty(n, dtype=np.uint32)
+        masks_arr = np.empty(n, dtype=np.uint8)
+        cdef uint64_t[::1] numbers = numbers_arr
+        cdef uint32_t[::1] scopes = scopes_arr
+        cdef uint8_t[::1] masks = masks_arr
+        cdef uint64_t w
+        with nogil:
+            for b in range(buckets):
+                for i in range(self.v.directory[b], self.v.directory[b + 1]):
+                    w = self.v.words[i]
+                    numbers[i] = an_unperm50((<uint64_t>b << self.v.remainder_bits) |
+                                             (w >> self.v.shift))
+                    scopes[i] = <uint32_t>((w >> 8) & self.v.scope_mask)
+                    masks[i] = <uint8_t>(w & 0xFF)
+        return numbers_arr, scopes_arr, masks_arr
+
+    def verify(self, uint64_t scopes):
+        """Check every invariant; return None, or a message saying the first one broken.
+
+        Directory monotone; within a bucket keys strictly increasing (sorted, no duplicates);
+        masks non-empty; scope ids below `scopes`; every entry is in the Bloom filter and is
+        found by the lookup (no false negatives); numbers E.164; sender tables in range."""
+        cdef Py_ssize_t b, i, buckets = self.directory.shape[0] - 1
+        cdef uint64_t w, h, prev, scope
+        cdef uint64_t number
+        cdef int why = 0
+        cdef Py_ssize_t at = -1
+        with nogil:
+            for b in range(buckets):
+                if self.v.directory[b] > self.v.directory[b + 1]:
+                    why, at = 1, b
+                    break
+                prev = 0
+                for i in range(self.v.directory[b], self.v.directory[b + 1]):
+                    w = self.v.words[i]
+                    h = (<uint64_t>b << self.v.remainder_bits) | (w >> self.v.shift)
+                    scope = (w >> 8) & self.v.scope_mask
+                    number = an_unperm50(h)
+                    if i > self.v.directory[b] and (w >> 8) <= (prev >> 8):
+                        why = 2
+                    elif (w & 0xFF) == 0:
+                        why = 3
+                    elif scope >= scopes:
+                        why = 4
+                    elif not an_bloom_test(
+                            self.v.bloom + an_bloom_block(h, self.v.bloom_blocks) *
+                            AN_BLOOM_BLOCK_WORDS, an_bloom_key(h, <uint32_t>scope),
+                            self.v.bloom_k):
+                        why = 5
+                    elif mask_of(&self.v, h, <uint32_t>scope) != (w & 0xFF):
+                        why = 6
+                    elif an_check_e164(number) != AN_NUM_OK:
+                        why = 7
+                    if why:
+                        at = i
+                        break
+                    prev = w
+                if why:
+                    break
+            if not why:
+                for i in range(<Py_ssize_t>self.v.senders):
+                    if self.v.sender_scope[i] >= scopes or (
+                            self.v.sender_entity[i] != C_NO_SCOPE and
+                            self.v.sender_entity[i] >= scopes):
+                        why, at = 8, i
+                        break
+        if not why:
+            return None
+        return ("directory is not monotone at bucket", "keys are not strictly sorted at entry",
+                "empty category mask at entry", "scope id out of range at entry",
+                "Bloom filter misses entry", "lookup misses entry",
+                "number is not E.164 at entry", "sender table points outside the scopes at",
+                )[why - 1] + f" {at}"

@@ -1,0 +1,188 @@
+/* Phone-number normalisation to E.164 digits (SPEC §3), on ASCII text.
+ *
+ * Text that is not ASCII must be NFKC-normalised by the caller first (full-width digits become
+ * ASCII there); any byte >= 0x80 that is left is an invalid character. Pure C, no Python: the
+ * CSV parser uses the same code on raw bytes.
+ */
+#ifndef ANNING_NUMBER_H
+#define ANNING_NUMBER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "country_table.h"
+
+enum an_number_status {
+    AN_NUM_OK = 0,
+    AN_NUM_EMPTY,          /* nothing but separators */
+    AN_NUM_BAD_CHAR,       /* a character that is neither a digit nor a separator */
+    AN_NUM_LONE_PLUS,      /* '+' and no digits */
+    AN_NUM_MISPLACED_PLUS, /* '+' anywhere but first */
+    AN_NUM_TOO_SHORT,
+    AN_NUM_TOO_LONG,
+    AN_NUM_UNKNOWN_COUNTRY,
+    AN_NUM_BAD_LENGTH,     /* length impossible for the country */
+    AN_NUM_NOT_CN,         /* +86 but neither a mobile nor a fixed-line number */
+    AN_NUM_STATUS_COUNT
+};
+
+#define AN_MAX_DIGITS 15          /* E.164 */
+#define AN_MAX_SCAN_DIGITS 24     /* digits read before giving up as too long */
+#define AN_NUMBER_LIMIT 1000000000000000ULL  /* 10^15: every E.164 number is below */
+
+static const uint64_t an_pow10[20] = {
+    1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL, 10000000ULL,
+    100000000ULL, 1000000000ULL, 10000000000ULL, 100000000000ULL, 1000000000000ULL,
+    10000000000000ULL, 100000000000000ULL, 1000000000000000ULL, 10000000000000000ULL,
+    100000000000000000ULL, 1000000000000000000ULL, 10000000000000000000ULL};
+
+static inline uint64_t an_digits_value(const char *d, int n) {
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++) v = v * 10 + (uint64_t)(d[i] - '0');
+    return v;
+}
+
+/* China (+86) national significant numbers. Mobile: 11 digits 1[3-9]. Fixed line: an area code
+ * (10, 2x, or [3-9]xx) and a 7-8 digit subscriber number; also a 5-6 digit service number 9xxxx
+ * after an area code, and 10800 toll-free, which phonenumbers (the oracle) calls valid. */
+static inline int an_cn_national_ok(const char *d, int n) {
+    if (n < 7 || n > 12) return 0;
+    if (d[0] == '1') {
+        if (d[1] >= '3' && d[1] <= '9') return n == 11;
+        if (d[1] != '0') return 0;
+        if (n == 12) return d[2] == '8' && d[3] == '0' && d[4] == '0';
+        /* Beijing: area code 10 */
+        if (n >= 9 && n <= 10) return 1;
+        return (n >= 7 && n <= 8) && d[2] == '9';
+    }
+    if (d[0] == '0') return 0;
+    int area = (d[0] == '2') ? 2 : 3;
+    int sub = n - area;
+    if (sub == 7 || sub == 8) return 1;
+    return (sub == 5 || sub == 6) && d[area] == '9';
+}
+
+static inline int an_length_ok(int cc, int n) {
+    return n > 0 && n < 32 && ((an_countries[cc].lengths >> n) & 1u);
+}
+
+static inline int an_cc_digits(int cc) { return cc >= 100 ? 3 : (cc >= 10 ? 2 : 1); }
+
+/* Validate a national significant number for country `cc`; on success store the E.164 value.
+ * A single trunk prefix written after the country code ("+44 (0)20 ...", "+86 0755 ...") is
+ * dropped when the number is not possible with it and is without it. */
+static inline int an_finish(int cc, const char *d, int n, uint64_t *out) {
+    int ccd = an_cc_digits(cc);
+    if (cc == 86) {
+        if (n > 1 && d[0] == '0' && an_cn_national_ok(d + 1, n - 1)) { d++; n--; }
+        if (!an_cn_national_ok(d, n)) {
+            if (n < 7) return AN_NUM_TOO_SHORT;
+            if (n > 12) return AN_NUM_TOO_LONG;
+            return AN_NUM_NOT_CN;
+        }
+    } else {
+        int trunk = an_countries[cc].trunk;
+        if (!an_length_ok(cc, n) && trunk >= 0 && n > 1 && d[0] == '0' + trunk &&
+            an_length_ok(cc, n - 1)) {
+            d++; n--;
+        }
+        if (ccd + n < 7) return AN_NUM_TOO_SHORT;
+        if (ccd + n > AN_MAX_DIGITS) return AN_NUM_TOO_LONG;
+        if (!an_length_ok(cc, n)) return AN_NUM_BAD_LENGTH;
+    }
+    *out = (uint64_t)cc * an_pow10[n] + an_digits_value(d, n);
+    return AN_NUM_OK;
+}
+
+/* d: digits after '+' or '00'. Country codes are prefix-free: the first 1-3 digit prefix that
+ * is a known code is the code. */
+static inline int an_international(const char *d, int n, uint64_t *out) {
+    int cc = 0;
+    for (int k = 1; k <= 3 && k < n; k++) {
+        cc = cc * 10 + (d[k - 1] - '0');
+        if (an_countries[cc].lengths) return an_finish(cc, d + k, n - k, out);
+    }
+    if (n < 7) return AN_NUM_TOO_SHORT;
+    return AN_NUM_UNKNOWN_COUNTRY;
+}
+
+/* China's IP-dialling carrier prefixes (1[12]xx, 179xx) before a national number, which
+ * phonenumbers strips: "17951 138 1234 5678" is 8613812345678. */
+static inline int an_cn_carrier_prefix(const char *d, int n) {
+    if (n < 5 + 7 || d[0] != '1') return 0;
+    if (d[1] == '1' || d[1] == '2') return 1;
+    return d[1] == '7' && d[2] == '9';
+}
+
+static inline int an_national(int default_cc, const char *d, int n, uint64_t *out) {
+    char cc_text[4];
+    int ccd = an_cc_digits(default_cc), status;
+    uint64_t value;
+    for (int i = ccd - 1, c = default_cc; i >= 0; i--, c /= 10) cc_text[i] = (char)('0' + c % 10);
+    /* The national reading first; the country code written without '+' when that fails. */
+    const char *nd = d;
+    int nn = n;
+    if (nn > 1 && nd[0] == '0') { nd++; nn--; }
+    status = an_finish(default_cc, nd, nn, &value);
+    if (status == AN_NUM_OK) { *out = value; return AN_NUM_OK; }
+    if (n > ccd) {
+        int i = 0;
+        while (i < ccd && d[i] == cc_text[i]) i++;
+        if (i == ccd && an_finish(default_cc, d + ccd, n - ccd, &value) == AN_NUM_OK) {
+            *out = value; return AN_NUM_OK;
+        }
+    }
+    if (default_cc == 86 && an_cn_carrier_prefix(d, n) && an_cn_national_ok(d + 5, n - 5)) {
+        *out = 86ULL * an_pow10[n - 5] + an_digits_value(d + 5, n - 5);
+        return AN_NUM_OK;
+    }
+    return status;
+}
+
+static inline int an_is_separator(unsigned char c) {
+    return c == ' ' || c == '-' || c == '.' || c == '(' || c == ')';
+}
+
+/* Parse `len` bytes of ASCII text. On a bad character, *bad_at is its offset. */
+static inline int an_parse_number(const unsigned char *s, size_t len, int default_cc,
+                                  uint64_t *out, size_t *bad_at) {
+    char digits[AN_MAX_SCAN_DIGITS];
+    int n = 0, plus = 0, seen = 0;
+    size_t i = 0;
+    while (i < len && s[i] == ' ') i++;
+    if (len - i >= 4 && (s[i] | 0x20) == 't' && (s[i + 1] | 0x20) == 'e' &&
+        (s[i + 2] | 0x20) == 'l' && s[i + 3] == ':')
+        i += 4;
+    for (; i < len; i++) {
+        unsigned char c = s[i];
+        if (c >= '0' && c <= '9') {
+            if (n == AN_MAX_SCAN_DIGITS) return AN_NUM_TOO_LONG;
+            digits[n++] = (char)c;
+            seen = 1;
+        } else if (c == '+') {
+            if (seen || plus) { *bad_at = i; return AN_NUM_MISPLACED_PLUS; }
+            plus = 1;
+        } else if (!an_is_separator(c)) {
+            *bad_at = i;
+            return AN_NUM_BAD_CHAR;
+        }
+    }
+    if (n == 0) return plus ? AN_NUM_LONE_PLUS : AN_NUM_EMPTY;
+    if (plus) return an_international(digits, n, out);
+    if (n > 2 && digits[0] == '0' && digits[1] == '0') return an_international(digits + 2, n - 2, out);
+    return an_national(default_cc, digits, n, out);
+}
+
+/* An E.164 value (no '+') is well formed: a known country code and a possible length. */
+static inline int an_check_e164(uint64_t v) {
+    char digits[20];
+    int n = 1;
+    uint64_t out, rest = v;
+    if (v == 0 || v >= AN_NUMBER_LIMIT) return AN_NUM_TOO_LONG;
+    while (n < 16 && v >= an_pow10[n]) n++;
+    for (int k = n - 1; k >= 0; k--, rest /= 10) digits[k] = (char)('0' + rest % 10);
+    int status = an_international(digits, n, &out);
+    if (status == AN_NUM_OK && out != v) return AN_NUM_BAD_LENGTH; /* a trunk digit was dropped */
+    return status;
+}
+
+#endif

@@ -1,0 +1,47 @@
+"""Build of the compiled core (anning._normalize, anning._index); metadata is in pyproject.toml.
+
+Environment switches:
+  ANNING_DEBUG=1   invariant checks in the core (sorted keys, no duplicates, no false negatives)
+  ANNING_NATIVE=1  -march=native (off by default: wheels must run on any x86-64)
+"""
+
+import os
+import sys
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
+import gen_country_table  # noqa: E402
+
+gen_country_table.main(os.path.join("ext", "country_table.h"))
+
+debug = os.environ.get("ANNING_DEBUG", "") not in ("", "0")
+compile_args = ["-O3", "-Wall", "-Wno-unused-function", "-Wno-unreachable-code"]
+if os.environ.get("ANNING_NATIVE", "") not in ("", "0"):
+    compile_args.append("-march=native")
+macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+if debug:
+    macros.append(("ANNING_DEBUG", "1"))
+    compile_args = [a for a in compile_args if a != "-O3"] + ["-O1", "-g"]
+
+extensions = [
+    Extension(
+        f"anning.{name}",
+        [f"ext/{name}.pyx"],
+        include_dirs=["ext", numpy.get_include()],
+        define_macros=macros,
+        extra_compile_args=compile_args,
+    )
+    for name in ("_normalize", "_index")
+]
+
+setup(
+    ext_modules=cythonize(
+        extensions,
+        include_path=["ext"],
+        compiler_directives={"language_level": "3", "embedsignature": True},
+        compile_time_env={"ANNING_DEBUG": debug},
+    )
+)

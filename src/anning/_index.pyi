@@ -1,0 +1,49 @@
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+DEBUG: bool
+NO_SCOPE: int
+UNKNOWN_SENDER: int
+GLOBAL_SCOPE: int
+MAX_ENTRIES: int
+BLOOM_K: int
+
+def directory_bits(entries: int, scope_bits: int) -> int: ...
+def build(
+    numbers: npt.NDArray[np.uint64], scopes: npt.NDArray[np.uint32],
+    masks: npt.NDArray[np.uint8], scope_bits: int, bloom_bits_per_entry: float = 10.0,
+    validate: bool = True,
+) -> dict[str, Any]: ...
+def build_bloom(
+    directory: npt.NDArray[np.uint32], words: npt.NDArray[np.uint64], remainder_bits: int,
+    scope_bits: int, bits_per_entry: float, k: int,
+) -> npt.NDArray[np.uint64]: ...
+
+class IndexCore:
+    directory: npt.NDArray[np.uint32]
+    words: npt.NDArray[np.uint64]
+    bloom: npt.NDArray[np.uint64]
+    sender_scope: npt.NDArray[np.uint32]
+    sender_entity: npt.NDArray[np.uint32]
+    remainder_bits: int
+    scope_bits: int
+    bloom_k: int
+    def __init__(
+        self, directory: npt.NDArray[np.uint32], words: npt.NDArray[np.uint64],
+        bloom: npt.NDArray[np.uint64], sender_scope: npt.NDArray[np.uint32],
+        sender_entity: npt.NDArray[np.uint32], remainder_bits: int, scope_bits: int,
+        bloom_k: int,
+    ) -> None: ...
+    def __len__(self) -> int: ...
+    def check_ids(
+        self, sender_ids: npt.NDArray[np.uint32], numbers: npt.NDArray[np.uint64], bit: int,
+        out: npt.NDArray[np.uint8] | None = None,
+    ) -> npt.NDArray[np.uint8]: ...
+    def check_one(self, sender_id: int, number: int, bit: int) -> int: ...
+    def mask(self, number: int, scope: int) -> int: ...
+    def entries(
+        self,
+    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint32], npt.NDArray[np.uint8]]: ...
+    def verify(self, scopes: int) -> str | None: ...

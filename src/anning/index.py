@@ -1,0 +1,317 @@
+"""SuppressionIndex: the exact three-level check of SPEC §2 over the compiled core."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from os import PathLike
+from typing import Any
+
+import numpy as np
+
+from anning import _index
+from anning._normalize import normalize_number, normalize_numbers, normalize_sender
+from anning.errors import InvalidInput, InvariantError
+from anning.scopes import (
+    DEFAULT_CATEGORIES,
+    ENTITY_PREFIX,
+    GLOBAL,
+    Scope,
+    category_bit,
+    category_mask,
+    parse_scope,
+    validate_categories,
+)
+
+__all__ = ["UNKNOWN_SENDER", "ScopeTable", "SuppressionIndex"]
+
+UNKNOWN_SENDER = _index.UNKNOWN_SENDER
+NO_SCOPE = _index.NO_SCOPE
+_SCOPES = tuple(Scope)  # code -> member, without IntEnum's lookup on the hot path
+
+
+class ScopeTable:
+    """Scope keys (`*`, `entity:NAME`, `NAME`) and senders, each with a dense id.
+
+    Scope 0 is global. Every sender has a scope of its own and, when it belongs to an entity,
+    the entity's scope; sender ids index the arrays `sender_scope` and `sender_entity`."""
+
+    def __init__(self) -> None:
+        self.scopes: list[str] = [GLOBAL]
+        self.scope_ids: dict[str, int] = {GLOBAL: 0}
+        self.senders: list[str] = []
+        self.sender_ids: dict[str, int] = {}
+        self._entity_of: list[int] = []
+
+    def scope(self, key: str) -> int:
+        """Id of a canonical scope key, registering it (and its sender) when new."""
+        sid = self.scope_ids.get(key)
+        if sid is None:
+            sid = self.scope_ids[key] = len(self.scopes)
+            self.scopes.append(key)
+            if not key.startswith(ENTITY_PREFIX) and key != GLOBAL:
+                self.sender_ids[key] = len(self.senders)
+                self.senders.append(key)
+                self._entity_of.append(NO_SCOPE)
+        return sid
+
+    def link(self, sender: str, entity: str, field: str = "entities") -> None:
+        """Make `sender` belong to `entity` (both raw text, normalised here)."""
+        name = normalize_sender(sender, f"{field} sender")
+        entity_key = ENTITY_PREFIX + normalize_sender(entity, f"{field}[{sender!r}]")
+        self.scope(name)
+        self._entity_of[self.sender_ids[name]] = self.scope(entity_key)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        sender_scope = np.fromiter(
+            (self.scope_ids[s] for s in self.senders), dtype=np.uint32, count=len(self.senders)
+        )
+        return sender_scope, np.asarray(self._entity_of, dtype=np.uint32)
+
+    @property
+    def scope_bits(self) -> int:
+        return max(1, (len(self.scopes) - 1).bit_length())
+
+
+def _as_numbers(numbers: Any, default_country: int) -> np.ndarray:
+    if isinstance(numbers, np.ndarray) and numbers.dtype.kind in "ui":
+        if numbers.dtype.kind == "i" and numbers.size and numbers.min() < 0:
+            bad = int(np.argmax(numbers < 0))
+            raise InvalidInput(f"numbers[{bad}]: {numbers[bad]} is not an E.164 number")
+        return np.ascontiguousarray(numbers, dtype=np.uint64)
+    if isinstance(numbers, np.ndarray) and numbers.dtype.kind not in "OU":
+        raise InvalidInput(f"numbers: an array of {numbers.dtype} is neither integers nor text")
+    return normalize_numbers(list(numbers), default_country, True, "numbers")
+
+
+def _factorise(values: Iterable[Any], n: int) -> tuple[list[Any], np.ndarray]:
+    table: dict[Any, int] = {}
+    codes = np.fromiter((table.setdefault(v, len(table)) for v in values), np.uint32, count=n)
+    return list(table), codes
+
+
+def _as_masks(categories: Any, names: tuple[str, ...], n: int) -> np.ndarray:
+    if categories is None or isinstance(categories, str):
+        return np.full(n, category_mask(names, categories or names[0], "categories"), np.uint8)
+    if isinstance(categories, np.ndarray) and categories.dtype.kind in "ui":
+        if len(categories) != n:
+            raise InvalidInput(f"categories: {len(categories)} masks for {n} numbers")
+        bad = np.flatnonzero((categories <= 0) | (categories > 0xFF))
+        if bad.size:
+            i = int(bad[0])
+            raise InvalidInput(f"categories[{i}]: {categories[i]} is not a category mask 1..255")
+        return np.ascontiguousarray(categories, dtype=np.uint8)
+    values = list(categories)
+    if len(values) != n:
+        raise InvalidInput(f"categories: {len(values)} values for {n} numbers")
+    table, codes = _factorise(values, n)
+    masks = np.empty(len(table), np.uint8)
+    for code, name in enumerate(table):
+        first = values.index(name)
+        masks[code] = category_mask(names, name, f"categories[{first}]")
+    return masks[codes]
+
+
+class SuppressionIndex:
+    """An immutable, exact suppression list: (number, scope, category mask) entries.
+
+    A check asks (number, sender), (number, entity of sender) and (number, global) at once and
+    answers the most specific scope whose mask holds the category. Safe to share between
+    threads; batch checks release the GIL."""
+
+    def __init__(
+        self,
+        core: _index.IndexCore,
+        table: ScopeTable,
+        categories: tuple[str, ...],
+        meta: Mapping[str, Any] | None = None,
+    ) -> None:
+        self._core = core
+        self._table = table
+        self.categories = categories
+        self._bits = {name: bit for bit, name in enumerate(categories)}
+        self.meta = dict(meta or {})
+        self.default_country = int(self.meta.setdefault("default_country", 86))
+        self._python_bytes = _python_size(table)
+        if _index.DEBUG:
+            self.verify()
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        numbers: Any,
+        senders: Any,
+        categories: Any = None,
+        entities: Mapping[str, str] | None = None,
+        *,
+        sender_table: Sequence[str] | None = None,
+        category_names: Iterable[str] = DEFAULT_CATEGORIES,
+        default_country: int = 86,
+        meta: Mapping[str, Any] | None = None,
+        bloom_bits_per_entry: float = 10.0,
+    ) -> SuppressionIndex:
+        """Build an index from entries.
+
+        numbers: E.164 ints (a uint64 array is the fast path) or text to normalise.
+        senders: one scope per entry: a sender, `entity:NAME`, or `*` for global; or, with
+            `sender_table`, integer codes into that table.
+        categories: None (the first category), one name for all, a name per entry, or an
+            integer array of masks. `all` is every category.
+        entities: sender -> entity; a sender's checks also match its entity's entries.
+        """
+        names = validate_categories(category_names)
+        nums = _as_numbers(numbers, default_country)
+        n = len(nums)
+        if sender_table is None:
+            if isinstance(senders, str):
+                raise InvalidInput("senders: one string given; one sender per number expected")
+            sender_table, codes = _factorise(senders, n) if n else ([], np.empty(0, np.uint32))
+            if len(codes) != n:
+                raise InvalidInput(f"senders: {len(codes)} values for {n} numbers")
+        else:
+            codes = np.asarray(senders)
+            if codes.dtype.kind not in "ui" or len(codes) != n:
+                raise InvalidInput("senders: with sender_table, one integer code per number")
+            if n and (codes.min() < 0 or codes.max() >= len(sender_table)):
+                bad = int(np.flatnonzero((codes < 0) | (codes >= len(sender_table)))[0])
+                raise InvalidInput(f"senders[{bad}]: {codes[bad]} is not a code of sender_table")
+        table = ScopeTable()
+        scope_of_code = np.fromiter(
+            (table.scope(parse_scope(t, "senders")) for t in sender_table),
+            np.uint32,
+            count=len(sender_table),
+        )
+        for sender, entity in (entities or {}).items():
+            table.link(sender, entity)
+        masks = _as_masks(categories, names, n)
+        scope_ids = scope_of_code[codes] if n else np.empty(0, np.uint32)
+        try:
+            arrays = _index.build(nums, scope_ids, masks, table.scope_bits, bloom_bits_per_entry)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        sender_scope, sender_entity = table.arrays()
+        core = _index.IndexCore(
+            arrays["directory"], arrays["words"], arrays["bloom"], sender_scope, sender_entity,
+            arrays["remainder_bits"], arrays["scope_bits"], arrays["bloom_k"],
+        )
+        return cls(core, table, names, {**(meta or {}), "default_country": default_country})
+
+    @classmethod
+    def load(cls, path: str | PathLike[str]) -> SuppressionIndex:
+        """Map a binary snapshot written by `save`; raises CorruptSnapshot if it is not whole."""
+        from anning.snapshot import read_snapshot
+
+        return read_snapshot(path)
+
+    def save(self, path: str | PathLike[str]) -> None:
+        """Write the binary snapshot atomically (temporary file, fsync, rename, fsync dir)."""
+        from anning.snapshot import write_snapshot
+
+        write_snapshot(self, path)
+
+    # -- checks ------------------------------------------------------------------------------
+    def check(self, sender: str, number: str | int, category: str = "marketing") -> Scope:
+        """Is `number` suppressed for `sender` in `category`? The most specific scope, or NONE."""
+        sid = self._table.sender_ids.get(normalize_sender(sender), UNKNOWN_SENDER)
+        bit = self._bits.get(category)
+        if bit is None:
+            bit = category_bit(self.categories, category)
+        return _SCOPES[self._core.check_one(sid, normalize_number(number, self.default_country), bit)]
+
+    def sender_ids(self, senders: Iterable[str]) -> np.ndarray:
+        """Ids of senders for `check_ids`; UNKNOWN_SENDER for one the index has never seen."""
+        ids = self._table.sender_ids
+        items = list(senders)
+        out = np.empty(len(items), np.uint32)
+        for i, text in enumerate(items):
+            try:
+                name = normalize_sender(text)
+            except InvalidInput:
+                normalize_sender(text, f"senders[{i}]")  # raises, naming the position
+                raise
+            out[i] = ids.get(name, UNKNOWN_SENDER)
+        return out
+
+    def check_ids(
+        self, sender_ids: Any, numbers: Any, category: str = "marketing", out: Any = None
+    ) -> np.ndarray:
+        """The raw batch path: scope codes (uint8) for uint32 sender ids and uint64 numbers."""
+        try:
+            return self._core.check_ids(
+                np.ascontiguousarray(sender_ids, dtype=np.uint32),
+                np.ascontiguousarray(numbers, dtype=np.uint64),
+                self.category_bit(category),
+                out,
+            )
+        except ValueError as exc:
+            if isinstance(exc, InvalidInput):
+                raise
+            raise InvalidInput(str(exc)) from None
+
+    def check_batch(
+        self, senders: Sequence[str], numbers: Sequence[str | int], category: str = "marketing"
+    ) -> np.ndarray:
+        """Checks of text senders and numbers; the first bad item raises, naming its position."""
+        nums = normalize_numbers(list(numbers), self.default_country)
+        return self.check_ids(self.sender_ids(senders), nums, category)
+
+    def category_bit(self, category: str) -> int:
+        bit = self._bits.get(category)
+        return category_bit(self.categories, category) if bit is None else bit
+
+    # -- contents ----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._core)
+
+    @property
+    def nbytes(self) -> int:
+        """All the memory the index holds: arrays (mapped or not) and its Python tables."""
+        core = self._core
+        arrays = (core.directory, core.words, core.bloom, core.sender_scope, core.sender_entity)
+        return sum(a.nbytes for a in arrays) + self._python_bytes
+
+    @property
+    def scopes(self) -> list[str]:
+        return self._table.scopes
+
+    @property
+    def senders(self) -> list[str]:
+        return self._table.senders
+
+    def entities(self) -> dict[str, str]:
+        """sender -> entity name, for senders that belong to one."""
+        table, ent = self._table, self._core.sender_entity
+        return {
+            s: table.scopes[ent[i]][len(ENTITY_PREFIX) :]
+            for i, s in enumerate(table.senders)
+            if ent[i] != NO_SCOPE
+        }
+
+    def entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(numbers uint64, scope ids uint32, masks uint8); `scopes[id]` names a scope."""
+        return self._core.entries()
+
+    def mask(self, number: str | int, scope: str) -> int:
+        """Category mask stored for (number, scope key `*`/`entity:X`/sender); 0 if none."""
+        sid = self._table.scope_ids.get(parse_scope(scope, "scope"))
+        return 0 if sid is None else self._core.mask(normalize_number(number, self.default_country), sid)
+
+    def verify(self) -> None:
+        """Check the core's invariants; raise InvariantError naming the first one broken."""
+        problem = self._core.verify(len(self._table.scopes))
+        if problem:
+            raise InvariantError(problem)
+
+    def __repr__(self) -> str:
+        return (
+            f"<SuppressionIndex {len(self)} entries, {len(self.senders)} senders, "
+            f"{len(self.scopes)} scopes, {self.nbytes / max(len(self), 1):.1f} B/entry>"
+        )
+
+
+def _python_size(table: ScopeTable) -> int:
+    size = sys.getsizeof(table.scopes) + sys.getsizeof(table.scope_ids)
+    size += sys.getsizeof(table.senders) + sys.getsizeof(table.sender_ids)
+    size += sum(sys.getsizeof(s) for s in table.scopes)
+    return size
