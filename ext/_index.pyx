@@ -17,7 +17,7 @@ Nothing here knows files, names or the network: ids in, scope codes out.
 
 cimport numpy as cnp
 import numpy as np
-from libc.stdint cimport uint8_t, uint32_t, uint64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport qsort
 
 from number cimport AN_NUM_OK, AN_NUMBER_LIMIT, an_check_e164
@@ -30,10 +30,12 @@ cdef extern from "index.h" nogil:
     int AN_BLOOM_BLOCK_WORDS
     uint64_t an_perm50(uint64_t x)
     uint64_t an_unperm50(uint64_t x)
-    uint64_t an_bloom_block(uint64_t h, uint64_t blocks)
-    uint64_t an_bloom_key(uint64_t h, uint32_t scope)
-    void an_bloom_set(uint64_t *block, uint64_t key, int k)
-    int an_bloom_test(const uint64_t *block, uint64_t key, int k)
+    int AN_BLOOM_K
+    uint64_t an_bloom_hash(uint64_t h)
+    uint64_t an_bloom_block(uint64_t g, uint64_t blocks)
+    uint64_t an_bloom_key(uint64_t g, uint32_t scope)
+    void an_bloom_set(uint64_t *block, uint64_t key)
+    uint64_t an_bloom_test(const uint64_t *block, uint64_t key)
     void an_prefetch(const void *p)
 
 DEBUG = bool(ANNING_DEBUG)
@@ -41,14 +43,16 @@ NO_SCOPE = 0xFFFFFFFF
 UNKNOWN_SENDER = 0xFFFFFFFF
 GLOBAL_SCOPE = 0
 MAX_ENTRIES = 0xFFFFFFFF - 1
-BLOOM_K = 5
+BLOOM_K = AN_BLOOM_K
 
 cdef enum:
     SCOPE_NONE = 0
     SCOPE_SENDER = 1
     SCOPE_ENTITY = 2
     SCOPE_GLOBAL = 3
-    GROUP = 16          # checks in flight at once: their cache misses overlap
+    GROUP = 16          # checks per pipeline stage
+    AHEAD = 2           # groups whose Bloom blocks are fetched ahead of the Bloom test
+    RING = 8            # groups in flight: AHEAD + the three stages after it, rounded up
     SCAN_LIMIT = 16     # buckets up to this size are scanned, larger ones searched
     ERR_NUMBER = 1
     ERR_SENDER = 2
@@ -130,67 +134,110 @@ cdef inline uint8_t resolve(const IndexView *v, uint64_t h, uint32_t own, uint32
     return SCOPE_NONE
 
 
-cdef inline bint bloom_may_have(const IndexView *v, const uint64_t *block, uint64_t h,
-                                uint32_t own, uint32_t entity) noexcept nogil:
-    if an_bloom_test(block, an_bloom_key(h, 0), v.bloom_k):
-        return True
-    if own != C_NO_SCOPE and an_bloom_test(block, an_bloom_key(h, own), v.bloom_k):
-        return True
-    return entity != C_NO_SCOPE and an_bloom_test(block, an_bloom_key(h, entity), v.bloom_k)
+cdef inline uint64_t bloom_may_have(const uint64_t *block, uint64_t g, uint32_t own,
+                                    uint32_t entity) noexcept nogil:
+    # Probing NO_SCOPE too is harmless (at worst a false positive) and keeps this branch-free.
+    return (an_bloom_test(block, an_bloom_key(g, 0)) | an_bloom_test(block, an_bloom_key(g, own))
+            | an_bloom_test(block, an_bloom_key(g, entity)))
+
+
+cdef struct Group:
+    # One group of checks in flight: hashes, scopes to probe, Bloom blocks, candidates.
+    uint64_t h[GROUP]
+    uint64_t g[GROUP]
+    uint32_t own[GROUP]
+    uint32_t entity[GROUP]
+    const uint64_t *block[GROUP]
+    uint16_t cand[GROUP]
+    Py_ssize_t base
+    Py_ssize_t size
+    Py_ssize_t count
+
+
+cdef inline int prepare(const IndexView *v, Group *grp, const uint32_t *sender_ids,
+                        const uint64_t *numbers, Py_ssize_t base, Py_ssize_t m,
+                        Py_ssize_t *bad) noexcept nogil:
+    """Stage 1: hash a group, look up its senders' scopes, prefetch its Bloom blocks."""
+    cdef Py_ssize_t j
+    cdef uint64_t number
+    cdef uint32_t sid
+    grp.base = base
+    grp.size = m
+    for j in range(m):
+        number = numbers[base + j]
+        sid = sender_ids[base + j]
+        if number == 0 or number >= AN_NUMBER_LIMIT:
+            bad[0] = base + j
+            return ERR_NUMBER
+        if sid < v.senders:
+            grp.own[j] = v.sender_scope[sid]
+            grp.entity[j] = v.sender_entity[sid]
+        elif sid == C_NO_SCOPE:  # UNKNOWN_SENDER: only global entries can match
+            grp.own[j] = C_NO_SCOPE
+            grp.entity[j] = C_NO_SCOPE
+        else:
+            bad[0] = base + j
+            return ERR_SENDER
+        grp.h[j] = an_perm50(number)
+        grp.g[j] = an_bloom_hash(grp.h[j])
+        grp.block[j] = v.bloom + an_bloom_block(grp.g[j], v.bloom_blocks) * AN_BLOOM_BLOCK_WORDS
+        an_prefetch(grp.block[j])
+    return 0
+
+
+cdef inline void filter_group(const IndexView *v, Group *grp, uint8_t *out) noexcept nogil:
+    """Stage 2: the Bloom test; the few that may be present prefetch their directory slot."""
+    cdef Py_ssize_t j, count = 0
+    for j in range(grp.size):
+        out[grp.base + j] = SCOPE_NONE
+        grp.cand[count] = <uint16_t>j
+        count += bloom_may_have(grp.block[j], grp.g[j], grp.own[j], grp.entity[j])
+    grp.count = count
+    for j in range(count):
+        an_prefetch(&v.directory[grp.h[grp.cand[j]] >> v.remainder_bits])
+
+
+cdef inline void fetch_entries(const IndexView *v, Group *grp) noexcept nogil:
+    """Stage 3: with the directory slot at hand, prefetch the bucket's entries."""
+    cdef Py_ssize_t c
+    for c in range(grp.count):
+        an_prefetch(&v.words[v.directory[grp.h[grp.cand[c]] >> v.remainder_bits]])
+
+
+cdef inline void resolve_group(const IndexView *v, Group *grp, int bit,
+                               uint8_t *out) noexcept nogil:
+    """Stage 4: exact answers for the candidates."""
+    cdef Py_ssize_t c, j
+    for c in range(grp.count):
+        j = grp.cand[c]
+        out[grp.base + j] = resolve(v, grp.h[j], grp.own[j], grp.entity[j], bit)
 
 
 cdef int check_kernel(const IndexView *v, const uint32_t *sender_ids, const uint64_t *numbers,
                       Py_ssize_t n, int bit, uint8_t *out, Py_ssize_t *bad) noexcept nogil:
-    """Answer n checks into out[] (scope codes). Checks run in groups whose memory reads are
-    prefetched one stage ahead: Bloom line, then directory, then entries. Returns 0, or an
-    ERR_* code with the offending position in *bad."""
-    cdef uint64_t h[GROUP]
-    cdef uint32_t own[GROUP]
-    cdef uint32_t entity[GROUP]
-    cdef const uint64_t *block[GROUP]
-    cdef int maybe[GROUP]
-    cdef Py_ssize_t base, j, m, count
-    cdef uint64_t number, bucket
-    cdef uint32_t sid
-    base = 0
-    while base < n:
-        m = min(<Py_ssize_t>GROUP, n - base)
-        for j in range(m):
-            number = numbers[base + j]
-            sid = sender_ids[base + j]
-            if number == 0 or number >= AN_NUMBER_LIMIT:
-                bad[0] = base + j
-                return ERR_NUMBER
-            if sid == C_NO_SCOPE:  # UNKNOWN_SENDER
-                own[j] = C_NO_SCOPE
-                entity[j] = C_NO_SCOPE
-            elif sid < v.senders:
-                own[j] = v.sender_scope[sid]
-                entity[j] = v.sender_entity[sid]
-            else:
-                bad[0] = base + j
-                return ERR_SENDER
-            h[j] = an_perm50(number)
-            block[j] = v.bloom + an_bloom_block(h[j], v.bloom_blocks) * AN_BLOOM_BLOCK_WORDS
-            an_prefetch(block[j])
-        count = 0
-        for j in range(m):
-            maybe[j] = bloom_may_have(v, block[j], h[j], own[j], entity[j])
-            out[base + j] = SCOPE_NONE
-            if maybe[j]:
-                an_prefetch(&v.directory[h[j] >> v.remainder_bits])
-                count += 1
-        if count == 0:
-            base += m
-            continue
-        for j in range(m):
-            if maybe[j]:
-                bucket = h[j] >> v.remainder_bits
-                an_prefetch(&v.words[v.directory[bucket]])
-        for j in range(m):
-            if maybe[j]:
-                out[base + j] = resolve(v, h[j], own[j], entity[j], bit)
-        base += m
+    """Answer n checks into out[] (scope codes); returns 0, or an ERR_* code with the offending
+    position in *bad.
+
+    Software-pipelined over groups of GROUP checks, four stages deep, so that each cache miss
+    (Bloom block, directory slot, entries) is in flight while other groups are worked on:
+    at step t group t+AHEAD is hashed, group t filtered, group t-1's entries fetched, group t-2
+    resolved."""
+    cdef Group ring[RING]
+    cdef Py_ssize_t groups = (n + GROUP - 1) // GROUP, t, start
+    cdef int status
+    for t in range(-AHEAD, groups + 2):
+        if 0 <= t + AHEAD < groups:
+            start = (t + AHEAD) * GROUP
+            status = prepare(v, &ring[(t + AHEAD) % RING], sender_ids, numbers, start,
+                             min(<Py_ssize_t>GROUP, n - start), bad)
+            if status:
+                return status
+        if 0 <= t < groups:
+            filter_group(v, &ring[t % RING], out)
+        if 0 <= t - 1 < groups:
+            fetch_entries(v, &ring[(t - 1) % RING])
+        if 0 <= t - 2 < groups:
+            resolve_group(v, &ring[(t - 2) % RING], bit, out)
     return 0
 
 
@@ -313,7 +360,7 @@ def build(const uint64_t[::1] numbers, const uint32_t[::1] scopes, const uint8_t
     if out_pos < n:
         words_arr.resize(out_pos, refcheck=False)
     bloom_arr = build_bloom(directory_arr, words_arr, remainder_bits, scope_bits,
-                            bloom_bits_per_entry, BLOOM_K)
+                            bloom_bits_per_entry)
     return {
         "directory": directory_arr,
         "words": words_arr,
@@ -325,20 +372,20 @@ def build(const uint64_t[::1] numbers, const uint32_t[::1] scopes, const uint8_t
 
 
 def build_bloom(const uint32_t[::1] directory, const uint64_t[::1] words, int remainder_bits,
-                int scope_bits, double bits_per_entry, int k):
+                int scope_bits, double bits_per_entry):
     cdef Py_ssize_t n = words.shape[0], b, i
     cdef Py_ssize_t buckets = directory.shape[0] - 1
     cdef uint64_t blocks = max(1, <uint64_t>(n * bits_per_entry / 512.0 + 0.999))
     bloom_arr = np.zeros(blocks * AN_BLOOM_BLOCK_WORDS, dtype=np.uint64)
     cdef uint64_t[::1] bloom = bloom_arr
-    cdef uint64_t h, scope_mask = (1ULL << scope_bits) - 1
+    cdef uint64_t g, scope_mask = (1ULL << scope_bits) - 1
     cdef int shift = scope_bits + 8
     with nogil:
         for b in range(buckets):
             for i in range(directory[b], directory[b + 1]):
-                h = (<uint64_t>b << remainder_bits) | (words[i] >> shift)
-                an_bloom_set(&bloom[an_bloom_block(h, blocks) * AN_BLOOM_BLOCK_WORDS],
-                             an_bloom_key(h, <uint32_t>((words[i] >> 8) & scope_mask)), k)
+                g = an_bloom_hash((<uint64_t>b << remainder_bits) | (words[i] >> shift))
+                an_bloom_set(&bloom[an_bloom_block(g, blocks) * AN_BLOOM_BLOCK_WORDS],
+                             an_bloom_key(g, <uint32_t>((words[i] >> 8) & scope_mask)))
     return bloom_arr
 
 
@@ -361,7 +408,7 @@ cdef class IndexCore:
         if remainder_bits + scope_bits + 8 > 64 or scope_bits < 1 or scope_bits > 31:
             raise ValueError(f"remainder_bits {remainder_bits} and scope_bits {scope_bits} "
                              "do not fit one 64-bit word")
-        if f.shape[0] == 0 or f.shape[0] % AN_BLOOM_BLOCK_WORDS or bloom_k < 1 or bloom_k > 7:
+        if f.shape[0] == 0 or f.shape[0] % AN_BLOOM_BLOCK_WORDS or bloom_k != AN_BLOOM_K:
             raise ValueError(f"bloom: {f.shape[0]} words, k={bloom_k} is not a Bloom filter")
         if s.shape[0] != e.shape[0]:
             raise ValueError("sender_scope and sender_entity differ in length")
@@ -481,9 +528,9 @@ cdef class IndexCore:
                     elif scope >= scopes:
                         why = 4
                     elif not an_bloom_test(
-                            self.v.bloom + an_bloom_block(h, self.v.bloom_blocks) *
-                            AN_BLOOM_BLOCK_WORDS, an_bloom_key(h, <uint32_t>scope),
-                            self.v.bloom_k):
+                            self.v.bloom + an_bloom_block(an_bloom_hash(h), self.v.bloom_blocks)
+                            * AN_BLOOM_BLOCK_WORDS, an_bloom_key(an_bloom_hash(h),
+                                                                 <uint32_t>scope)):
                         why = 5
                     elif mask_of(&self.v, h, <uint32_t>scope) != (w & 0xFF):
                         why = 6

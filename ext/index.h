@@ -57,25 +57,32 @@ static inline uint64_t an_mix64(uint64_t x) {
     return x;
 }
 
-/* The Bloom block depends on the number alone, so the sender, entity and global probes of one
- * check all read the same cache line. */
-static inline uint64_t an_bloom_block(uint64_t h, uint64_t blocks) {
-    return (uint64_t)(((unsigned __int128)an_mix64(h ^ 0x5851F42D4C957F2DULL) * blocks) >> 64);
+/* The Bloom filter hashes a number once (an_bloom_hash); the block depends on the number
+ * alone, so the sender, entity and global probes of one check all read the same cache line,
+ * and each scope's probe bits come from one multiply of that hash. */
+#define AN_BLOOM_K 5 /* probes per key; 5 x 9 bits from the top of a 64-bit product */
+
+/* h is already a good mix of the number: one multiply spreads its 50 bits over 64. */
+static inline uint64_t an_bloom_hash(uint64_t h) { return (h + 1) * 0xD1342543DE82EF95ULL; }
+
+static inline uint64_t an_bloom_block(uint64_t g, uint64_t blocks) {
+    return (uint64_t)(((unsigned __int128)g * blocks) >> 64);
 }
 
-static inline uint64_t an_bloom_key(uint64_t h, uint32_t scope) {
-    return an_mix64(h * 0xD6E8FEB86659FD93ULL + (uint64_t)scope * 0x9E3779B97F4A7C15ULL + 1);
+static inline uint64_t an_bloom_key(uint64_t g, uint32_t scope) {
+    return ((g ^ ((uint64_t)scope * 0x9E3779B97F4A7C15ULL)) * 0xD6E8FEB86659FD93ULL) >> 19;
 }
 
-/* k probes of 9 bits each: a word of the block and a bit of the word. */
-static inline void an_bloom_set(uint64_t *block, uint64_t key, int k) {
-    for (int i = 0; i < k; i++, key >>= 9) block[key & 7] |= 1ULL << ((key >> 3) & 63);
+/* Probe i reads a word (3 bits) and a bit of it (6 bits). */
+static inline void an_bloom_set(uint64_t *block, uint64_t key) {
+    for (int i = 0; i < AN_BLOOM_K; i++, key >>= 9) block[key & 7] |= 1ULL << ((key >> 3) & 63);
 }
 
-static inline int an_bloom_test(const uint64_t *block, uint64_t key, int k) {
-    for (int i = 0; i < k; i++, key >>= 9)
-        if (!((block[key & 7] >> ((key >> 3) & 63)) & 1)) return 0;
-    return 1;
+/* Branch-free: a Bloom miss is the common case and must not cost a misprediction. */
+static inline uint64_t an_bloom_test(const uint64_t *block, uint64_t key) {
+    uint64_t hit = 1;
+    for (int i = 0; i < AN_BLOOM_K; i++, key >>= 9) hit &= block[key & 7] >> ((key >> 3) & 63);
+    return hit & 1;
 }
 
 static inline void an_prefetch(const void *p) { __builtin_prefetch(p, 0, 1); }
