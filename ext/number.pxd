@@ -13,7 +13,7 @@ cdef extern from "number.h" nogil:
         AN_NUM_UNKNOWN_COUNTRY
         AN_NUM_BAD_LENGTH
         AN_NUM_NOT_CN
-        AN_NUMBER_LIMIT
+    const unsigned long long AN_NUMBER_LIMIT
     int an_parse_number(const unsigned char *s, size_t length, int default_cc,
                         uint64_t *out, size_t *bad_at)
     int an_check_e164(uint64_t value)

@@ -84,7 +84,7 @@ def _as_numbers(numbers: Any, default_country: int) -> np.ndarray:
     return normalize_numbers(list(numbers), default_country, True, "numbers")
 
 
-def _factorise(values: Iterable[Any], n: int) -> tuple[list[Any], np.ndarray]:
+def _factorise(values: list[Any], n: int) -> tuple[list[Any], np.ndarray]:
     table: dict[Any, int] = {}
     codes = np.fromiter((table.setdefault(v, len(table)) for v in values), np.uint32, count=n)
     return list(table), codes
@@ -166,9 +166,10 @@ class SuppressionIndex:
         if sender_table is None:
             if isinstance(senders, str):
                 raise InvalidInput("senders: one string given; one sender per number expected")
-            sender_table, codes = _factorise(senders, n) if n else ([], np.empty(0, np.uint32))
-            if len(codes) != n:
-                raise InvalidInput(f"senders: {len(codes)} values for {n} numbers")
+            values = list(senders)
+            if len(values) != n:
+                raise InvalidInput(f"senders: {len(values)} values for {n} numbers")
+            sender_table, codes = _factorise(values, n)
         else:
             codes = np.asarray(senders)
             if codes.dtype.kind not in "ui" or len(codes) != n:

@@ -132,13 +132,38 @@ def read_snapshot(path: str | PathLike[str]) -> SuppressionIndex:
         raise CorruptSnapshot(path, f"cannot be read: {exc.strerror or exc}") from exc
     try:
         return _read_mapped(path, mm, size)
-    except CorruptSnapshot:
+    except CorruptSnapshot as exc:
+        # Drop the frames (and the array views into the map they hold), then unmap now.
+        error = exc.with_traceback(None)
+    try:
         mm.close()
-        raise
+    except BufferError:  # a view still alive somewhere: the map goes with its last reference
+        pass
+    raise error
 
 
 def _read_mapped(path: Path, mm: mmap.mmap, size: int) -> SuppressionIndex:
-    view = memoryview(mm)
+    with memoryview(mm) as view:
+        params, spans = _check_layout(path, view, size)
+    arrays = {}
+    for (offset, end, _crc, name), (_name, dtype) in zip(spans, _SECTIONS, strict=True):
+        itemsize = np.dtype(dtype).itemsize
+        if (end - offset) % itemsize:
+            raise CorruptSnapshot(path, f"section {name} is not whole {np.dtype(dtype)} items")
+        arrays[name] = np.frombuffer(mm, dtype, (end - offset) // itemsize, offset)
+    try:
+        meta = json.loads(arrays.pop("meta").tobytes())
+        index = _assemble(arrays, meta, *params)
+    except (ValueError, KeyError, TypeError, InvalidInput) as exc:
+        raise CorruptSnapshot(path, f"inconsistent contents: {exc}") from None
+    index.meta["path"] = str(path)
+    return index
+
+
+def _check_layout(
+    path: Path, view: memoryview, size: int
+) -> tuple[tuple[int, int, int, int], list[tuple[int, int, int, str]]]:
+    """Header, section table and every checksum; returns index parameters and sections."""
     magic, version, header_crc, file_size, entries, remainder_bits, scope_bits, bloom_k, count = (
         _HEADER.unpack_from(view, 0)
     )
@@ -177,19 +202,7 @@ def _read_mapped(path: Path, mm: mmap.mmap, size: int) -> SuppressionIndex:
     for (_start, _end, expected, name), actual in zip(regions, crcs, strict=True):
         if actual != expected:
             raise CorruptSnapshot(path, f"section {name} checksum mismatch")
-    arrays = {}
-    for (offset, end, _crc, name), (_name, dtype) in zip(spans, _SECTIONS, strict=True):
-        itemsize = np.dtype(dtype).itemsize
-        if (end - offset) % itemsize:
-            raise CorruptSnapshot(path, f"section {name} is not whole {np.dtype(dtype)} items")
-        arrays[name] = np.frombuffer(mm, dtype, (end - offset) // itemsize, offset)
-    try:
-        meta = json.loads(arrays.pop("meta").tobytes())
-        index = _assemble(arrays, meta, entries, remainder_bits, scope_bits, bloom_k)
-    except (ValueError, KeyError, TypeError, InvalidInput) as exc:
-        raise CorruptSnapshot(path, f"inconsistent contents: {exc}") from None
-    index.meta["path"] = str(path)
-    return index
+    return (entries, remainder_bits, scope_bits, bloom_k), spans
 
 
 def _assemble(
