@@ -13,7 +13,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools"))
-import gen_country_table  # noqa: E402
+import gen_country_table
 
 gen_country_table.main(os.path.join("ext", "country_table.h"))
 
@@ -42,6 +42,5 @@ setup(
         extensions,
         include_path=["ext"],
         compiler_directives={"language_level": "3", "embedsignature": True},
-        compile_time_env={"ANNING_DEBUG": debug},
     )
 )

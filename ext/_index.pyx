@@ -375,7 +375,7 @@ def build_bloom(const uint32_t[::1] directory, const uint64_t[::1] words, int re
                 int scope_bits, double bits_per_entry):
     cdef Py_ssize_t n = words.shape[0], b, i
     cdef Py_ssize_t buckets = directory.shape[0] - 1
-    cdef uint64_t blocks = max(1, <uint64_t>(n * bits_per_entry / 512.0 + 0.999))
+    cdef uint64_t blocks = max(<uint64_t>1, <uint64_t>(n * bits_per_entry / 512.0 + 0.999))
     bloom_arr = np.zeros(blocks * AN_BLOOM_BLOCK_WORDS, dtype=np.uint64)
     cdef uint64_t[::1] bloom = bloom_arr
     cdef uint64_t g, scope_mask = (1ULL << scope_bits) - 1
@@ -477,6 +477,20 @@ cdef class IndexCore:
         if number == 0 or number >= AN_NUMBER_LIMIT:
             raise ValueError(f"number: {number} is not an E.164 number")
         return mask_of(&self.v, an_perm50(number), scope)
+
+    def first_missing(self, const uint64_t[::1] numbers, const uint32_t[::1] scopes,
+                      const uint8_t[::1] masks):
+        """Position of the first (number, scope id, mask) the index does not fully cover, or
+        -1: the no-false-negative check of a build against its input."""
+        cdef Py_ssize_t i, n = numbers.shape[0], missing = -1
+        if scopes.shape[0] != n or masks.shape[0] != n:
+            raise ValueError("numbers, scopes and masks differ in length")
+        with nogil:
+            for i in range(n):
+                if (mask_of(&self.v, an_perm50(numbers[i]), scopes[i]) & masks[i]) != masks[i]:
+                    missing = i
+                    break
+        return missing
 
     def entries(self):
         """All entries as arrays (numbers, scope ids, masks), in index order."""

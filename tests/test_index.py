@@ -184,7 +184,7 @@ def test_memory_is_accounted(idx):
 
 def test_many_scopes_on_one_number_use_the_search_path():
     senders = [f"s{i}" for i in range(300)]
-    idx = SuppressionIndex.build(["13812345678"] * 300 + ["13812345678"], senders + ["*"],
+    idx = SuppressionIndex.build(["13812345678"] * 300 + ["13812345678"], [*senders, "*"],
                                  ["marketing"] * 300 + ["notification"])
     assert len(idx) == 301
     for i in (0, 17, 150, 299):
@@ -215,3 +215,66 @@ def test_large_random_index_has_no_false_negatives_or_positives():
         for num in probe.tolist()
     ]
     assert got.tolist() == expected
+
+
+def test_every_input_entry_is_covered():
+    rng = np.random.default_rng(11)
+    numbers = (8613000000000 + rng.integers(0, 10**6, 50_000)).astype(np.uint64)
+    codes = rng.integers(0, 40, 50_000).astype(np.uint32)
+    masks = rng.integers(1, 256, 50_000).astype(np.uint8)
+    table = [f"s{i}" for i in range(38)] + ["entity:e", "*"]
+    idx = SuppressionIndex.build(numbers, codes, masks, sender_table=table)
+    scope_ids = np.array([idx.scopes.index(t) for t in table], np.uint32)
+    assert idx._core.first_missing(numbers, scope_ids[codes], masks) == -1
+    # A mask bit the index does not have is reported.
+    wider = masks.copy()
+    wider[123] = 0xFF
+    if masks[123] != 0xFF and idx.mask(int(numbers[123]), table[codes[123]]) != 0xFF:
+        assert idx._core.first_missing(numbers, scope_ids[codes], wider) == 123
+
+
+def _corrupted(idx, change):
+    """A copy of idx's arrays with one invariant broken by `change`, as a raw core."""
+    from anning import _index
+
+    core = idx._core
+    arrays = {name: np.array(getattr(core, name)) for name in
+              ("directory", "words", "bloom", "sender_scope", "sender_entity")}
+    change(arrays)
+    return _index.IndexCore(arrays["directory"], arrays["words"], arrays["bloom"],
+                            arrays["sender_scope"], arrays["sender_entity"],
+                            core.remainder_bits, core.scope_bits, core.bloom_k)
+
+
+def test_verify_names_each_broken_invariant():
+    rng = np.random.default_rng(2)
+    numbers = np.repeat((8613000000000 + rng.integers(0, 10**9, 500)).astype(np.uint64), 3)
+    codes = np.tile(np.array([0, 1, 2], np.uint32), 500)
+    idx = SuppressionIndex.build(numbers, codes, sender_table=["a", "b", "*"])
+    idx.verify()
+    scopes = len(idx.scopes)
+    bucket = int(np.argmax(np.diff(idx._core.directory.astype(np.int64)) >= 2))
+    first = int(idx._core.directory[bucket])
+
+    def swap(a):
+        a["words"][[first, first + 1]] = a["words"][[first + 1, first]]
+
+    def duplicate(a):
+        a["words"][first + 1] = a["words"][first]
+
+    def empty_mask(a):
+        a["words"][first] &= ~np.uint64(0xFF)
+
+    def clear_bloom(a):
+        a["bloom"][:] = 0
+
+    def scope_out_of_range(a):
+        a["sender_scope"][0] = 99
+
+    unsorted = ("not strictly sorted", "lookup misses")  # whichever the scan meets first
+    cases = {swap: unsorted, duplicate: unsorted, empty_mask: ("empty category mask",),
+             clear_bloom: ("Bloom filter misses",),
+             scope_out_of_range: ("sender table points outside",)}
+    for change, messages in cases.items():
+        problem = _corrupted(idx, change).verify(scopes)
+        assert problem and any(m in problem for m in messages), (change.__name__, problem)

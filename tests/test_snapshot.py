@@ -161,7 +161,7 @@ def test_wrong_magic_version_and_size_are_named(saved, tmp_path):
 def test_consistent_checksums_but_inconsistent_contents_are_refused(saved, tmp_path):
     data = bytearray(saved.read_bytes())
     bad = tmp_path / "bad.anx"
-    meta_name, meta_offset, meta_length, _ = _SECTION.unpack_from(
+    _name, meta_offset, meta_length, _ = _SECTION.unpack_from(
         data, _HEADER.size + 5 * _SECTION.size)
     meta = json.loads(bytes(data[meta_offset:meta_offset + meta_length]))
 

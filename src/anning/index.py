@@ -196,6 +196,10 @@ class SuppressionIndex:
             arrays["directory"], arrays["words"], arrays["bloom"], sender_scope, sender_entity,
             arrays["remainder_bits"], arrays["scope_bits"], arrays["bloom_k"],
         )
+        if _index.DEBUG:
+            missing = core.first_missing(nums, scope_ids, masks)
+            if missing >= 0:
+                raise InvariantError(f"entry {missing} of the input is missing from the index")
         return cls(core, table, names, {**(meta or {}), "default_country": default_country})
 
     @classmethod
@@ -218,7 +222,8 @@ class SuppressionIndex:
         bit = self._bits.get(category)
         if bit is None:
             bit = category_bit(self.categories, category)
-        return _SCOPES[self._core.check_one(sid, normalize_number(number, self.default_country), bit)]
+        number_value = normalize_number(number, self.default_country)
+        return _SCOPES[self._core.check_one(sid, number_value, bit)]
 
     def sender_ids(self, senders: Iterable[str]) -> np.ndarray:
         """Ids of senders for `check_ids`; UNKNOWN_SENDER for one the index has never seen."""
@@ -296,7 +301,9 @@ class SuppressionIndex:
     def mask(self, number: str | int, scope: str) -> int:
         """Category mask stored for (number, scope key `*`/`entity:X`/sender); 0 if none."""
         sid = self._table.scope_ids.get(parse_scope(scope, "scope"))
-        return 0 if sid is None else self._core.mask(normalize_number(number, self.default_country), sid)
+        if sid is None:
+            return 0
+        return self._core.mask(normalize_number(number, self.default_country), sid)
 
     def verify(self) -> None:
         """Check the core's invariants; raise InvariantError naming the first one broken."""

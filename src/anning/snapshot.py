@@ -14,6 +14,7 @@ Loading maps the file read-only (pages shared between processes) and never parse
 
 from __future__ import annotations
 
+import contextlib
 import json
 import mmap
 import os
@@ -135,10 +136,8 @@ def read_snapshot(path: str | PathLike[str]) -> SuppressionIndex:
     except CorruptSnapshot as exc:
         # Drop the frames (and the array views into the map they hold), then unmap now.
         error = exc.with_traceback(None)
-    try:
+    with contextlib.suppress(BufferError):  # else the map goes with its last reference
         mm.close()
-    except BufferError:  # a view still alive somewhere: the map goes with its last reference
-        pass
     raise error
 
 
