@@ -37,7 +37,9 @@ cdef extern from "index.h" nogil:
     void an_bloom_set(uint64_t *block, uint64_t key)
     uint64_t an_bloom_test(const uint64_t *block, uint64_t key)
     void an_prefetch(const void *p)
+    void an_bloom_init()
 
+an_bloom_init()
 DEBUG = bool(ANNING_DEBUG)
 NO_SCOPE = 0xFFFFFFFF
 UNKNOWN_SENDER = 0xFFFFFFFF
@@ -52,7 +54,9 @@ cdef enum:
     SCOPE_GLOBAL = 3
     GROUP = 16          # checks per pipeline stage
     AHEAD = 2           # groups whose Bloom blocks are fetched ahead of the Bloom test
-    RING = 8            # groups in flight: AHEAD + the three stages after it, rounded up
+    FETCH_LAG = 2       # groups between the directory prefetch and reading the slot
+    RESOLVE_LAG = 4     # groups between the Bloom test and resolving (entries prefetched)
+    RING = 8            # groups in flight (AHEAD + RESOLVE_LAG + 1, rounded up to 2^k)
     SCAN_LIMIT = 16     # buckets up to this size are scanned, larger ones searched
     ERR_NUMBER = 1
     ERR_SENDER = 2
@@ -200,8 +204,10 @@ cdef inline void filter_group(const IndexView *v, Group *grp, uint8_t *out) noex
 cdef inline void fetch_entries(const IndexView *v, Group *grp) noexcept nogil:
     """Stage 3: with the directory slot at hand, prefetch the bucket's entries."""
     cdef Py_ssize_t c
+    cdef uint64_t bucket
     for c in range(grp.count):
-        an_prefetch(&v.words[v.directory[grp.h[grp.cand[c]] >> v.remainder_bits]])
+        bucket = grp.h[grp.cand[c]] >> v.remainder_bits
+        an_prefetch(&v.words[v.directory[bucket]])
 
 
 cdef inline void resolve_group(const IndexView *v, Group *grp, int bit,
@@ -225,7 +231,7 @@ cdef int check_kernel(const IndexView *v, const uint32_t *sender_ids, const uint
     cdef Group ring[RING]
     cdef Py_ssize_t groups = (n + GROUP - 1) // GROUP, t, start
     cdef int status
-    for t in range(-AHEAD, groups + 2):
+    for t in range(-AHEAD, groups + RESOLVE_LAG):
         if 0 <= t + AHEAD < groups:
             start = (t + AHEAD) * GROUP
             status = prepare(v, &ring[(t + AHEAD) % RING], sender_ids, numbers, start,
@@ -234,10 +240,10 @@ cdef int check_kernel(const IndexView *v, const uint32_t *sender_ids, const uint
                 return status
         if 0 <= t < groups:
             filter_group(v, &ring[t % RING], out)
-        if 0 <= t - 1 < groups:
-            fetch_entries(v, &ring[(t - 1) % RING])
-        if 0 <= t - 2 < groups:
-            resolve_group(v, &ring[(t - 2) % RING], bit, out)
+        if 0 <= t - FETCH_LAG < groups:
+            fetch_entries(v, &ring[(t - FETCH_LAG) % RING])
+        if 0 <= t - RESOLVE_LAG < groups:
+            resolve_group(v, &ring[(t - RESOLVE_LAG) % RING], bit, out)
     return 0
 
 
@@ -477,6 +483,25 @@ cdef class IndexCore:
         if number == 0 or number >= AN_NUMBER_LIMIT:
             raise ValueError(f"number: {number} is not an E.164 number")
         return mask_of(&self.v, an_perm50(number), scope)
+
+    def bloom_hits(self, const uint32_t[::1] sender_ids, const uint64_t[::1] numbers):
+        """How many of these checks pass the Bloom filter (for its false-positive rate)."""
+        cdef Py_ssize_t i, n = numbers.shape[0], hits = 0
+        cdef uint64_t h, g
+        cdef uint32_t own, entity, sid
+        if sender_ids.shape[0] != n:
+            raise ValueError(f"sender_ids has {sender_ids.shape[0]} items, numbers {n}")
+        with nogil:
+            for i in range(n):
+                sid = sender_ids[i]
+                own = self.v.sender_scope[sid] if sid < self.v.senders else C_NO_SCOPE
+                entity = self.v.sender_entity[sid] if sid < self.v.senders else C_NO_SCOPE
+                h = an_perm50(numbers[i])
+                g = an_bloom_hash(h)
+                hits += bloom_may_have(
+                    self.v.bloom + an_bloom_block(g, self.v.bloom_blocks) *
+                    AN_BLOOM_BLOCK_WORDS, g, own, entity)
+        return hits
 
     def first_missing(self, const uint64_t[::1] numbers, const uint32_t[::1] scopes,
                       const uint8_t[::1] masks):

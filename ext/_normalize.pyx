@@ -144,26 +144,33 @@ def normalize_numbers(object texts, int default_country=86, bint strict=True,
     return result
 
 
-cdef dict _BRACKETS = {"【": "】", "[": "]", "「": "」"}
-
-
 cpdef str normalize_sender(object text, str field="sender"):
     """Return the canonical form of a sender; raise InvalidInput naming `field`."""
     cdef str s
-    cdef Py_UCS4 ch
+    cdef Py_UCS4 ch, first, last
+    cdef Py_ssize_t n
+    cdef bint upper = False
     if not isinstance(text, str):
         raise InvalidInput(f"{field}: {text!r} is not text")
     s = text if PyUnicode_IS_ASCII(text) else unicodedata.normalize("NFKC", text)
     s = s.strip()
-    if len(s) >= 2 and _BRACKETS.get(s[:1]) == s[-1:]:
-        s = s[1:-1].strip()
+    n = len(s)
+    if n >= 2:
+        first, last = s[0], s[n - 1]
+        if ((first == u"【" and last == u"】") or (first == u"[" and last == u"]")
+                or (first == u"「" and last == u"」")):
+            s = s[1:n - 1].strip()
     for ch in s:
         if ch < 0x20 or 0x7F <= ch <= 0x9F or 0xD800 <= ch <= 0xDFFF:
             raise InvalidInput(f"{field}: {text!r} has a control character {ch!r}")
-    if len(s) == 0:
+        upper |= u"A" <= ch <= u"Z"
+    n = len(s)
+    if n == 0:
         raise InvalidInput(f"{field}: {text!r} is empty")
-    if len(s) > MAX_SENDER_LENGTH:
+    if n > MAX_SENDER_LENGTH:
         raise InvalidInput(f"{field}: {text!r} is longer than {MAX_SENDER_LENGTH} characters")
+    if not upper:
+        return s
     if PyUnicode_IS_ASCII(s):
         return s.lower()
     return s.translate(_ASCII_LOWER)

@@ -59,32 +59,48 @@ static inline uint64_t an_mix64(uint64_t x) {
 
 /* The Bloom filter hashes a number once (an_bloom_hash); the block depends on the number
  * alone, so the sender, entity and global probes of one check all read the same cache line,
- * and each scope's probe bits come from one multiply of that hash. */
-#define AN_BLOOM_K 5 /* probes per key; 5 x 9 bits from the top of a 64-bit product */
+ * and each scope's key comes from one multiply of that hash. */
+#define AN_BLOOM_K 3 /* bits per key */
+#define AN_BLOOM_PATTERN_BITS 10
 
-/* h is already a good mix of the number: one multiply spreads its 50 bits over 64. */
+/* Pattern-blocked Bloom filter: a key sets the K bits of one of 1024 fixed 64-bit patterns in
+ * one word of its block. A probe is two loads and a compare, with no branch. The patterns are
+ * part of the snapshot format: changing them needs a new format version. */
+static uint64_t an_bloom_patterns[1 << AN_BLOOM_PATTERN_BITS];
+
+static inline void an_bloom_init(void) {
+    uint64_t x = 0x243F6A8885A308D3ULL;
+    for (int i = 0; i < (1 << AN_BLOOM_PATTERN_BITS); i++) {
+        uint64_t m = 0;
+        while (__builtin_popcountll(m) < AN_BLOOM_K) {
+            x += 0x9E3779B97F4A7C15ULL;
+            m |= 1ULL << (an_mix64(x) & 63);
+        }
+        an_bloom_patterns[i] = m;
+    }
+}
+
 static inline uint64_t an_bloom_hash(uint64_t h) { return (h + 1) * 0xD1342543DE82EF95ULL; }
 
 static inline uint64_t an_bloom_block(uint64_t g, uint64_t blocks) {
     return (uint64_t)(((unsigned __int128)g * blocks) >> 64);
 }
 
+/* The key of (number, scope): two (word, pattern) pairs of 13 bits. */
 static inline uint64_t an_bloom_key(uint64_t g, uint32_t scope) {
-    return ((g ^ ((uint64_t)scope * 0x9E3779B97F4A7C15ULL)) * 0xD6E8FEB86659FD93ULL) >> 19;
+    return ((g ^ ((uint64_t)scope * 0x9E3779B97F4A7C15ULL)) * 0xD6E8FEB86659FD93ULL) >> 38;
 }
 
-/* Probe i reads a word (3 bits) and a bit of it (6 bits). */
 static inline void an_bloom_set(uint64_t *block, uint64_t key) {
-    for (int i = 0; i < AN_BLOOM_K; i++, key >>= 9) block[key & 7] |= 1ULL << ((key >> 3) & 63);
+    block[key & 7] |= an_bloom_patterns[(key >> 3) & 1023];
+    block[(key >> 13) & 7] |= an_bloom_patterns[key >> 16];
 }
 
-/* Branch-free: a Bloom miss is the common case and must not cost a misprediction. */
 static inline uint64_t an_bloom_test(const uint64_t *block, uint64_t key) {
-    uint64_t hit = 1;
-    for (int i = 0; i < AN_BLOOM_K; i++, key >>= 9) hit &= block[key & 7] >> ((key >> 3) & 63);
-    return hit & 1;
+    uint64_t p1 = an_bloom_patterns[(key >> 3) & 1023], p2 = an_bloom_patterns[key >> 16];
+    return ((block[key & 7] & p1) == p1) & ((block[(key >> 13) & 7] & p2) == p2);
 }
 
-static inline void an_prefetch(const void *p) { __builtin_prefetch(p, 0, 1); }
+static inline void an_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
 
 #endif

@@ -26,6 +26,8 @@ from anning.scopes import (
 __all__ = ["UNKNOWN_SENDER", "ScopeTable", "SuppressionIndex"]
 
 UNKNOWN_SENDER = _index.UNKNOWN_SENDER
+# Senders as callers write them -> id; bounded, as callers' spellings are not under our control.
+RAW_SENDER_CACHE = 65_536
 NO_SCOPE = _index.NO_SCOPE
 _SCOPES = tuple(Scope)  # code -> member, without IntEnum's lookup on the hot path
 
@@ -133,6 +135,7 @@ class SuppressionIndex:
         self.meta = dict(meta or {})
         self.default_country = int(self.meta.setdefault("default_country", 86))
         self._python_bytes = _python_size(table)
+        self._raw_sender_ids: dict[str, int] = {}
         if _index.DEBUG:
             self.verify()
 
@@ -149,7 +152,7 @@ class SuppressionIndex:
         category_names: Iterable[str] = DEFAULT_CATEGORIES,
         default_country: int = 86,
         meta: Mapping[str, Any] | None = None,
-        bloom_bits_per_entry: float = 10.0,
+        bloom_bits_per_entry: float = 12.0,
     ) -> SuppressionIndex:
         """Build an index from entries.
 
@@ -218,25 +221,34 @@ class SuppressionIndex:
     # -- checks ------------------------------------------------------------------------------
     def check(self, sender: str, number: str | int, category: str = "marketing") -> Scope:
         """Is `number` suppressed for `sender` in `category`? The most specific scope, or NONE."""
-        sid = self._table.sender_ids.get(normalize_sender(sender), UNKNOWN_SENDER)
+        sid = self._sender_id(sender)
         bit = self._bits.get(category)
         if bit is None:
             bit = category_bit(self.categories, category)
         number_value = normalize_number(number, self.default_country)
         return _SCOPES[self._core.check_one(sid, number_value, bit)]
 
+    def _sender_id(self, text: str) -> int:
+        """The id of a sender as a caller wrote it (normalised on the first sight only)."""
+        sid = self._raw_sender_ids.get(text) if type(text) is str else None
+        if sid is None:
+            sid = self._table.sender_ids.get(normalize_sender(text), UNKNOWN_SENDER)
+            if len(self._raw_sender_ids) >= RAW_SENDER_CACHE:
+                self._raw_sender_ids.clear()
+            self._raw_sender_ids[text] = sid
+        return sid
+
     def sender_ids(self, senders: Iterable[str]) -> np.ndarray:
         """Ids of senders for `check_ids`; UNKNOWN_SENDER for one the index has never seen."""
-        ids = self._table.sender_ids
         items = list(senders)
         out = np.empty(len(items), np.uint32)
+        sender_id = self._sender_id
         for i, text in enumerate(items):
             try:
-                name = normalize_sender(text)
+                out[i] = sender_id(text)
             except InvalidInput:
                 normalize_sender(text, f"senders[{i}]")  # raises, naming the position
                 raise
-            out[i] = ids.get(name, UNKNOWN_SENDER)
         return out
 
     def check_ids(
