@@ -1,4 +1,4 @@
-"""Build of the compiled core (anning._normalize, anning._index); metadata is in pyproject.toml.
+"""Build of the compiled core (anning._normalize, _index, _csv); metadata is in pyproject.toml.
 
 Environment switches:
   ANNING_DEBUG=1   invariant checks in the core (sorted keys, no duplicates, no false negatives)
@@ -34,7 +34,7 @@ extensions = [
         define_macros=macros,
         extra_compile_args=compile_args,
     )
-    for name in ("_normalize", "_index")
+    for name in ("_normalize", "_index", "_csv")
 ]
 
 setup(

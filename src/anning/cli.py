@@ -94,6 +94,41 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_load(args: argparse.Namespace) -> int:
+    from anning.engine import Engine
+    from anning.loader import LoadOptions, SnapshotRefused, progress_printer
+
+    data = Path(args.data)
+    options = LoadOptions(
+        entities=args.entities,
+        as_of=args.as_of,
+        rejects=args.rejects or data / "rejects.csv",
+        max_reject_ratio=args.max_reject_ratio,
+        max_shrink=args.max_shrink,
+        allow_shrink=args.allow_shrink,
+        categories=tuple(args.categories.split(",")),
+        default_country=args.default_country,
+    )
+    progress = None if args.json or args.quiet else progress_printer()
+    try:
+        report = Engine(data_dir=data).load_snapshot(args.snapshot, options, progress)
+        status = 0
+    except SnapshotRefused as refused:
+        report = refused.report
+        status = 4
+    except InvalidInput as exc:
+        print(f"anning: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.to_dict(), ensure_ascii=False))
+    else:
+        print(report.summary(), file=sys.stderr if status else sys.stdout)
+    if status:
+        print(f"anning: load refused, the current snapshot is untouched: {report.refused}",
+              file=sys.stderr)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="anning", description=__doc__)
     parser.add_argument("--version", action="version", version=f"anning {__version__}")
@@ -117,6 +152,25 @@ def main(argv: list[str] | None = None) -> int:
     info.add_argument("--data", default=DEFAULT_DATA)
     info.add_argument("--verify", action="store_true", help="also check every invariant")
     info.set_defaults(func=cmd_info)
+
+    load = sub.add_parser(
+        "load", help="load a snapshot (CSV/TSV, .gz/.zst) into the binary snapshot of --data")
+    load.add_argument("snapshot", nargs="+", help="snapshot files")
+    load.add_argument("--entities", help="a `sender,entity` file")
+    load.add_argument("--as-of", help="when the snapshot was cut (default: the file's time)")
+    load.add_argument("--data", default=DEFAULT_DATA)
+    load.add_argument("--rejects", help="where bad rows go (default DATA/rejects.csv)")
+    load.add_argument("--max-reject-ratio", type=float, default=0.001,
+                      help="refuse the load past this share of bad rows (default 0.001)")
+    load.add_argument("--max-shrink", type=float, default=0.20,
+                      help="refuse a list this much smaller than the current (default 0.20)")
+    load.add_argument("--allow-shrink", action="store_true", help="load even if it shrinks")
+    load.add_argument("--categories", default="marketing,notification",
+                      help="category names, comma-separated (default %(default)s)")
+    load.add_argument("--default-country", type=int, default=86)
+    load.add_argument("--json", action="store_true", help="print the summary as JSON")
+    load.add_argument("--quiet", action="store_true", help="no progress output")
+    load.set_defaults(func=cmd_load)
 
     args = parser.parse_args(argv)
     try:

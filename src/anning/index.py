@@ -190,8 +190,26 @@ class SuppressionIndex:
             table.link(sender, entity)
         masks = _as_masks(categories, names, n)
         scope_ids = scope_of_code[codes] if n else np.empty(0, np.uint32)
+        return cls.from_scope_ids(
+            nums, scope_ids, masks, table, names,
+            {**(meta or {}), "default_country": default_country}, bloom_bits_per_entry,
+        )
+
+    @classmethod
+    def from_scope_ids(
+        cls,
+        numbers: np.ndarray,
+        scope_ids: np.ndarray,
+        masks: np.ndarray,
+        table: ScopeTable,
+        categories: tuple[str, ...],
+        meta: Mapping[str, Any] | None = None,
+        bloom_bits_per_entry: float = 12.0,
+    ) -> SuppressionIndex:
+        """Build from arrays whose scope ids are `table`'s (the loader's path: no remapping)."""
         try:
-            arrays = _index.build(nums, scope_ids, masks, table.scope_bits, bloom_bits_per_entry)
+            arrays = _index.build(numbers, scope_ids, masks, table.scope_bits,
+                                  bloom_bits_per_entry)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
         sender_scope, sender_entity = table.arrays()
@@ -200,10 +218,10 @@ class SuppressionIndex:
             arrays["remainder_bits"], arrays["scope_bits"], arrays["bloom_k"],
         )
         if _index.DEBUG:
-            missing = core.first_missing(nums, scope_ids, masks)
+            missing = core.first_missing(numbers, scope_ids, masks)
             if missing >= 0:
                 raise InvariantError(f"entry {missing} of the input is missing from the index")
-        return cls(core, table, names, {**(meta or {}), "default_country": default_country})
+        return cls(core, table, categories, meta)
 
     @classmethod
     def load(cls, path: str | PathLike[str]) -> SuppressionIndex:
@@ -296,6 +314,14 @@ class SuppressionIndex:
     @property
     def senders(self) -> list[str]:
         return self._table.senders
+
+    def entity_of(self, sender: str) -> str | None:
+        """The entity scope key (`entity:NAME`) of a normalised sender, or None."""
+        sid = self._table.sender_ids.get(sender)
+        if sid is None:
+            return None
+        scope = int(self._core.sender_entity[sid])
+        return None if scope == NO_SCOPE else self._table.scopes[scope]
 
     def entities(self) -> dict[str, str]:
         """sender -> entity name, for senders that belong to one."""

@@ -33,7 +33,14 @@ from anning.errors import CorruptSnapshot, InvalidInput
 from anning.index import ScopeTable, SuppressionIndex
 from anning.scopes import ENTITY_PREFIX, GLOBAL, validate_categories
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "fsync_directory", "read_snapshot", "write_snapshot"]
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "fsync_directory",
+    "read_snapshot",
+    "snapshot_entries",
+    "write_snapshot",
+]
 
 MAGIC = b"ANNINGIX"
 FORMAT_VERSION = 1
@@ -118,6 +125,20 @@ def write_snapshot(index: SuppressionIndex, path: str | PathLike[str]) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_directory(path.parent)
+
+
+def snapshot_entries(path: str | PathLike[str]) -> int:
+    """The number of entries a snapshot's header declares (header checked, body not read)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        header = bytearray(f.read(HEADER_SIZE))
+    if len(header) < HEADER_SIZE:
+        raise CorruptSnapshot(path, f"truncated: {len(header)} bytes, a header is {HEADER_SIZE}")
+    magic, version, crc, _size, entries, *_ = _HEADER.unpack_from(header, 0)
+    struct.pack_into("<I", header, _CRC_OFFSET, 0)
+    if magic != MAGIC or version != FORMAT_VERSION or zlib.crc32(header) != crc:
+        raise CorruptSnapshot(path, "not a readable anning snapshot header")
+    return entries
 
 
 def read_snapshot(path: str | PathLike[str]) -> SuppressionIndex:

@@ -1,0 +1,276 @@
+"""The engine: the serving list, real-time events on top of it, and the atomic snapshot swap.
+
+State is one immutable pair (index, overlay) read once by each check, so a check sees the whole
+old list or the whole new one, never a mix. Real-time events (SPEC §4) live in the overlay: for
+one (number, scope, category) the latest event time wins, an opt-in is a tombstone. A snapshot
+swap keeps the events later than the new snapshot's `as_of` (SPEC §5): a nightly load never
+undoes a newer real-time opt-out or opt-in.
+
+The overlay is in memory here; the durable write log replays into it (its own issue).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+from anning._normalize import normalize_number, normalize_sender
+from anning.demo import SNAPSHOT_NAME
+from anning.errors import InvalidInput
+from anning.index import UNKNOWN_SENDER, SuppressionIndex
+from anning.loader import (
+    SOURCES,
+    LoadOptions,
+    LoadReport,
+    ProgressFn,
+    check_shrink,
+    read_snapshot_files,
+)
+from anning.scopes import ALL_CATEGORIES, GLOBAL, Scope, category_mask, parse_scope
+
+__all__ = ["Engine", "Event", "NotReady"]
+
+_EARLIEST_MS = 946_684_800_000  # 2000-01-01: no event is older
+_FUTURE_SLACK_MS = 24 * 3600 * 1000
+_LEVELS = ((Scope.SENDER, 0), (Scope.ENTITY, 1), (Scope.GLOBAL, 2))
+
+
+class NotReady(Exception):
+    """No list is loaded yet: the caller must fail closed (UNAVAILABLE), never "not suppressed"."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """An opt-out or opt-in of (number, scope) for the categories of `mask`, at `at_ms`."""
+
+    number: int
+    scope: str
+    mask: int
+    opt_out: bool
+    at_ms: int
+    source: str
+
+
+class _Overlay:
+    """(number, scope) -> {category bit: the latest event}; numbers for a quick "not here"."""
+
+    def __init__(self) -> None:
+        self.latest: dict[tuple[int, str], dict[int, Event]] = {}
+        self.number_set: set[int] = set()
+        self._numbers: np.ndarray | None = None
+
+    def apply(self, event: Event) -> None:
+        self.number_set.add(event.number)
+        per_bit = self.latest.setdefault((event.number, event.scope), {})
+        for bit in range(8):
+            if event.mask >> bit & 1:
+                old = per_bit.get(bit)
+                # Latest event time wins; at a tie the opt-out, the side that keeps a promise.
+                if old is None or (event.at_ms, event.opt_out) >= (old.at_ms, old.opt_out):
+                    per_bit[bit] = event
+        self._numbers = None
+
+    def after(self, as_of_ms: int) -> _Overlay:
+        """The events later than as_of: what a new snapshot does not know yet."""
+        kept = _Overlay()
+        for key, per_bit in self.latest.items():
+            newer = {bit: e for bit, e in per_bit.items() if e.at_ms > as_of_ms}
+            if newer:
+                kept.latest[key] = newer
+                kept.number_set.add(key[0])
+        return kept
+
+    def has(self, number: int) -> bool:
+        return number in self.number_set
+
+    def numbers(self) -> np.ndarray:
+        if self._numbers is None:
+            self._numbers = np.unique(np.fromiter((n for n, _ in self.latest), np.uint64))
+        return self._numbers
+
+    def get(self, number: int, scope: str, bit: int) -> Event | None:
+        per_bit = self.latest.get((number, scope))
+        return per_bit.get(bit) if per_bit else None
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self.latest.values())
+
+
+@dataclass(frozen=True)
+class _State:
+    index: SuppressionIndex
+    overlay: _Overlay
+
+
+class Engine:
+    """Checks against the serving list plus real-time events; loads and swaps snapshots."""
+
+    def __init__(
+        self, index: SuppressionIndex | None = None, data_dir: str | PathLike[str] | None = None
+    ) -> None:
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self._write_lock = threading.Lock()
+        self._load_lock = threading.Lock()
+        self._state: _State | None = None
+        self._pending = _Overlay()  # events taken before any list was loaded
+        if index is not None:
+            self.swap(index)
+
+    # -- state -------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self._state is not None
+
+    @property
+    def index(self) -> SuppressionIndex:
+        state = self._state
+        if state is None:
+            raise NotReady("no suppression list is loaded yet")
+        return state.index
+
+    def status(self) -> dict:
+        state = self._state
+        if state is None:
+            return {"ready": False, "events": len(self._pending)}
+        idx = state.index
+        return {
+            "ready": True,
+            "entries": len(idx),
+            "senders": len(idx.senders),
+            "bytes": idx.nbytes,
+            "as_of": idx.meta.get("as_of"),
+            "events": len(state.overlay),
+        }
+
+    def swap(self, index: SuppressionIndex) -> None:
+        """Serve `index` from now on, with the events later than its as_of on top."""
+        as_of = int(index.meta.get("as_of_ms", 0))
+        with self._write_lock:  # no event slips between the copy and the swap
+            current = self._state.overlay if self._state else self._pending
+            self._state = _State(index, current.after(as_of))
+
+    # -- checks ------------------------------------------------------------------------------
+    def check(self, sender: str, number: str | int, category: str = "marketing") -> Scope:
+        state = self._state
+        if state is None:
+            raise NotReady("no suppression list is loaded yet")
+        scope = state.index.check(sender, number, category)
+        if not state.overlay.latest:
+            return scope
+        num = normalize_number(number, state.index.default_country)
+        if not state.overlay.has(num):
+            return scope
+        bit = state.index.category_bit(category)
+        return _with_events(state, normalize_sender(sender), num, bit)
+
+    def check_ids(
+        self, sender_ids: np.ndarray, numbers: np.ndarray, category: str = "marketing"
+    ) -> np.ndarray:
+        """The batch path: the index's kernel, then the few numbers with events redone."""
+        state = self._state
+        if state is None:
+            raise NotReady("no suppression list is loaded yet")
+        idx = state.index
+        codes = idx.check_ids(sender_ids, numbers, category)
+        if state.overlay.latest:
+            numbers = np.asarray(numbers, np.uint64)
+            bit = idx.category_bit(category)
+            for i in np.flatnonzero(np.isin(numbers, state.overlay.numbers())):
+                sid = int(sender_ids[i])
+                name = idx.senders[sid] if sid != UNKNOWN_SENDER else None
+                codes[i] = _with_events(state, name, int(numbers[i]), bit)
+        return codes
+
+    # -- writes (in memory; the write log makes them durable) ---------------------------------
+    def opt_out(self, number: str | int, scope: str, category: str = "marketing",
+                at_ms: int | None = None, source: str = "api") -> Event:
+        return self._write(number, scope, category, True, at_ms, source)
+
+    def opt_in(self, number: str | int, scope: str, category: str = "marketing",
+               at_ms: int | None = None, source: str = "api") -> Event:
+        return self._write(number, scope, category, False, at_ms, source)
+
+    def _write(self, number: str | int, scope: str, category: str, opt_out: bool,
+               at_ms: int | None, source: str) -> Event:
+        event = self.make_event(number, scope, category, opt_out, at_ms, source)
+        self.apply(event)
+        return event
+
+    def make_event(self, number: str | int, scope: str, category: str, opt_out: bool,
+                   at_ms: int | None, source: str) -> Event:
+        """Validate a write into an Event; InvalidInput names the bad field."""
+        state = self._state
+        country = state.index.default_country if state else 86
+        categories = state.index.categories if state else ("marketing", "notification")
+        num = normalize_number(number, country)
+        key = parse_scope(scope, "scope")
+        if isinstance(category, str) and category.strip().lower() == ALL_CATEGORIES:
+            mask = 0xFF
+        else:
+            mask = category_mask(categories, category)
+        now = int(time.time() * 1000)
+        if at_ms is None:
+            at_ms = now
+        elif not isinstance(at_ms, int) or not _EARLIEST_MS <= at_ms <= now + _FUTURE_SLACK_MS:
+            raise InvalidInput(f"at: {at_ms!r} is not a time between 2000 and tomorrow (Unix ms)")
+        if source not in SOURCES:
+            raise InvalidInput(f"source: {source!r} is not one of {', '.join(SOURCES)}")
+        return Event(num, key, mask, opt_out, at_ms, source)
+
+    def apply(self, event: Event) -> None:
+        with self._write_lock:
+            state = self._state
+            (state.overlay if state else self._pending).apply(event)
+
+    # -- snapshots ---------------------------------------------------------------------------
+    def load_snapshot(self, paths: Sequence[str | PathLike[str]],
+                      options: LoadOptions | None = None,
+                      progress: ProgressFn | None = None) -> LoadReport:
+        """Parse, check the guards, write the binary snapshot, swap. Checks go on throughout;
+        on a refusal (SnapshotRefused) the serving list and its file are untouched."""
+        options = options or LoadOptions()
+        with self._load_lock:
+            index, report = read_snapshot_files(paths, options, progress)
+            state = self._state
+            before = len(state.index) if state else _entries_on_disk(self.data_dir)
+            check_shrink(report, before, options)
+            if self.data_dir is not None:
+                path = self.data_dir / SNAPSHOT_NAME
+                self.data_dir.mkdir(parents=True, exist_ok=True)
+                index.save(path)
+                index = SuppressionIndex.load(path)  # serve the mapped pages, free the build
+            self.swap(index)
+            return report
+
+
+def _entries_on_disk(data_dir: Path | None) -> int | None:
+    if data_dir is None or not (data_dir / SNAPSHOT_NAME).exists():
+        return None
+    from anning.snapshot import snapshot_entries
+
+    return snapshot_entries(data_dir / SNAPSHOT_NAME)
+
+
+def _with_events(state: _State, sender: str | None, number: int, bit: int) -> Scope:
+    """A check of a number that has real-time events: level by level, an event decides where
+    there is one, the snapshot where there is not."""
+    idx, overlay = state.index, state.overlay
+    keys = (sender, idx.entity_of(sender) if sender else None, GLOBAL)
+    for level, i in _LEVELS:
+        key = keys[i]
+        if key is None:
+            continue
+        event = overlay.get(number, key, bit)
+        if event is not None:
+            if event.opt_out:
+                return level
+            continue
+        if idx.mask(number, key) >> bit & 1:
+            return level
+    return Scope.NONE
