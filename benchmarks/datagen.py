@@ -335,9 +335,11 @@ def oracle_check(
     masks: np.ndarray,
     senders: np.ndarray,
     numbers: np.ndarray,
-    bit: int = 0,
+    bit: int | None = 0,
 ) -> np.ndarray:
-    """Exact scope codes (0 none, 1 sender, 2 entity, 3 global) by three sorted-array probes."""
+    """Exact scope codes (0 none, 1 sender, 2 entity, 3 global) by three sorted-array probes.
+
+    bit None: whether an entry exists for the scope whatever its categories."""
     known = senders != UNKNOWN
     own = np.where(known, senders, universe.global_code + 1).astype(np.uint64)
     ent = universe.entity_code()[np.where(known, senders, 0)]
@@ -349,13 +351,24 @@ def oracle_check(
         i = np.minimum(np.searchsorted(keys, probe), max(len(keys) - 1, 0))
         if not len(keys):
             return np.zeros(len(probe), dtype=bool)
-        return (keys[i] == probe) & (((masks[i] >> bit) & 1) == 1)
+        found = keys[i] == probe
+        return found if bit is None else found & (((masks[i] >> bit) & 1) == 1)
 
     out = np.zeros(len(numbers), dtype=np.uint8)
     out[has(universe.global_code)] = 3
     out[has(ent)] = 2
     out[has(own)] = 1
     return out
+
+
+def build_index(data: Dataset, **kw):
+    """The SuppressionIndex of a dataset (the fast path: codes into the sender table)."""
+    from anning import SuppressionIndex
+
+    u, e = data.universe, data.entries
+    return SuppressionIndex.build(
+        e.numbers, e.codes, e.masks, u.entities, sender_table=u.sender_table, **kw
+    )
 
 
 def describe(data: Dataset) -> dict[str, float]:
@@ -431,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.perf_counter()
     save(data, args.out)
     print(json.dumps(describe(data), indent=2, ensure_ascii=False))
-    print(f"generated in {t1 - t0:.1f} s, written to {args.out} in {time.perf_counter() - t1:.1f} s")
+    t2 = time.perf_counter()
+    print(f"generated in {t1 - t0:.1f} s, written to {args.out} in {t2 - t1:.1f} s")
     return 0
 
 
