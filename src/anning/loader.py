@@ -39,9 +39,11 @@ __all__ = [
     "SOURCES",
     "LoadOptions",
     "LoadReport",
+    "ParsedSnapshot",
     "SnapshotRefused",
     "check_shrink",
     "iso",
+    "parse_snapshot_files",
     "parse_time",
     "progress_printer",
     "read_snapshot_files",
@@ -95,9 +97,12 @@ class LoadReport:
     seconds: float = 0.0
     rejects_file: str | None = None
     refused: str | None = None
+    started: float = field(default=0.0, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        del out["started"]
+        return out
 
     def summary(self) -> str:
         lines = [
@@ -240,10 +245,45 @@ def read_snapshot_files(
 
     The reject-ratio and empty-input guards are checked here; the shrink guard needs the list
     that is serving and is checked by `check_shrink`."""
+    parsed = parse_snapshot_files(paths, options, progress)
+    report = parsed.report
+    index = SuppressionIndex.from_scope_ids(
+        parsed.numbers, parsed.scopes, parsed.masks, parsed.table, parsed.categories,
+        {"as_of": report.as_of, "as_of_ms": parsed.as_of_ms,
+         "default_country": parsed.default_country, "files": report.files},
+    )
+    del parsed
+    report.entries_after = len(index)
+    report.duplicates = report.loaded - len(index)
+    report.seconds = time.perf_counter() - report.started
+    return index, report
+
+
+@dataclass
+class ParsedSnapshot:
+    """Rows parsed and checked, not yet an index: arrays whose scope ids are `table`'s."""
+
+    numbers: Any
+    scopes: Any
+    masks: Any
+    table: ScopeTable
+    categories: tuple[str, ...]
+    as_of_ms: int
+    default_country: int
+    report: LoadReport
+
+
+def parse_snapshot_files(
+    paths: Sequence[str | PathLike[str]],
+    options: LoadOptions | None = None,
+    progress: ProgressFn | None = None,
+) -> ParsedSnapshot:
+    """Stream the files through the parser, reject bad rows, apply the reject-ratio and
+    empty-input guards (raising SnapshotRefused)."""
     options = options or LoadOptions()
-    started = time.perf_counter()
     categories = validate_categories(options.categories)
     report = LoadReport(files=[str(p) for p in paths])
+    started = report.started = time.perf_counter()
     table = ScopeTable()
     rejects = _Rejects(Path(options.rejects) if options.rejects else None)
     try:
@@ -266,6 +306,7 @@ def read_snapshot_files(
     except OSError as exc:
         report.refused = f"cannot read: {exc}"
         report.rejects_file = rejects.close()
+        report.seconds = time.perf_counter() - started
         raise SnapshotRefused(report) from None
     assert parser is not None
     report.rows = parser.rows
@@ -289,17 +330,9 @@ def read_snapshot_files(
         report.seconds = time.perf_counter() - started
         raise SnapshotRefused(report)
     numbers, scopes, masks = parser.arrays()
-    del parser
-    index = SuppressionIndex.from_scope_ids(
-        numbers, scopes, masks, table, categories,
-        {"as_of": report.as_of, "as_of_ms": as_of_ms, "default_country": options.default_country,
-         "files": report.files},
-    )
-    del numbers, scopes, masks
-    report.entries_after = len(index)
-    report.duplicates = report.loaded - len(index)
     report.seconds = time.perf_counter() - started
-    return index, report
+    return ParsedSnapshot(numbers, scopes, masks, table, categories, as_of_ms,
+                          options.default_country, report)
 
 
 def check_shrink(report: LoadReport, entries_before: int | None, options: LoadOptions) -> None:
