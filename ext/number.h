@@ -42,23 +42,26 @@ static inline uint64_t an_digits_value(const char *d, int n) {
 }
 
 /* China (+86) national significant numbers. Mobile: 11 digits 1[3-9]. Fixed line: an area code
- * (10, 2x, or [3-9]xx) and a 7-8 digit subscriber number; also a 5-6 digit service number 9xxxx
- * after an area code, and 10800 toll-free, which phonenumbers (the oracle) calls valid. */
+ * (10, 2x, or [3-9]xx but not 86x, which phonenumbers never reads as one) and a 7-8 digit
+ * subscriber number. Also shapes phonenumbers (the oracle) calls valid: a short service number
+ * after an area code (5-6 digits 9xxxx or 1xxxx, as 95555, 10010, 12345, 1010xxxx; 4 digits
+ * 123x after a 3-digit code), 10800 toll-free, and 8-digit premium rate 16[08]xxxxx. */
 static inline int an_cn_national_ok(const char *d, int n) {
     if (n < 7 || n > 12) return 0;
     if (d[0] == '1') {
+        if (d[1] == '6' && n == 8) return d[2] == '0' || d[2] == '8';
         if (d[1] >= '3' && d[1] <= '9') return n == 11;
         if (d[1] != '0') return 0;
         if (n == 12) return d[2] == '8' && d[3] == '0' && d[4] == '0';
         /* Beijing: area code 10 */
-        if (n >= 9 && n <= 10) return 1;
-        return (n >= 7 && n <= 8) && d[2] == '9';
+    } else if (d[0] == '0' || (d[0] == '8' && d[1] == '6')) {
+        return 0;
     }
-    if (d[0] == '0') return 0;
-    int area = (d[0] == '2') ? 2 : 3;
+    int area = (d[0] == '1' || d[0] == '2') ? 2 : 3;
     int sub = n - area;
     if (sub == 7 || sub == 8) return 1;
-    return (sub == 5 || sub == 6) && d[area] == '9';
+    if (d[area] == '9') return sub == 5 || sub == 6;
+    return d[area] == '1' && sub >= 4 && sub <= 6;
 }
 
 static inline int an_length_ok(int cc, int n) {
@@ -67,21 +70,50 @@ static inline int an_length_ok(int cc, int n) {
 
 static inline int an_cc_digits(int cc) { return cc >= 100 ? 3 : (cc >= 10 ? 2 : 1); }
 
+/* A national prefix at the start of a Chinese number, as phonenumbers strips it (its
+ * national_prefix_for_parsing for CN): the trunk 0, or an IP-dialling carrier prefix 1[12]xx or
+ * 179xx ("17951 138 1234 5678" is 8613812345678). Its length, or 0. */
+static inline int an_cn_prefix(const char *d, int n) {
+    if (n > 1 && d[0] == '0') return 1;
+    if (n > 5 && d[0] == '1' && (d[1] == '1' || d[1] == '2' || (d[1] == '7' && d[2] == '9')))
+        return 5;
+    return 0;
+}
+
+/* A Chinese number after dropping at most `strips` national prefixes; on success *d and *n are
+ * the national significant number. */
+static inline int an_cn_strip(const char **d, int *n, int strips) {
+    if (an_cn_national_ok(*d, *n)) return 1;
+    int k = strips > 0 ? an_cn_prefix(*d, *n) : 0;
+    if (k == 0) return 0;
+    const char *rest = *d + k;
+    int m = *n - k;
+    if (!an_cn_strip(&rest, &m, strips - 1)) return 0;
+    *d = rest;
+    *n = m;
+    return 1;
+}
+
 /* Validate a national significant number for country `cc`; on success store the E.164 value.
- * A single trunk prefix written after the country code ("+44 (0)20 ...", "+86 0755 ...") is
- * dropped when the number is not possible with it and is without it. */
-static inline int an_finish(int cc, const char *d, int n, uint64_t *out) {
+ * `strips` national prefixes written before it may be dropped (1 after "+CC", 2 after "86"
+ * without '+', where phonenumbers strips one when it removes the country code and one more).
+ * For China these are a trunk 0 ("+86 0755 ...") or a carrier prefix. For other countries a
+ * single trunk prefix ("+44 (0)20 ...") is dropped when the rest has a possible length and does
+ * not start with 0, as phonenumbers (the oracle) does: "+49 (0)30 1234567" is 49301234567
+ * though 9 digits are as possible as 8 there, while "+81 0037..." and "+375 801..." keep their
+ * 0 and 8 (numbers that start so). */
+static inline int an_finish(int cc, const char *d, int n, int strips, uint64_t *out) {
     int ccd = an_cc_digits(cc);
     if (cc == 86) {
-        if (n > 1 && d[0] == '0' && an_cn_national_ok(d + 1, n - 1)) { d++; n--; }
-        if (!an_cn_national_ok(d, n)) {
+        if (!an_cn_strip(&d, &n, strips)) {
+            if (strips > 0 && n > 1 && d[0] == '0') n--;
             if (n < 7) return AN_NUM_TOO_SHORT;
             if (n > 12) return AN_NUM_TOO_LONG;
             return AN_NUM_NOT_CN;
         }
     } else {
         int trunk = an_countries[cc].trunk;
-        if (!an_length_ok(cc, n) && trunk >= 0 && n > 1 && d[0] == '0' + trunk &&
+        if (strips > 0 && trunk >= 0 && n > 2 && d[0] == '0' + trunk && d[1] != '0' &&
             an_length_ok(cc, n - 1)) {
             d++; n--;
         }
@@ -94,23 +126,24 @@ static inline int an_finish(int cc, const char *d, int n, uint64_t *out) {
 }
 
 /* d: digits after '+' or '00'. Country codes are prefix-free: the first 1-3 digit prefix that
- * is a known code is the code. */
-static inline int an_international(const char *d, int n, uint64_t *out) {
+ * is a known code is the code. No code starts with 0. `strips`: as for an_finish. */
+static inline int an_international(const char *d, int n, int strips, uint64_t *out) {
     int cc = 0;
+    if (d[0] == '0') return n < 7 ? AN_NUM_TOO_SHORT : AN_NUM_UNKNOWN_COUNTRY;
     for (int k = 1; k <= 3 && k < n; k++) {
         cc = cc * 10 + (d[k - 1] - '0');
-        if (an_countries[cc].lengths) return an_finish(cc, d + k, n - k, out);
+        if (an_countries[cc].lengths) return an_finish(cc, d + k, n - k, strips, out);
     }
     if (n < 7) return AN_NUM_TOO_SHORT;
     return AN_NUM_UNKNOWN_COUNTRY;
 }
 
-/* China's IP-dialling carrier prefixes (1[12]xx, 179xx) before a national number, which
- * phonenumbers strips: "17951 138 1234 5678" is 8613812345678. */
-static inline int an_cn_carrier_prefix(const char *d, int n) {
-    if (n < 5 + 7 || d[0] != '1') return 0;
-    if (d[1] == '1' || d[1] == '2') return 1;
-    return d[1] == '7' && d[2] == '9';
+/* China's international prefixes after an IP-dialling carrier, 1[12]xx00 and 179xx00, followed
+ * by a country code (which never starts with 0): phonenumbers reads "17951 00 44 20..." as
+ * +44 20... */
+static inline int an_cn_carrier_idd(const char *d, int n) {
+    return n > 7 && d[0] == '1' && (d[1] == '1' || d[1] == '2' || (d[1] == '7' && d[2] == '9')) &&
+           d[5] == '0' && d[6] == '0' && d[7] != '0';
 }
 
 static inline int an_national(int default_cc, const char *d, int n, uint64_t *out) {
@@ -119,21 +152,21 @@ static inline int an_national(int default_cc, const char *d, int n, uint64_t *ou
     uint64_t value;
     for (int i = ccd - 1, c = default_cc; i >= 0; i--, c /= 10) cc_text[i] = (char)('0' + c % 10);
     /* The national reading first; the country code written without '+' when that fails. */
-    const char *nd = d;
-    int nn = n;
-    if (nn > 1 && nd[0] == '0') { nd++; nn--; }
-    status = an_finish(default_cc, nd, nn, &value);
+    if (default_cc == 86) {
+        status = an_finish(86, d, n, 1, &value);
+    } else {
+        const char *nd = d;
+        int nn = n;
+        if (nn > 1 && nd[0] == '0') { nd++; nn--; }
+        status = an_finish(default_cc, nd, nn, 1, &value);
+    }
     if (status == AN_NUM_OK) { *out = value; return AN_NUM_OK; }
     if (n > ccd) {
         int i = 0;
         while (i < ccd && d[i] == cc_text[i]) i++;
-        if (i == ccd && an_finish(default_cc, d + ccd, n - ccd, &value) == AN_NUM_OK) {
+        if (i == ccd && an_finish(default_cc, d + ccd, n - ccd, 2, &value) == AN_NUM_OK) {
             *out = value; return AN_NUM_OK;
         }
-    }
-    if (default_cc == 86 && an_cn_carrier_prefix(d, n) && an_cn_national_ok(d + 5, n - 5)) {
-        *out = 86ULL * an_pow10[n - 5] + an_digits_value(d + 5, n - 5);
-        return AN_NUM_OK;
     }
     return status;
 }
@@ -167,8 +200,15 @@ static inline int an_parse_number(const unsigned char *s, size_t len, int defaul
         }
     }
     if (n == 0) return plus ? AN_NUM_LONE_PLUS : AN_NUM_EMPTY;
-    if (plus) return an_international(digits, n, out);
-    if (n > 2 && digits[0] == '0' && digits[1] == '0') return an_international(digits + 2, n - 2, out);
+    /* "+00CC...": the '+' and China's international prefix 00 both written; phonenumbers reads
+     * the 00 as the prefix. */
+    if (plus && n > 2 && digits[0] == '0' && digits[1] == '0')
+        return an_international(digits + 2, n - 2, 1, out);
+    if (plus) return an_international(digits, n, 1, out);
+    if (n > 2 && digits[0] == '0' && digits[1] == '0')
+        return an_international(digits + 2, n - 2, 1, out);
+    if (default_cc == 86 && an_cn_carrier_idd(digits, n))
+        return an_international(digits + 7, n - 7, 1, out);
     return an_national(default_cc, digits, n, out);
 }
 
@@ -180,9 +220,9 @@ static inline int an_check_e164(uint64_t v) {
     if (v == 0 || v >= AN_NUMBER_LIMIT) return AN_NUM_TOO_LONG;
     while (n < 16 && v >= an_pow10[n]) n++;
     for (int k = n - 1; k >= 0; k--, rest /= 10) digits[k] = (char)('0' + rest % 10);
-    int status = an_international(digits, n, &out);
-    if (status == AN_NUM_OK && out != v) return AN_NUM_BAD_LENGTH; /* a trunk digit was dropped */
-    return status;
+    /* No prefix is dropped: the digits after the country code are the national number as they
+     * are, so every value an_parse_number returns passes. */
+    return an_international(digits, n, 0, &out);
 }
 
 #endif

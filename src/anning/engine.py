@@ -63,7 +63,10 @@ class _Overlay:
     def __init__(self) -> None:
         self.latest: dict[tuple[int, str], dict[int, Event]] = {}
         self.number_set: set[int] = set()
-        self._numbers: np.ndarray | None = None
+        # Checks read while a writer applies: a cached array is tagged with the version it was
+        # built from, and the version moves after every change, so a stale one is never kept.
+        self._version = 0
+        self._numbers: tuple[int, np.ndarray] | None = None
 
     def apply(self, event: Event) -> None:
         self.number_set.add(event.number)
@@ -74,7 +77,7 @@ class _Overlay:
                 # Latest event time wins; at a tie the opt-out, the side that keeps a promise.
                 if old is None or (event.at_ms, event.opt_out) >= (old.at_ms, old.opt_out):
                     per_bit[bit] = event
-        self._numbers = None
+        self._version += 1
 
     def after(self, as_of_ms: int) -> _Overlay:
         """The events later than as_of: what a new snapshot does not know yet."""
@@ -90,16 +93,20 @@ class _Overlay:
         return number in self.number_set
 
     def numbers(self) -> np.ndarray:
-        if self._numbers is None:
-            self._numbers = np.unique(np.fromiter((n for n, _ in self.latest), np.uint64))
-        return self._numbers
+        cached, version = self._numbers, self._version
+        if cached is None or cached[0] != version:
+            keys = list(self.latest)  # one copy: iterating the dict itself races with apply
+            cached = (version, np.unique(np.fromiter((n for n, _ in keys), np.uint64,
+                                                     count=len(keys))))
+            self._numbers = cached
+        return cached[1]
 
     def get(self, number: int, scope: str, bit: int) -> Event | None:
         per_bit = self.latest.get((number, scope))
         return per_bit.get(bit) if per_bit else None
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self.latest.values())
+        return sum(len(v) for v in list(self.latest.values()))
 
 
 @dataclass(frozen=True)
@@ -244,7 +251,8 @@ class Engine:
                 path = self.data_dir / SNAPSHOT_NAME
                 self.data_dir.mkdir(parents=True, exist_ok=True)
                 index.save(path)
-                index = SuppressionIndex.load(path)  # serve the mapped pages, free the build
+                del index  # serve the mapped pages: the built arrays go before they come in
+                index = SuppressionIndex.load(path)
             self.swap(index)
             return report
 
