@@ -1,4 +1,5 @@
-"""Build of the compiled core (anning._normalize, _index, _csv); metadata is in pyproject.toml.
+"""Build of the compiled core (anning._normalize, _index, _csv, _wire) and the gRPC stubs
+(from proto/); metadata is in pyproject.toml.
 
 Environment switches:
   ANNING_DEBUG=1   invariant checks in the core (sorted keys, no duplicates, no false negatives)
@@ -17,6 +18,21 @@ import gen_country_table
 
 gen_country_table.main(os.path.join("ext", "country_table.h"))
 
+
+def generate_protos() -> None:
+    """proto/anning/v1/*.proto -> src/anning/v1/*_pb2.py, *_pb2_grpc.py, *.pyi (build outputs)."""
+    from grpc_tools import protoc
+
+    for name in sorted(os.listdir(os.path.join("proto", "anning", "v1"))):
+        if name.endswith(".proto"):
+            args = ["protoc", "-Iproto", "--python_out=src", "--pyi_out=src",
+                    "--grpc_python_out=src", f"proto/anning/v1/{name}"]
+            if protoc.main(args) != 0:
+                raise SystemExit(f"protoc failed on proto/anning/v1/{name}")
+
+
+generate_protos()
+
 debug = os.environ.get("ANNING_DEBUG", "") not in ("", "0")
 compile_args = ["-O3", "-Wall", "-Wno-unused-function", "-Wno-unreachable-code"]
 if os.environ.get("ANNING_NATIVE", "") not in ("", "0"):
@@ -34,7 +50,7 @@ extensions = [
         define_macros=macros,
         extra_compile_args=compile_args,
     )
-    for name in ("_normalize", "_index", "_csv")
+    for name in ("_normalize", "_index", "_csv", "_wire")
 ]
 
 setup(

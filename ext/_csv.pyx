@@ -156,6 +156,7 @@ cdef class SnapshotParser:
         cdef Py_ssize_t p = pos, q
         cdef int nf = 0
         cdef unsigned char c
+        # A record's bytes are [pos, limit) at most: a byte at limit may only end it.
         cdef Py_ssize_t limit = pos + MAX_RECORD
         newlines[0] = 0
         self.stray_quote = False
@@ -194,17 +195,19 @@ cdef class SnapshotParser:
                 p += 1  # the closing quote
                 if p < n and buf[p] != self.delimiter and buf[p] != 10 and buf[p] != 13:
                     self.stray_quote = True  # text after the closing quote: a bad record
-                    while p < n and p < limit and buf[p] != self.delimiter and buf[p] != 10 \
+                    while p < n and p <= limit and buf[p] != self.delimiter and buf[p] != 10 \
                             and buf[p] != 13:
                         p += 1
+                    if p > limit:
+                        return REC_TOO_LONG
             else:
                 q = p
-                while q < n and q < limit:
+                while q < n and q <= limit:
                     c = buf[q]
                     if c == self.delimiter or c == 10 or c == 13:
                         break
                     q += 1
-                if q >= limit:
+                if q > limit:
                     return REC_TOO_LONG
                 if q >= n and not final:
                     return REC_MORE
@@ -300,7 +303,7 @@ cdef class SnapshotParser:
         cdef Py_ssize_t n
         cdef const unsigned char *s
         cdef uint64_t number = 0
-        cdef int64_t scope = -1, mask = self.default_mask, value, at
+        cdef int64_t scope = -1, mask = self.default_mask, value, at = 0
         cdef size_t bad_at
         cdef object reason
         if self.stray_quote:
@@ -346,8 +349,6 @@ cdef class SnapshotParser:
                     if not an_parse_time(s, n, self.offset_minutes, &at):
                         self._reject(raw, raw_len, "at", "is not a time (an ISO date-time or Unix seconds)")
                         return
-                    if at > self.newest_at:
-                        self.newest_at = at
             elif role == COL_SOURCE:
                 if n:
                     if not an_strtab_get(&self.sources, s, n, &value):
@@ -355,6 +356,8 @@ cdef class SnapshotParser:
                     if value < 0:
                         self._reject(raw, raw_len, "source", self.reasons[-value - 1])
                         return
+        if at > self.newest_at:  # of the rows loaded only: a rejected row's time is not news
+            self.newest_at = at
         if self.length == self.capacity:
             self._grow()
         self.p_numbers[self.length] = number

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -74,14 +75,93 @@ def _answer_lines(idx: SuppressionIndex, lines) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    idx = _load(args.data)
+    if args.data:  # offline, against the binary snapshot
+        idx = _load(args.data)
+        try:
+            scope = idx.check(args.sender, args.number, args.category)
+        except InvalidInput as exc:
+            print(f"anning: {exc}", file=sys.stderr)
+            return 2
+        print(json.dumps({"suppressed": bool(scope), "scope": scope.name}))
+        return 0 if scope is Scope.NONE else 1
+    result = _remote(args, lambda c: c.check(args.sender, args.number, args.category))
+    print(json.dumps({"suppressed": result.suppressed, "scope": result.scope,
+                      **({"failed_closed": True} if result.failed_closed else {})}))
+    return 1 if result.suppressed else 0
+
+
+def _client(args: argparse.Namespace):  # -> anning.client.Client
+    from anning.client import Client
+
+    token = args.token or os.environ.get("ANNING_TOKEN")
+    root = Path(args.tls_ca).read_bytes() if args.tls_ca else None
+    return Client(args.target, token, timeout=args.timeout, root_certificates=root,
+                  fail_closed=getattr(args, "fail_closed", False))
+
+
+def _remote(args: argparse.Namespace, call):
+    import grpc
+
+    with _client(args) as client:
+        try:
+            return call(client)
+        except grpc.RpcError as exc:
+            print(f"anning: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            raise SystemExit(2 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else 3) from None
+
+
+def _print_message(message) -> None:
+    from google.protobuf.json_format import MessageToDict
+
+    print(json.dumps(MessageToDict(message, always_print_fields_with_no_presence=True),
+                     ensure_ascii=False))
+
+
+def cmd_write(args: argparse.Namespace) -> int:
+    method = "opt_out" if args.command == "opt-out" else "opt_in"
+    ack = _remote(args, lambda c: getattr(c, method)(args.number, args.scope, args.category,
+                                                     args.at_ms, args.source))
+    _print_message(ack)
+    return 0
+
+
+def cmd_reply(args: argparse.Namespace) -> int:
+    _print_message(_remote(args, lambda c: c.report_reply(args.sender, args.number, args.text)))
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    _print_message(_remote(args, lambda c: c.explain(args.sender, args.number, args.category)))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    _print_message(_remote(args, lambda c: c.status()))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from anning.server.app import ServeOptions, serve
+
+    return serve(ServeOptions(
+        data=args.data, listen=args.listen, workers=args.workers, threads=args.threads,
+        tokens=args.tokens, tls_cert=args.tls_cert, tls_key=args.tls_key,
+        client_ca=args.client_ca, metrics=args.metrics, reflection=args.reflection,
+        demo=not args.no_demo, demo_entries=args.demo_entries, max_batch=args.max_batch,
+    ))
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from anning.server.auth import new_token
+
     try:
-        scope = idx.check(args.sender, args.number, args.category)
-    except InvalidInput as exc:
+        token, line = new_token(args.roles.split(","))
+    except ValueError as exc:
         print(f"anning: {exc}", file=sys.stderr)
         return 2
-    print(json.dumps({"suppressed": bool(scope), "scope": scope.name}))
-    return 0 if scope is Scope.NONE else 1
+    print(f"token (give it to the client, once): {token}")
+    print(f"tokens-file line (the server keeps only this): {line}")
+    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -140,13 +220,67 @@ def main(argv: list[str] | None = None) -> int:
                       help="size of the generated list when there is none")
     demo.set_defaults(func=cmd_demo)
 
-    check = sub.add_parser("check", help="one check against the snapshot in --data; "
-                                         "exit 1 when suppressed")
+    def remote(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--target", default="127.0.0.1:50051", help="the server (HOST:PORT)")
+        p.add_argument("--token", help="bearer token (default $ANNING_TOKEN)")
+        p.add_argument("--tls-ca", help="CA certificate to verify the server (enables TLS)")
+        p.add_argument("--timeout", type=float, default=5.0)
+        return p
+
+    serve = sub.add_parser("serve", help="the gRPC server")
+    serve.add_argument("--data", default=DEFAULT_DATA, help="data directory (default %(default)s)")
+    serve.add_argument("--listen", default="127.0.0.1:50051")
+    serve.add_argument("--workers", type=int, default=0, help="processes (default: one a core)")
+    serve.add_argument("--threads", type=int, default=16, help="threads a worker")
+    serve.add_argument("--tokens", help="tokens file: `sha256:<hex> role,role` a line")
+    serve.add_argument("--tls-cert")
+    serve.add_argument("--tls-key")
+    serve.add_argument("--client-ca", help="require client certificates signed by this CA")
+    serve.add_argument("--metrics", help="serve Prometheus metrics on HOST:PORT")
+    serve.add_argument("--reflection", action="store_true", help="enable server reflection")
+    serve.add_argument("--no-demo", action="store_true",
+                       help="with no snapshot, wait for Admin.LoadSnapshot instead of a demo list")
+    serve.add_argument("--demo-entries", type=int, default=100_000)
+    serve.add_argument("--max-batch", type=int, default=10_000)
+    serve.set_defaults(func=cmd_serve)
+
+    check = remote(sub.add_parser("check", help="one check; exit 1 when suppressed"))
     check.add_argument("sender")
     check.add_argument("number")
-    check.add_argument("--category", default="marketing")
-    check.add_argument("--data", default=DEFAULT_DATA)
+    check.add_argument("--category", default="")
+    check.add_argument("--data", help="check the snapshot in DATA offline instead")
+    check.add_argument("--fail-closed", action="store_true",
+                       help="report suppressed when no answer can be had")
     check.set_defaults(func=cmd_check)
+
+    for name, what in (("opt-out", "record an opt-out"), ("opt-in", "record an opt-in")):
+        write = remote(sub.add_parser(name, help=what))
+        write.add_argument("number")
+        write.add_argument("scope", help="a sender, entity:NAME, or '*' for global")
+        write.add_argument("--category", default="", help="marketing (default), ..., or all")
+        write.add_argument("--at-ms", type=int, default=0, help="when the user acted (Unix ms)")
+        write.add_argument("--source", default="", help="api (default), customer_service, ...")
+        write.set_defaults(func=cmd_write)
+
+    reply = remote(sub.add_parser("reply", help="report a user's reply (TD, 退订, STOP ...)"))
+    reply.add_argument("sender")
+    reply.add_argument("number")
+    reply.add_argument("text")
+    reply.set_defaults(func=cmd_reply)
+
+    explain = remote(sub.add_parser("explain", help="why a number is suppressed"))
+    explain.add_argument("sender")
+    explain.add_argument("number")
+    explain.add_argument("--category", default="")
+    explain.set_defaults(func=cmd_explain)
+
+    status = remote(sub.add_parser("status", help="the server's status"))
+    status.set_defaults(func=cmd_status)
+
+    token = sub.add_parser("token", help="make a bearer token and its tokens-file line")
+    token.add_argument("new", choices=["new"])
+    token.add_argument("--roles", required=True, help="check,write,admin (comma-separated)")
+    token.set_defaults(func=cmd_token)
 
     info = sub.add_parser("info", help="what the snapshot in --data holds")
     info.add_argument("--data", default=DEFAULT_DATA)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +39,10 @@ def build_demo(entries: int = 100_000, seed: int = 2026) -> SuppressionIndex:
         + np.uint64(86 * 10**11)
     )
     masks = rng.choice(np.array([1, 2, 0xFF], np.uint8), entries, p=[0.85, 0.05, 0.10])
-    return SuppressionIndex.build(
-        numbers, codes, masks, entity_of, sender_table=table, meta={"source": "demo"}
-    )
+    as_of_ms = int(time.time() * 1000)
+    meta = {"source": "demo", "as_of_ms": as_of_ms,
+            "as_of": datetime.fromtimestamp(as_of_ms / 1000, timezone.utc).isoformat()}
+    return SuppressionIndex.build(numbers, codes, masks, entity_of, sender_table=table, meta=meta)
 
 
 def ensure_snapshot(data_dir: str | Path, entries: int = 100_000) -> tuple[Path, bool]:

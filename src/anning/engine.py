@@ -6,7 +6,10 @@ one (number, scope, category) the latest event time wins, an opt-in is a tombsto
 swap keeps the events later than the new snapshot's `as_of` (SPEC §5): a nightly load never
 undoes a newer real-time opt-out or opt-in.
 
-The overlay is in memory here; the durable write log replays into it (its own issue).
+With a data directory, every event is first made durable in the write log (anning.eventlog),
+which all worker processes share: each check first takes in what the log gained since the last
+one (one fstat when nothing did), so a write acknowledged by any worker is seen by every check
+that starts after the acknowledgement. A snapshot another worker wrote is picked up the same way.
 """
 
 from __future__ import annotations
@@ -23,18 +26,25 @@ import numpy as np
 from anning._normalize import normalize_number, normalize_sender
 from anning.demo import SNAPSHOT_NAME
 from anning.errors import InvalidInput
+from anning.eventlog import EventLog, encode
 from anning.index import UNKNOWN_SENDER, SuppressionIndex
 from anning.loader import (
     SOURCES,
     LoadOptions,
     LoadReport,
     ProgressFn,
+    SnapshotRefused,
     check_shrink,
     read_snapshot_files,
 )
+from anning.replies import OPT_IN, OPT_OUT_GLOBAL, recognise_reply
 from anning.scopes import ALL_CATEGORIES, GLOBAL, Scope, category_mask, parse_scope
 
-__all__ = ["Engine", "Event", "NotReady"]
+__all__ = ["Engine", "Event", "NotReady", "ReplyOutcome"]
+
+LOG_NAME = "events.log"
+_OPT_OUT, _OPT_IN = 1, 2
+_SNAPSHOT_POLL_S = 0.5
 
 _EARLIEST_MS = 946_684_800_000  # 2000-01-01: no event is older
 _FUTURE_SLACK_MS = 24 * 3600 * 1000
@@ -110,6 +120,26 @@ class _Overlay:
 
 
 @dataclass(frozen=True)
+class ReplyOutcome:
+    recognised: bool
+    action: str
+    keyword: str
+    scope: str
+    event: Event | None
+    sequence: int
+
+
+def _record(event: Event) -> bytes:
+    return encode((1, _OPT_OUT if event.opt_out else _OPT_IN, event.number, event.scope,
+                   event.mask, event.at_ms, event.source))
+
+
+def _event(record: list) -> Event:
+    _version, kind, number, scope, mask, at_ms, source = record[:7]
+    return Event(number, scope, mask, kind == _OPT_OUT, at_ms, source)
+
+
+@dataclass(frozen=True)
 class _State:
     index: SuppressionIndex
     overlay: _Overlay
@@ -119,15 +149,71 @@ class Engine:
     """Checks against the serving list plus real-time events; loads and swaps snapshots."""
 
     def __init__(
-        self, index: SuppressionIndex | None = None, data_dir: str | PathLike[str] | None = None
+        self, index: SuppressionIndex | None = None, data_dir: str | PathLike[str] | None = None,
+        *, write_log: bool = True,
     ) -> None:
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self._write_lock = threading.Lock()
         self._load_lock = threading.Lock()
         self._state: _State | None = None
         self._pending = _Overlay()  # events taken before any list was loaded
+        self._snapshot_id: tuple | None = None
+        self._snapshot_polled = 0.0
+        self.last_refusal: str | None = None
+        self.log: EventLog | None = None
+        if self.data_dir is not None and write_log:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.log = EventLog(self.data_dir / LOG_NAME)
+            for record in self.log.replay():
+                self._pending.apply(_event(record))
         if index is not None:
             self.swap(index)
+
+    def after_fork(self) -> None:
+        """In a forked worker: a log descriptor of its own (an O_APPEND file position shared
+        with other processes would garble the sequence each write reports)."""
+        if self.log is not None:
+            self.log = self.log.reopen()
+
+    def log_lag(self) -> int:
+        return self.log.lag() if self.log is not None else 0
+
+    def open_snapshot(self) -> bool:
+        """Serve the binary snapshot of the data directory, if there is one."""
+        if self.data_dir is None or not (self.data_dir / SNAPSHOT_NAME).exists():
+            return False
+        path = self.data_dir / SNAPSHOT_NAME
+        identity = _file_identity(path)
+        self.swap(SuppressionIndex.load(path))
+        self._snapshot_id = identity
+        return True
+
+    def refresh(self) -> None:
+        """Take in what other processes wrote: log records, and a new snapshot file."""
+        if self.log is not None:
+            records = self.log.tail()
+            if records:
+                with self._write_lock:
+                    state = self._state
+                    overlay = state.overlay if state else self._pending
+                    # The tail holds this engine's own writes too: one the serving snapshot
+                    # superseded (not later than its as_of) must not come back on top of it.
+                    as_of = int(state.index.meta.get("as_of_ms", 0)) if state else None
+                    for record in records:
+                        event = _event(record)
+                        if as_of is None or event.at_ms > as_of:
+                            overlay.apply(event)
+        if self.data_dir is not None:
+            now = time.monotonic()
+            if now - self._snapshot_polled > _SNAPSHOT_POLL_S:
+                self._snapshot_polled = now
+                path = self.data_dir / SNAPSHOT_NAME
+                identity = _file_identity(path)
+                if identity is not None and identity != self._snapshot_id and \
+                        not self._load_lock.locked():
+                    with self._load_lock:
+                        self.swap(SuppressionIndex.load(path))
+                        self._snapshot_id = identity
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -144,15 +230,23 @@ class Engine:
     def status(self) -> dict:
         state = self._state
         if state is None:
-            return {"ready": False, "events": len(self._pending)}
+            return {"ready": False, "events": len(self._pending),
+                    "writes_ok": self.log is None or self.log.failure is None,
+                    "writes_error": (self.log.failure if self.log else None) or "",
+                    "last_refusal": self.last_refusal or ""}
         idx = state.index
+        as_of_ms = idx.meta.get("as_of_ms")
         return {
             "ready": True,
             "entries": len(idx),
             "senders": len(idx.senders),
             "bytes": idx.nbytes,
             "as_of": idx.meta.get("as_of"),
+            "age_seconds": time.time() - as_of_ms / 1000 if as_of_ms else 0.0,
             "events": len(state.overlay),
+            "writes_ok": self.log is None or self.log.failure is None,
+            "writes_error": (self.log.failure if self.log else None) or "",
+            "last_refusal": self.last_refusal or "",
         }
 
     def swap(self, index: SuppressionIndex) -> None:
@@ -164,6 +258,8 @@ class Engine:
 
     # -- checks ------------------------------------------------------------------------------
     def check(self, sender: str, number: str | int, category: str = "marketing") -> Scope:
+        if self.log is not None or self.data_dir is not None:
+            self.refresh()
         state = self._state
         if state is None:
             raise NotReady("no suppression list is loaded yet")
@@ -180,6 +276,8 @@ class Engine:
         self, sender_ids: np.ndarray, numbers: np.ndarray, category: str = "marketing"
     ) -> np.ndarray:
         """The batch path: the index's kernel, then the few numbers with events redone."""
+        if self.log is not None or self.data_dir is not None:
+            self.refresh()
         state = self._state
         if state is None:
             raise NotReady("no suppression list is loaded yet")
@@ -206,7 +304,7 @@ class Engine:
     def _write(self, number: str | int, scope: str, category: str, opt_out: bool,
                at_ms: int | None, source: str) -> Event:
         event = self.make_event(number, scope, category, opt_out, at_ms, source)
-        self.apply(event)
+        self.apply([event])
         return event
 
     def make_event(self, number: str | int, scope: str, category: str, opt_out: bool,
@@ -230,10 +328,72 @@ class Engine:
             raise InvalidInput(f"source: {source!r} is not one of {', '.join(SOURCES)}")
         return Event(num, key, mask, opt_out, at_ms, source)
 
-    def apply(self, event: Event) -> None:
+    def apply(self, events: list[Event]) -> int:
+        """Make events durable (with a data directory), then visible; return the sequence of
+        the last in the write log (0 without one). Raises WritesStopped after a disk failure."""
+        sequence = self.log.append([_record(e) for e in events]) if self.log is not None else 0
         with self._write_lock:
             state = self._state
-            (state.overlay if state else self._pending).apply(event)
+            overlay = state.overlay if state else self._pending
+            for event in events:
+                overlay.apply(event)
+        return sequence
+
+    def reply(self, sender: str, number: str | int, text: str,
+              at_ms: int | None = None) -> ReplyOutcome:
+        """A user's reply to a sender: an opt-out of the sender's entity (or the sender), a
+        global opt-out, an opt-in, or free text that changes nothing."""
+        reply = recognise_reply(text)
+        name = normalize_sender(sender)
+        if not reply.recognised:
+            normalize_number(number, self._country())  # bad input is still named
+            return ReplyOutcome(False, reply.action, "", "", None, 0)
+        if reply.action == OPT_OUT_GLOBAL:
+            scope = GLOBAL
+        else:
+            state = self._state
+            scope = (state.index.entity_of(name) if state else None) or name
+        event = self.make_event(number, scope, "marketing", reply.action != OPT_IN, at_ms,
+                                "reply")
+        sequence = self.apply([event])
+        return ReplyOutcome(True, reply.action, reply.keyword, scope, event, sequence)
+
+    def explain(self, sender: str, number: str | int, category: str = "marketing") -> dict:
+        """Why a check answers as it does: the level, the entry or event that decided it."""
+        self.refresh()
+        state = self._state
+        if state is None:
+            raise NotReady("no suppression list is loaded yet")
+        idx = state.index
+        name = normalize_sender(sender)
+        num = normalize_number(number, idx.default_country)
+        bit = idx.category_bit(category)
+        keys = (name, idx.entity_of(name), GLOBAL)
+        answer = {"suppressed": False, "scope": Scope.NONE, "matched": "", "categories": [],
+                  "origin": "", "source": "", "at_ms": 0, "snapshot_as_of": idx.meta.get("as_of")}
+        for level, i in _LEVELS:
+            key = keys[i]
+            if key is None:
+                continue
+            event = state.overlay.get(num, key, bit)
+            if event is not None:
+                if event.opt_out:
+                    names = [c for b, c in enumerate(idx.categories) if event.mask >> b & 1]
+                    answer.update(suppressed=True, scope=level, matched=key, categories=names,
+                                  origin="event", source=event.source, at_ms=event.at_ms)
+                    return answer
+                continue
+            mask = idx.mask(num, key)
+            if mask >> bit & 1:
+                names = [c for b, c in enumerate(idx.categories) if mask >> b & 1]
+                answer.update(suppressed=True, scope=level, matched=key, categories=names,
+                              origin="snapshot", source="snapshot")
+                return answer
+        return answer
+
+    def _country(self) -> int:
+        state = self._state
+        return state.index.default_country if state else 86
 
     # -- snapshots ---------------------------------------------------------------------------
     def load_snapshot(self, paths: Sequence[str | PathLike[str]],
@@ -243,10 +403,14 @@ class Engine:
         on a refusal (SnapshotRefused) the serving list and its file are untouched."""
         options = options or LoadOptions()
         with self._load_lock:
-            index, report = read_snapshot_files(paths, options, progress)
-            state = self._state
-            before = len(state.index) if state else _entries_on_disk(self.data_dir)
-            check_shrink(report, before, options)
+            try:
+                index, report = read_snapshot_files(paths, options, progress)
+                state = self._state
+                before = len(state.index) if state else _entries_on_disk(self.data_dir)
+                check_shrink(report, before, options)
+            except SnapshotRefused as refused:
+                self.last_refusal = refused.report.refused
+                raise
             if self.data_dir is not None:
                 path = self.data_dir / SNAPSHOT_NAME
                 self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -254,7 +418,17 @@ class Engine:
                 del index  # serve the mapped pages: the built arrays go before they come in
                 index = SuppressionIndex.load(path)
             self.swap(index)
+            if self.data_dir is not None:
+                self._snapshot_id = _file_identity(self.data_dir / SNAPSHOT_NAME)
             return report
+
+
+def _file_identity(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _entries_on_disk(data_dir: Path | None) -> int | None:

@@ -179,7 +179,12 @@ def _header(first: bytes, path: Path) -> tuple[list[str], str, int]:
     except UnicodeDecodeError:
         raise _Refusal(f"{path}: the header row is not UTF-8") from None
     delimiter = "\t" if "\t" in text else ","
-    names = [name.strip().lower() for name in next(csv.reader([text], delimiter=delimiter))]
+    try:
+        names = [name.strip().lower() for name in next(csv.reader([text], delimiter=delimiter))]
+    except csv.Error as exc:  # e.g. a bare CR (old Mac line ends): the header runs on
+        raise _Refusal(
+            f"{path}: the header row cannot be read ({exc}); lines end in LF or CRLF"
+        ) from None
     unknown = [n for n in names if n not in _csv.COLUMNS]
     if unknown:
         raise _Refusal(
@@ -421,6 +426,8 @@ def _category(categories: tuple[str, ...], text: str) -> int:
 
 def _source_code(text: str) -> int:
     key = text.strip().lower()
+    if not key:  # blank, as an empty field: no source given
+        return 0
     if key not in SOURCES:
         raise InvalidInput(f"source: {text!r} is not one of {', '.join(SOURCES)}")
     return SOURCES.index(key)
@@ -435,21 +442,36 @@ def _read_entities(path: Path, table: ScopeTable, rejects: _Rejects) -> int:
         header = [h.strip().lower() for h in next(reader, [])]
         if header != ["sender", "entity"]:
             raise _Refusal(f"{path}: the header must be `sender,entity`, not {header}")
+        end = reader.line_num
         for row in reader:
+            line, end = end + 1, reader.line_num  # a record is reported at its first line
             if not row or not any(c.strip() for c in row):
                 continue
+            raw = ",".join(row).encode("utf-8", "surrogateescape")
             if len(row) != 2:
-                rejects.write(str(path), [(reader.line_num, "", f"{len(row)} fields; the header "
-                                           "has 2", ",".join(row).encode())])
+                rejects.write(str(path), [(line, "", f"{len(row)} fields; the header has 2", raw)])
+                continue
+            bad = [i for i, cell in enumerate(row) if not _utf8(cell)]
+            if bad:
+                rejects.write(str(path), [(line, ("sender", "entity")[bad[0]],
+                                           "is not valid UTF-8", raw)])
                 continue
             try:
                 table.link(row[0], row[1])
                 links += 1
             except InvalidInput as exc:
                 column = "entity" if str(exc).startswith("entities[") else "sender"
-                rejects.write(str(path), [(reader.line_num, column,
-                                           str(exc).split(": ", 1)[-1], ",".join(row).encode())])
+                rejects.write(str(path), [(line, column, str(exc).split(": ", 1)[-1], raw)])
     return links
+
+
+def _utf8(text: str) -> bool:
+    """Whether text decoded with surrogateescape was valid UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _chain(first: str, rest: Iterable[str]) -> Iterable[str]:
@@ -459,7 +481,9 @@ def _chain(first: str, rest: Iterable[str]) -> Iterable[str]:
 
 def _open_text(path: Path) -> io.TextIOWrapper:
     source = _Source(path)
-    return io.TextIOWrapper(source.stream, encoding="utf-8-sig", newline="")  # type: ignore[arg-type]
+    # surrogateescape: a row that is not UTF-8 is rejected, not the whole load (_read_entities)
+    return io.TextIOWrapper(source.stream, encoding="utf-8-sig",  # type: ignore[arg-type]
+                            errors="surrogateescape", newline="")
 
 
 def progress_printer(stream: Any = None) -> ProgressFn:

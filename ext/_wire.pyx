@@ -1,0 +1,285 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: initializedcheck=False
+"""CheckBatch on the wire, without a Python object per check.
+
+Decodes the bytes of an anning.v1.CheckBatchRequest (protobuf wire format: repeated
+CheckRequest{1: sender, 2: number, 3: category}) straight into arrays of sender ids, E.164
+numbers and category bits, and encodes the answers as the bytes of a CheckBatchResponse
+(repeated CheckResponse{1: suppressed, 2: scope, 3: error}). Senders and categories are looked
+up by their raw bytes (a text seen for the first time goes to Python once); numbers go through
+the C normaliser. Only a bad item makes Python objects: its error message.
+"""
+
+cimport numpy as cnp
+import numpy as np
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
+from libc.string cimport memcpy
+
+from number cimport AN_NUM_OK, an_parse_number
+
+cnp.import_array()
+
+cdef extern from "strtab.h" nogil:
+    ctypedef struct an_strtab:
+        size_t count
+    int an_strtab_init(an_strtab *t, size_t capacity)
+    void an_strtab_free(an_strtab *t)
+    int an_strtab_get(const an_strtab *t, const unsigned char *s, size_t n, int64_t *value)
+    int an_strtab_put(an_strtab *t, const unsigned char *s, size_t n, int64_t value)
+
+MAX_CACHED_TEXTS = 1 << 20
+
+
+class MalformedRequest(ValueError):
+    """Bytes that are not a CheckBatchRequest."""
+
+
+cdef inline int read_varint(const unsigned char *buf, Py_ssize_t n, Py_ssize_t *pos,
+                            uint64_t *out) noexcept:
+    cdef uint64_t value = 0
+    cdef int shift = 0
+    cdef unsigned char b
+    while pos[0] < n and shift < 64:
+        b = buf[pos[0]]
+        pos[0] += 1
+        value |= <uint64_t>(b & 0x7F) << shift
+        if not (b & 0x80):
+            out[0] = value
+            return 1
+        shift += 7
+    return 0
+
+
+cdef inline int skip_field(const unsigned char *buf, Py_ssize_t n, Py_ssize_t *pos,
+                           int wire) noexcept:
+    cdef uint64_t v
+    if wire == 0:
+        return read_varint(buf, n, pos, &v)
+    if wire == 1:
+        pos[0] += 8
+    elif wire == 5:
+        pos[0] += 4
+    elif wire == 2:
+        if not read_varint(buf, n, pos, &v) or v > <uint64_t>(n - pos[0]):
+            return 0
+        pos[0] += <Py_ssize_t>v
+    else:
+        return 0
+    return pos[0] <= n
+
+
+cdef class BatchCodec:
+    """Per serving index: its senders' ids and categories' bits, cached by raw bytes."""
+
+    cdef an_strtab senders, categories
+    cdef object resolve_sender, resolve_category, normalize
+    cdef list reasons
+    cdef int default_cc, default_bit
+
+    def __cinit__(self):
+        an_strtab_init(&self.senders, 1 << 10)
+        an_strtab_init(&self.categories, 16)
+
+    def __init__(self, resolve_sender, resolve_category, normalize_number, int default_bit=0,
+                 int default_country=86):
+        """resolve_sender(str) -> sender id (UNKNOWN for a sender the list has not seen);
+        resolve_category(str) -> bit; both raise ValueError (InvalidInput) for bad text."""
+        self.resolve_sender = resolve_sender
+        self.resolve_category = resolve_category
+        self.normalize = normalize_number
+        self.default_bit = default_bit
+        self.default_cc = default_country
+        self.reasons = []
+
+    def __dealloc__(self):
+        an_strtab_free(&self.senders)
+        an_strtab_free(&self.categories)
+
+    cdef int64_t _lookup(self, an_strtab *table, object resolve, const unsigned char *s,
+                         Py_ssize_t n) except? -2:
+        cdef int64_t value
+        if an_strtab_get(table, s, n, &value):
+            return value
+        try:
+            value = resolve(bytes(s[:n]).decode("utf-8"))
+        except UnicodeDecodeError:
+            self.reasons.append(f"{_show(s, n)} is not valid UTF-8")
+            value = -len(self.reasons)
+        except ValueError as exc:
+            text = str(exc)
+            self.reasons.append(text.partition(": ")[2] or text)
+            value = -len(self.reasons)
+        if table.count < MAX_CACHED_TEXTS and an_strtab_put(table, s, n, value) < 0:
+            raise MemoryError()
+        return value
+
+    def decode(self, const unsigned char[::1] data, Py_ssize_t max_items):
+        """(sender ids uint32, numbers uint64, category bits uint8, errors {position: text})
+        of a CheckBatchRequest; bad items get 0 as number and an error."""
+        cdef const unsigned char *buf = &data[0] if data.shape[0] else NULL
+        cdef Py_ssize_t n = data.shape[0], pos = 0, end, count = 0, i, p
+        cdef uint64_t key, length
+        cdef int field, wire
+        # First pass: count the items, so the arrays are allocated once.
+        while pos < n:
+            if not read_varint(buf, n, &pos, &key):
+                raise MalformedRequest("request: not a CheckBatchRequest")
+            field, wire = <int>(key >> 3), <int>(key & 7)
+            if field == 1 and wire == 2:
+                if not read_varint(buf, n, &pos, &length) or length > <uint64_t>(n - pos):
+                    raise MalformedRequest("request: not a CheckBatchRequest")
+                pos += <Py_ssize_t>length
+                count += 1
+                if count > max_items:
+                    raise OverflowError(f"checks: more than {max_items} in one batch")
+            elif not skip_field(buf, n, &pos, wire):
+                raise MalformedRequest("request: not a CheckBatchRequest")
+        ids_arr = np.empty(count, np.uint32)
+        numbers_arr = np.zeros(count, np.uint64)
+        bits_arr = np.empty(count, np.uint8)
+        cdef uint32_t[::1] ids = ids_arr
+        cdef uint64_t[::1] numbers = numbers_arr
+        cdef uint8_t[::1] bits = bits_arr
+        errors = {}
+        cdef const unsigned char *sender
+        cdef const unsigned char *number
+        cdef const unsigned char *category
+        cdef Py_ssize_t sender_n, number_n, category_n
+        cdef int64_t value
+        cdef uint64_t parsed
+        cdef size_t bad_at
+        pos = 0
+        i = 0
+        while pos < n:
+            read_varint(buf, n, &pos, &key)
+            field, wire = <int>(key >> 3), <int>(key & 7)
+            if not (field == 1 and wire == 2):
+                skip_field(buf, n, &pos, wire)
+                continue
+            read_varint(buf, n, &pos, &length)
+            end = pos + <Py_ssize_t>length
+            sender = number = category = NULL
+            sender_n = number_n = category_n = 0
+            p = pos
+            while p < end:
+                if not read_varint(buf, end, &p, &key):
+                    raise MalformedRequest(f"checks[{i}]: not a CheckRequest")
+                field, wire = <int>(key >> 3), <int>(key & 7)
+                if wire == 2 and 1 <= field <= 3:
+                    if not read_varint(buf, end, &p, &length) or length > <uint64_t>(end - p):
+                        raise MalformedRequest(f"checks[{i}]: not a CheckRequest")
+                    if field == 1:
+                        sender, sender_n = buf + p, <Py_ssize_t>length
+                    elif field == 2:
+                        number, number_n = buf + p, <Py_ssize_t>length
+                    else:
+                        category, category_n = buf + p, <Py_ssize_t>length
+                    p += <Py_ssize_t>length
+                elif not skip_field(buf, end, &p, wire):
+                    raise MalformedRequest(f"checks[{i}]: not a CheckRequest")
+            pos = end
+            ids[i] = 0
+            bits[i] = self.default_bit
+            # sender
+            value = self._lookup(&self.senders, self.resolve_sender, sender, sender_n) \
+                if sender_n else -0x7FFFFFFF
+            if value == -0x7FFFFFFF:
+                errors[i] = f"checks[{i}].sender: '' is empty"
+                i += 1
+                continue
+            if value < 0:
+                errors[i] = f"checks[{i}].sender: {self.reasons[-value - 1]}"
+                i += 1
+                continue
+            ids[i] = <uint32_t>value
+            # category
+            if category_n:
+                value = self._lookup(&self.categories, self.resolve_category, category,
+                                     category_n)
+                if value < 0:
+                    errors[i] = f"checks[{i}].category: {self.reasons[-value - 1]}"
+                    i += 1
+                    continue
+                bits[i] = <uint8_t>value
+            # number
+            if _ascii(number, number_n) and an_parse_number(
+                    number, number_n, self.default_cc, &parsed, &bad_at) == AN_NUM_OK:
+                numbers[i] = parsed
+            else:
+                try:
+                    numbers[i] = self.normalize(bytes(number[:number_n]).decode("utf-8"),
+                                                self.default_cc, f"checks[{i}].number")
+                except UnicodeDecodeError:
+                    errors[i] = f"checks[{i}].number: {_show(number, number_n)} is not UTF-8"
+                except ValueError as exc:
+                    errors[i] = str(exc)
+            i += 1
+        return ids_arr, numbers_arr, bits_arr, errors
+
+
+cdef str _show(const unsigned char *s, Py_ssize_t n):
+    return repr(bytes(s[:n]).decode("utf-8", "replace"))
+
+
+cdef inline bint _ascii(const unsigned char *s, Py_ssize_t n) noexcept:
+    cdef Py_ssize_t i
+    if n == 0:
+        return False
+    for i in range(n):
+        if s[i] >= 0x80:
+            return False
+    return True
+
+
+cdef inline Py_ssize_t put_varint(unsigned char *out, uint64_t v) noexcept:
+    cdef Py_ssize_t k = 0
+    while v >= 0x80:
+        out[k] = <unsigned char>(v | 0x80)
+        v >>= 7
+        k += 1
+    out[k] = <unsigned char>v
+    return k + 1
+
+
+def encode_results(const uint8_t[::1] codes, dict errors):
+    """The bytes of a CheckBatchResponse: per check, suppressed and scope, or the error."""
+    cdef Py_ssize_t n = codes.shape[0], i, size = 0, pos = 0, k
+    cdef bytes text
+    cdef const unsigned char *raw
+    encoded = {i: e.encode("utf-8") for i, e in errors.items()}
+    for i in range(n):
+        size += 6
+    for text in encoded.values():
+        size += len(text) + 10
+    out = bytearray(size)
+    cdef unsigned char *o = out
+    cdef unsigned char header[16]
+    cdef Py_ssize_t body
+    for i in range(n):
+        if encoded and i in encoded:
+            text = encoded[i]
+            raw = text
+            k = put_varint(header, len(text))
+            body = 1 + k + len(text)
+            o[pos] = 0x0A
+            pos += 1
+            pos += put_varint(o + pos, body)
+            o[pos] = 0x1A
+            pos += 1
+            memcpy(o + pos, header, k)
+            pos += k
+            memcpy(o + pos, raw, len(text))
+            pos += len(text)
+        elif codes[i]:
+            o[pos] = 0x0A
+            o[pos + 1] = 4
+            o[pos + 2] = 0x08
+            o[pos + 3] = 1
+            o[pos + 4] = 0x10
+            o[pos + 5] = codes[i]
+            pos += 6
+        else:
+            o[pos] = 0x0A
+            o[pos + 1] = 0
+            pos += 2
+    return bytes(out[:pos])

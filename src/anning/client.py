@@ -1,0 +1,239 @@
+"""anning.Client: what a carrier's SMS port calls before each message.
+
+    with Client("anning.internal:50051", token=TOKEN) as client:
+        if client.check("【京东】", "13812345678").suppressed:
+            ...  # do not send
+
+Checks retry on UNAVAILABLE with exponential backoff within their deadline. With
+`fail_closed=True` a check that cannot be answered reports suppressed (scope UNKNOWN,
+`failed_closed=True`) instead of raising: a port must never send because anning was down.
+"""
+
+from __future__ import annotations
+
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+
+from anning.v1 import anning_pb2 as pb
+from anning.v1 import anning_pb2_grpc as rpc
+
+__all__ = ["CheckResult", "Client", "StreamingChecker"]
+
+SCOPES = ("NONE", "SENDER", "ENTITY", "GLOBAL")
+_RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    suppressed: bool
+    scope: str  # NONE, SENDER, ENTITY, GLOBAL; UNKNOWN when failed closed
+    error: str = ""
+    failed_closed: bool = False
+
+    def __bool__(self) -> bool:
+        return self.suppressed
+
+
+_FAILED_CLOSED = CheckResult(True, "UNKNOWN", "no answer from anning", True)
+
+
+def _result(response: pb.CheckResponse) -> CheckResult:
+    return CheckResult(response.suppressed, SCOPES[response.scope], response.error)
+
+
+class Client:
+    def __init__(
+        self,
+        target: str = "127.0.0.1:50051",
+        token: str | None = None,
+        *,
+        timeout: float = 1.0,
+        retries: int = 3,
+        backoff: float = 0.02,
+        fail_closed: bool = False,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        tls: bool = False,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        opts = [("grpc.max_receive_message_length", 64 << 20),
+                ("grpc.max_send_message_length", 64 << 20), *options]
+        if tls or root_certificates or certificate_chain:
+            credentials = grpc.ssl_channel_credentials(root_certificates, private_key,
+                                                       certificate_chain)
+            self.channel = grpc.secure_channel(target, credentials, options=opts)
+        else:
+            self.channel = grpc.insecure_channel(target, options=opts)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self.timeout = timeout
+        self.retries = retries
+        self.backoff = backoff
+        self.fail_closed = fail_closed
+        self.suppression = rpc.SuppressionStub(self.channel)
+        self.opt_outs = rpc.OptOutsStub(self.channel)
+        self.admin = rpc.AdminStub(self.channel)
+        self._check_batch_raw = self.channel.unary_unary(
+            "/anning.v1.Suppression/CheckBatch",
+            request_serializer=pb.CheckBatchRequest.SerializeToString,
+            response_deserializer=pb.CheckBatchResponse.FromString,
+        )
+
+    # -- checks ------------------------------------------------------------------------------
+    def _call(self, method: Callable, request: Any, timeout: float | None) -> Any:
+        deadline = time.monotonic() + (timeout or self.timeout)
+        delay = self.backoff
+        for attempt in range(self.retries + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                return method(request, timeout=remaining, metadata=self.metadata)
+            except grpc.RpcError as exc:
+                if exc.code() not in _RETRYABLE or attempt == self.retries:
+                    raise
+            time.sleep(min(delay * (1 + random.random()), max(deadline - time.monotonic(), 0)))
+            delay *= 2
+        raise _DeadlineError()
+
+    def _checked(self, call: Callable[[], Any], fallback: Any) -> Any:
+        try:
+            return call()
+        except (grpc.RpcError, _DeadlineError) as exc:
+            code = exc.code() if isinstance(exc, grpc.RpcError) else None
+            if self.fail_closed and code not in (grpc.StatusCode.INVALID_ARGUMENT,
+                                                 grpc.StatusCode.UNAUTHENTICATED,
+                                                 grpc.StatusCode.PERMISSION_DENIED):
+                return fallback
+            raise
+
+    def check(self, sender: str, number: str, category: str = "",
+              timeout: float | None = None) -> CheckResult:
+        request = pb.CheckRequest(sender=sender, number=str(number), category=category)
+        return self._checked(
+            lambda: _result(self._call(self.suppression.Check, request, timeout)),
+            _FAILED_CLOSED)
+
+    def check_batch(self, checks: Iterable[tuple[str, str] | tuple[str, str, str]],
+                    timeout: float | None = None) -> list[CheckResult]:
+        """Many (sender, number[, category]) checks in one call; a bad item gets its error."""
+        items = [pb.CheckRequest(sender=c[0], number=str(c[1]),
+                                 category=c[2] if len(c) > 2 else "") for c in checks]
+        request = pb.CheckBatchRequest(checks=items)
+        return self._checked(
+            lambda: [_result(r) for r in self._call(self._check_batch_raw, request,
+                                                    timeout).results],
+            [_FAILED_CLOSED] * len(items))
+
+    def check_columns(self, senders: Sequence[str], sender_index: np.ndarray,
+                      numbers: np.ndarray, category: str = "",
+                      timeout: float | None = None) -> np.ndarray:
+        """The columnar form: numbers as uint64 E.164, a sender table and an index per number.
+        Returns scope codes (uint8); failed closed: all SCOPE_UNKNOWN (255)."""
+        request = pb.CheckColumnsRequest(
+            senders=list(senders), category=category,
+            sender_index=np.ascontiguousarray(sender_index, "<u4").tobytes(),
+            numbers=np.ascontiguousarray(numbers, "<u8").tobytes(),
+        )
+        return self._checked(
+            lambda: np.frombuffer(self._call(self.suppression.CheckColumns, request,
+                                             timeout).scopes, np.uint8),
+            np.full(len(numbers), 255, np.uint8))
+
+    def stream(self) -> StreamingChecker:
+        return StreamingChecker(self)
+
+    # -- writes and the rest -----------------------------------------------------------------
+    def _write(self, method: Callable, request: Any, timeout: float | None) -> Any:
+        return method(request, timeout=timeout or max(self.timeout, 5.0), metadata=self.metadata)
+
+    def opt_out(self, number: str, scope: str, category: str = "", at_ms: int = 0,
+                source: str = "", timeout: float | None = None) -> pb.WriteAck:
+        request = pb.OptOutRequest(number=str(number), scope=scope, category=category,
+                                   at_ms=at_ms, source=source)
+        return self._write(self.opt_outs.OptOut, request, timeout)
+
+    def opt_in(self, number: str, scope: str, category: str = "", at_ms: int = 0,
+               source: str = "", timeout: float | None = None) -> pb.WriteAck:
+        request = pb.OptOutRequest(number=str(number), scope=scope, category=category,
+                                   at_ms=at_ms, source=source)
+        return self._write(self.opt_outs.OptIn, request, timeout)
+
+    def report_reply(self, sender: str, number: str, text: str, at_ms: int = 0,
+                     timeout: float | None = None) -> pb.ReplyResult:
+        request = pb.ReplyRequest(sender=sender, number=str(number), text=text, at_ms=at_ms)
+        return self._write(self.opt_outs.ReportReply, request, timeout)
+
+    def explain(self, sender: str, number: str, category: str = "",
+                timeout: float | None = None) -> pb.Explanation:
+        request = pb.CheckRequest(sender=sender, number=str(number), category=category)
+        return self._call(self.opt_outs.Explain, request, timeout)
+
+    def status(self, timeout: float | None = None) -> pb.StatusReply:
+        return self._call(self.admin.Status, pb.StatusRequest(), timeout)
+
+    def load_snapshot(self, paths: Sequence[str], entities: str = "", as_of: str = "",
+                      allow_shrink: bool = False, timeout: float = 3600.0) -> pb.LoadReport:
+        request = pb.LoadSnapshotRequest(paths=list(paths), entities=entities, as_of=as_of,
+                                         allow_shrink=allow_shrink)
+        return self.admin.LoadSnapshot(request, timeout=timeout, metadata=self.metadata)
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _DeadlineError(Exception):
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class StreamingChecker:
+    """Checks over one CheckStream: answers come in order, one per check."""
+
+    _END = object()
+
+    def __init__(self, client: Client) -> None:
+        self._requests: queue.Queue = queue.Queue()
+        self._responses = client.suppression.CheckStream(iter(self._requests.get, self._END),
+                                                         metadata=client.metadata)
+        self._lock = threading.Lock()
+
+    def check(self, sender: str, number: str, category: str = "") -> CheckResult:
+        with self._lock:
+            self._requests.put(pb.CheckRequest(sender=sender, number=str(number),
+                                               category=category))
+            return _result(next(self._responses))
+
+    def check_many(self, checks: Iterable[tuple[str, str]]) -> list[CheckResult]:
+        """Pipelined: all requests go out, then the answers are read."""
+        with self._lock:
+            count = 0
+            for sender, number in checks:
+                self._requests.put(pb.CheckRequest(sender=sender, number=str(number)))
+                count += 1
+            return [_result(next(self._responses)) for _ in range(count)]
+
+    def close(self) -> None:
+        self._requests.put(self._END)
+        for _ in self._responses:
+            pass
+
+    def __enter__(self) -> StreamingChecker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

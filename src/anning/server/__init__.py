@@ -1,0 +1,1 @@
+"""The gRPC service: servicers over the engine, access control, worker processes, metrics."""

@@ -1,0 +1,245 @@
+"""`anning serve`: the gRPC server, its worker processes, health and graceful shutdown.
+
+The parent maps the binary snapshot and replays the write log *before* any gRPC server exists,
+then forks the workers (grpc's multiprocessing pattern), which share the mapped pages and each
+serve the same port with SO_REUSEPORT. Health is NOT_SERVING, and checks answer UNAVAILABLE,
+until a list is loaded (never "not suppressed"). SIGTERM drains: health goes NOT_SERVING, calls
+in flight are answered, then the process exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+from anning.engine import Engine
+from anning.server.metrics import Metrics
+
+__all__ = ["ServeOptions", "serve"]
+
+log = logging.getLogger("anning.server")
+LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+@dataclass
+class ServeOptions:
+    data: str = "./anning-data"
+    listen: str = "127.0.0.1:50051"
+    workers: int = 0  # 0: one per core
+    threads: int = 16
+    tokens: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    client_ca: str | None = None
+    metrics: str | None = None
+    reflection: bool = False
+    demo: bool = True
+    demo_entries: int = 100_000
+    max_batch: int = 10_000
+    max_message_bytes: int = 64 << 20
+    grace_seconds: float = 10.0
+
+
+def _listen_address(options: ServeOptions) -> str:
+    host, _, port = options.listen.rpartition(":")
+    if not options.tokens and host not in LOOPBACK:
+        log.warning("no --tokens: listening on loopback only (127.0.0.1:%s), not %s", port, host)
+        return f"127.0.0.1:{port}"
+    return options.listen
+
+
+def serve(options: ServeOptions) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        stream=sys.stderr)
+    workers = options.workers or os.cpu_count() or 1
+    data = Path(options.data)
+    if options.metrics and workers > 1:
+        from anning.server.metrics import prepare_multiprocess
+
+        prepare_multiprocess(data / ".metrics")
+    # Everything below the server first: the list mapped, the log replayed; no gRPC yet.
+    from anning.demo import SNAPSHOT_NAME, ensure_snapshot
+    from anning.engine import Engine
+
+    if options.demo and not (data / SNAPSHOT_NAME).exists():
+        path, _ = ensure_snapshot(data, options.demo_entries)
+        log.info("generated a demo list of %d entries at %s", options.demo_entries, path)
+    engine = Engine(data_dir=data)
+    if engine.open_snapshot():
+        log.info("serving %s: %d entries", data / SNAPSHOT_NAME, len(engine.index))
+    else:
+        log.warning("no snapshot in %s: not ready until Admin.LoadSnapshot", data)
+    address = _listen_address(options)
+    if workers == 1:
+        if options.metrics:
+            from anning.server.metrics import serve_metrics
+
+            serve_metrics(options.metrics)
+        return _run_worker(engine, options, address, workers)
+    return _supervise(engine, options, address, workers)
+
+
+def _supervise(engine: Engine, options: ServeOptions, address: str, workers: int) -> int:
+    children: dict[int, int] = {}
+    stopping = threading.Event()
+
+    def spawn(slot: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # the worker
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            try:
+                engine.after_fork()
+                code = _run_worker(engine, options, address, workers)
+            except BaseException:
+                log.exception("worker %d failed", slot)
+                code = 1
+            os._exit(code)
+        children[pid] = slot
+
+    def stop(signum: int, _frame: object) -> None:
+        stopping.set()
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for slot in range(workers):
+        spawn(slot)
+    if options.metrics:
+        from anning.server.metrics import serve_metrics
+
+        serve_metrics(options.metrics)
+    log.info("%d workers on %s", workers, address)
+    status = 0
+    while children:
+        try:
+            pid, code = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        slot = children.pop(pid, None)
+        if slot is None:
+            continue
+        if not stopping.is_set():
+            log.error("worker %d (pid %d) exited with %d; restarting it", slot, pid, code)
+            time.sleep(0.5)
+            spawn(slot)
+        elif os.waitstatus_to_exitcode(code) not in (0, -signal.SIGTERM):
+            status = 1
+    return status
+
+
+def _credentials(options: ServeOptions):  # -> grpc.ServerCredentials | None
+    import grpc
+
+    if not options.tls_cert:
+        return None
+    key = Path(options.tls_key or "").read_bytes()
+    cert = Path(options.tls_cert).read_bytes()
+    ca = Path(options.client_ca).read_bytes() if options.client_ca else None
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
+                                       require_client_auth=ca is not None)
+
+
+def _run_worker(engine: Engine, options: ServeOptions, address: str, workers: int) -> int:
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    from anning.server.auth import AuthInterceptor, Tokens
+    from anning.server.servicers import Limits, build_handlers
+
+    metrics = Metrics()
+    interceptors = []
+    if options.tokens:
+        tokens = Tokens.load(options.tokens)
+        interceptors.append(AuthInterceptor(
+            tokens, lambda method, code: metrics.errors.labels(method, code).inc()))
+    limits = Limits(max_batch=options.max_batch, max_message_bytes=options.max_message_bytes)
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=options.threads),
+        interceptors=interceptors,
+        options=[
+            ("grpc.so_reuseport", 1 if workers > 1 else 0),
+            ("grpc.max_receive_message_length", options.max_message_bytes),
+            ("grpc.max_send_message_length", options.max_message_bytes),
+        ],
+        maximum_concurrent_rpcs=options.threads * 64,
+    )
+    server.add_generic_rpc_handlers(build_handlers(engine, metrics, limits, workers))
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if options.reflection:
+        from grpc_reflection.v1alpha import reflection
+
+        from anning.v1 import anning_pb2
+
+        names = [anning_pb2.DESCRIPTOR.services_by_name[s].full_name
+                 for s in ("Suppression", "OptOuts", "Admin")]
+        reflection.enable_server_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+             reflection.SERVICE_NAME], server)
+    credentials = _credentials(options)
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
+    if port == 0:
+        log.error("cannot listen on %s", address)
+        return 2
+    server.start()
+    log.info("pid %d listening on %s%s%s", os.getpid(), address,
+             " with TLS" if credentials else "", "" if options.tokens else " (no tokens)")
+
+    done = threading.Event()
+
+    def set_health() -> None:
+        while not done.is_set():
+            ready = engine.ready
+            status = health_pb2.HealthCheckResponse.SERVING if ready else \
+                health_pb2.HealthCheckResponse.NOT_SERVING
+            for service in ("", "anning.v1.Suppression", "anning.v1.OptOuts", "anning.v1.Admin"):
+                health_servicer.set(service, status)
+            _update_gauges(engine, metrics)
+            done.wait(0.25)
+
+    watcher = threading.Thread(target=set_health, name="health", daemon=True)
+    watcher.start()
+
+    def drain(signum: int, _frame: object) -> None:
+        log.info("pid %d draining (signal %d)", os.getpid(), signum)
+        done.set()
+        health_servicer.enter_graceful_shutdown()
+        server.stop(options.grace_seconds)
+
+    signal.signal(signal.SIGTERM, drain)
+    signal.signal(signal.SIGINT, drain)
+    server.wait_for_termination()
+    done.set()
+    log.info("pid %d stopped", os.getpid())
+    return 0
+
+
+def _update_gauges(engine: Engine, metrics: Metrics) -> None:
+    try:
+        engine.refresh()
+        status = engine.status()
+    except Exception as exc:  # a gauge must never take the worker down
+        log.warning("status for metrics failed: %r", exc)
+        return
+    metrics.writes_ok.set(1 if status["writes_ok"] else 0)
+    if status["ready"]:
+        metrics.entries.set(status["entries"])
+        metrics.snapshot_age.set(status["age_seconds"])
+        metrics.events.set(status["events"])
+    metrics.log_lag.set(engine.log_lag())

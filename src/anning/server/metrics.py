@@ -1,0 +1,64 @@
+"""Prometheus metrics (SPEC §7): checks and suppressions by scope, latency per method, entries,
+snapshot age, write-log lag, refusals and errors by code.
+
+With several worker processes, prometheus_client's multiprocess mode is used: the parent sets
+PROMETHEUS_MULTIPROC_DIR before the workers record anything, and serves the merged figures.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+__all__ = ["Metrics", "prepare_multiprocess", "serve_metrics"]
+
+
+def prepare_multiprocess(directory: Path) -> None:
+    """Call before prometheus_client is imported anywhere, in the parent of the workers."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+
+        self.checks = Counter("anning_checks_total", "Checks answered, by scope matched",
+                              ["scope"])
+        self.latency = Histogram(
+            "anning_request_seconds", "Time to answer, by method", ["method"],
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1, 10),
+        )
+        self.errors = Counter("anning_errors_total", "Requests refused or failed, by code",
+                              ["method", "code"])
+        self.refusals = Counter("anning_snapshot_refusals_total", "Snapshot loads refused")
+        multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
+        mode = {"multiprocess_mode": "max"} if multiprocess else {}
+        self.entries = Gauge("anning_entries", "Entries in the serving list", **mode)
+        self.snapshot_age = Gauge("anning_snapshot_age_seconds",
+                                  "Age of the serving snapshot's as_of", **mode)
+        self.events = Gauge("anning_events", "Real-time events on top of the snapshot", **mode)
+        self.log_lag = Gauge("anning_write_log_lag_bytes",
+                             "Write-log bytes not yet taken in by this worker", **mode)
+        self.writes_ok = Gauge("anning_writes_ok", "1 while writes are accepted", **mode)
+        self.scope_names = ("none", "sender", "entity", "global")
+
+    def count_checks(self, code: int) -> None:
+        self.checks.labels(self.scope_names[code]).inc()
+
+
+def serve_metrics(address: str) -> None:
+    """Serve /metrics over HTTP on HOST:PORT (merging the workers' figures when there are)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    host, _, port = address.rpartition(":")
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
+    else:
+        start_http_server(int(port), addr=host or "127.0.0.1")

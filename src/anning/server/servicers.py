@@ -1,0 +1,290 @@
+"""The servicers of anning.v1: thin over the engine, one place that maps errors to codes.
+
+CheckBatch is registered with raw-bytes (de)serialisers: its request is decoded and its answer
+encoded by the compiled codec (anning._wire), not a Python loop over protobuf messages.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from functools import wraps
+from typing import Any
+
+import grpc
+import numpy as np
+
+from anning import __version__, _wire
+from anning._normalize import normalize_number
+from anning.engine import Engine, NotReady
+from anning.errors import InvalidInput
+from anning.eventlog import WritesStopped
+from anning.loader import LoadOptions, SnapshotRefused
+from anning.server.metrics import Metrics
+from anning.v1 import anning_pb2 as pb
+
+__all__ = ["Limits", "build_handlers"]
+
+log = logging.getLogger("anning.server")
+_RESPONSES = tuple(pb.CheckResponse(suppressed=bool(code), scope=code) for code in range(4))
+
+
+class Limits:
+    def __init__(self, max_batch: int = 10_000, max_columns: int = 1_000_000,
+                 max_message_bytes: int = 64 << 20) -> None:
+        self.max_batch = max_batch
+        self.max_columns = max_columns
+        self.max_message_bytes = max_message_bytes
+
+
+def _code_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
+    if isinstance(exc, InvalidInput):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, NotReady):
+        return grpc.StatusCode.UNAVAILABLE, f"not ready: {exc}"
+    if isinstance(exc, WritesStopped):
+        return grpc.StatusCode.UNAVAILABLE, f"writes stopped: {exc}"
+    if isinstance(exc, SnapshotRefused):
+        return grpc.StatusCode.FAILED_PRECONDITION, f"snapshot refused: {exc.report.refused}"
+    if isinstance(exc, OverflowError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+    if isinstance(exc, _wire.MalformedRequest):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    return None
+
+
+def _rpc(name: str) -> Callable:
+    """Errors to status codes, latency and error metrics around a unary method."""
+
+    def decorate(method: Callable) -> Callable:
+        @wraps(method)
+        def run(self: _Base, request: Any, context: grpc.ServicerContext) -> Any:
+            started = time.perf_counter()
+            try:
+                return method(self, request, context)
+            except Exception as exc:
+                mapped = _code_of(exc)
+                if mapped is None:
+                    log.error("%s failed: %r", name, exc)
+                    mapped = (grpc.StatusCode.INTERNAL, f"{name} failed: {exc}")
+                self.metrics.errors.labels(name, mapped[0].name).inc()
+                context.abort(*mapped)
+            finally:
+                self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+
+        return run
+
+    return decorate
+
+
+class _Base:
+    def __init__(self, engine: Engine, metrics: Metrics, limits: Limits) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.limits = limits
+
+
+class Suppression(_Base):
+    def __init__(self, engine: Engine, metrics: Metrics, limits: Limits) -> None:
+        super().__init__(engine, metrics, limits)
+        self._codec: tuple[Any, _wire.BatchCodec] | None = None
+
+    @_rpc("Check")
+    def Check(self, request: pb.CheckRequest, context: grpc.ServicerContext) -> pb.CheckResponse:
+        code = int(self.engine.check(request.sender, request.number, request.category))
+        self.metrics.count_checks(code)
+        return _RESPONSES[code]
+
+    @_rpc("CheckBatch")
+    def CheckBatch(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        engine = self.engine
+        engine.refresh()
+        index = engine.index
+        codec = self._codec_for(index)
+        ids, numbers, bits, errors = codec.decode(request, self.limits.max_batch)
+        if errors:  # bad items get a stand-in number and their error, the rest are checked
+            bad = np.fromiter(errors, np.int64, len(errors))
+            numbers[bad] = 8613800000000
+            ids[bad] = 0xFFFFFFFF
+        codes = np.zeros(len(numbers), np.uint8)
+        for bit in np.unique(bits):
+            where = np.flatnonzero(bits == bit)
+            whole = len(where) == len(bits)
+            codes_part = engine.check_ids(ids if whole else ids[where],
+                                          numbers if whole else numbers[where],
+                                          index.categories[bit])
+            codes[where] = codes_part
+        if errors:
+            codes[np.fromiter(errors, np.int64, len(errors))] = 0
+        self._count(codes)
+        return _wire.encode_results(codes, errors)
+
+    def _count(self, codes: np.ndarray) -> None:
+        counts = np.bincount(codes, minlength=4)
+        for code, n in enumerate(counts.tolist()):
+            if n:
+                self.metrics.checks.labels(self.metrics.scope_names[code]).inc(n)
+
+    def _codec_for(self, index: Any) -> _wire.BatchCodec:
+        cached = self._codec
+        if cached is not None and cached[0] is index:
+            return cached[1]
+        codec = _wire.BatchCodec(index._sender_id, index.category_bit, normalize_number,
+                                 0, index.default_country)
+        self._codec = (index, codec)
+        return codec
+
+    @_rpc("CheckColumns")
+    def CheckColumns(self, request: pb.CheckColumnsRequest,
+                     context: grpc.ServicerContext) -> pb.CheckColumnsResponse:
+        if len(request.numbers) % 8 or len(request.sender_index) % 4:
+            raise InvalidInput("numbers / sender_index: not whole uint64 / uint32 items")
+        numbers = np.frombuffer(request.numbers, "<u8")
+        which = np.frombuffer(request.sender_index, "<u4")
+        if len(numbers) != len(which):
+            raise InvalidInput(f"sender_index: {len(which)} items for {len(numbers)} numbers")
+        if len(numbers) > self.limits.max_columns:
+            raise OverflowError(f"numbers: more than {self.limits.max_columns} in one call")
+        if len(which) and int(which.max()) >= len(request.senders):
+            raise InvalidInput(f"sender_index: {int(which.max())} is past the "
+                               f"{len(request.senders)} senders")
+        self.engine.refresh()
+        ids = self.engine.index.sender_ids(request.senders)[which] if len(which) else \
+            np.empty(0, np.uint32)
+        codes = self.engine.check_ids(ids, numbers, request.category)
+        self._count(codes)
+        return pb.CheckColumnsResponse(scopes=codes.tobytes())
+
+    def CheckStream(self, requests: Iterator[pb.CheckRequest],
+                    context: grpc.ServicerContext) -> Iterator[pb.CheckResponse]:
+        engine = self.engine
+        for request in requests:
+            try:
+                code = int(engine.check(request.sender, request.number, request.category))
+            except InvalidInput as exc:
+                yield pb.CheckResponse(error=str(exc))
+                continue
+            except NotReady as exc:
+                self.metrics.errors.labels("CheckStream", "UNAVAILABLE").inc()
+                context.abort(grpc.StatusCode.UNAVAILABLE, f"not ready: {exc}")
+            self.metrics.count_checks(code)
+            yield _RESPONSES[code]
+
+
+class OptOuts(_Base):
+    def _ack(self, request: pb.OptOutRequest, opt_out: bool) -> pb.WriteAck:
+        event = self.engine.make_event(
+            request.number, request.scope, request.category or "marketing", opt_out,
+            request.at_ms or None, request.source or "api",
+        )
+        sequence = self.engine.apply([event])
+        return pb.WriteAck(sequence=sequence, at_ms=event.at_ms)
+
+    @_rpc("OptOut")
+    def OptOut(self, request: pb.OptOutRequest, context: grpc.ServicerContext) -> pb.WriteAck:
+        return self._ack(request, True)
+
+    @_rpc("OptIn")
+    def OptIn(self, request: pb.OptOutRequest, context: grpc.ServicerContext) -> pb.WriteAck:
+        return self._ack(request, False)
+
+    @_rpc("ReportReply")
+    def ReportReply(self, request: pb.ReplyRequest,
+                    context: grpc.ServicerContext) -> pb.ReplyResult:
+        outcome = self.engine.reply(request.sender, request.number, request.text,
+                                    request.at_ms or None)
+        ack = pb.WriteAck(sequence=outcome.sequence,
+                          at_ms=outcome.event.at_ms if outcome.event else 0)
+        return pb.ReplyResult(recognised=outcome.recognised, action=outcome.action,
+                              scope=outcome.scope, keyword=outcome.keyword, ack=ack)
+
+    @_rpc("Explain")
+    def Explain(self, request: pb.CheckRequest, context: grpc.ServicerContext) -> pb.Explanation:
+        why = self.engine.explain(request.sender, request.number, request.category)
+        return pb.Explanation(
+            suppressed=why["suppressed"], scope=int(why["scope"]), matched=why["matched"],
+            categories=why["categories"], origin=why["origin"], source=why["source"],
+            at_ms=why["at_ms"], snapshot_as_of=why["snapshot_as_of"] or "",
+        )
+
+
+class Admin(_Base):
+    def __init__(self, engine: Engine, metrics: Metrics, limits: Limits, workers: int) -> None:
+        super().__init__(engine, metrics, limits)
+        self.workers = workers
+
+    @_rpc("LoadSnapshot")
+    def LoadSnapshot(self, request: pb.LoadSnapshotRequest,
+                     context: grpc.ServicerContext) -> pb.LoadReport:
+        if not request.paths:
+            raise InvalidInput("paths: no snapshot file given")
+        options = LoadOptions(
+            entities=request.entities or None, as_of=request.as_of or None,
+            rejects=request.rejects or None,
+            max_reject_ratio=request.max_reject_ratio or 0.001,
+            allow_shrink=request.allow_shrink,
+        )
+        try:
+            report = self.engine.load_snapshot(list(request.paths), options)
+        except SnapshotRefused:
+            self.metrics.refusals.inc()
+            raise
+        return pb.LoadReport(
+            rows=report.rows, loaded=report.loaded, duplicates=report.duplicates,
+            rejected=report.rejected, rejected_by_reason=report.rejected_by_reason,
+            entries_before=report.entries_before or 0, entries_after=report.entries_after or 0,
+            as_of=report.as_of or "", seconds=report.seconds,
+            rejects_file=report.rejects_file or "", refused=report.refused or "",
+        )
+
+    @_rpc("Status")
+    def Status(self, request: pb.StatusRequest, context: grpc.ServicerContext) -> pb.StatusReply:
+        self.engine.refresh()
+        s = self.engine.status()
+        return pb.StatusReply(
+            ready=s["ready"], entries=s.get("entries", 0), senders=s.get("senders", 0),
+            bytes=s.get("bytes", 0), snapshot_as_of=s.get("as_of") or "",
+            snapshot_age_seconds=s.get("age_seconds", 0.0), events=s.get("events", 0),
+            writes_ok=s["writes_ok"], writes_error=s["writes_error"],
+            last_refusal=s["last_refusal"], workers=self.workers, version=__version__,
+        )
+
+
+def _identity(x: bytes) -> bytes:
+    return x
+
+
+def build_handlers(engine: Engine, metrics: Metrics, limits: Limits,
+                   workers: int) -> list[grpc.GenericRpcHandler]:
+    suppression = Suppression(engine, metrics, limits)
+    opt_outs = OptOuts(engine, metrics, limits)
+    admin = Admin(engine, metrics, limits, workers)
+
+    def unary(fn: Callable, req: Any, resp: Any) -> grpc.RpcMethodHandler:
+        return grpc.unary_unary_rpc_method_handler(
+            fn, request_deserializer=req.FromString, response_serializer=resp.SerializeToString)
+
+    return [
+        grpc.method_handlers_generic_handler("anning.v1.Suppression", {
+            "Check": unary(suppression.Check, pb.CheckRequest, pb.CheckResponse),
+            "CheckBatch": grpc.unary_unary_rpc_method_handler(
+                suppression.CheckBatch, request_deserializer=_identity,
+                response_serializer=_identity),
+            "CheckStream": grpc.stream_stream_rpc_method_handler(
+                suppression.CheckStream, request_deserializer=pb.CheckRequest.FromString,
+                response_serializer=pb.CheckResponse.SerializeToString),
+            "CheckColumns": unary(suppression.CheckColumns, pb.CheckColumnsRequest,
+                                  pb.CheckColumnsResponse),
+        }),
+        grpc.method_handlers_generic_handler("anning.v1.OptOuts", {
+            "OptOut": unary(opt_outs.OptOut, pb.OptOutRequest, pb.WriteAck),
+            "OptIn": unary(opt_outs.OptIn, pb.OptOutRequest, pb.WriteAck),
+            "ReportReply": unary(opt_outs.ReportReply, pb.ReplyRequest, pb.ReplyResult),
+            "Explain": unary(opt_outs.Explain, pb.CheckRequest, pb.Explanation),
+        }),
+        grpc.method_handlers_generic_handler("anning.v1.Admin", {
+            "LoadSnapshot": unary(admin.LoadSnapshot, pb.LoadSnapshotRequest, pb.LoadReport),
+            "Status": unary(admin.Status, pb.StatusRequest, pb.StatusReply),
+        }),
+    ]
