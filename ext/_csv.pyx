@@ -17,16 +17,12 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memchr
 
 from number cimport AN_NUM_OK, an_parse_number
+from strtab cimport (
+    an_strtab, an_strtab_free, an_strtab_get, an_strtab_init, an_strtab_put,
+)
 
 cnp.import_array()
 
-cdef extern from "strtab.h" nogil:
-    ctypedef struct an_strtab:
-        size_t count
-    int an_strtab_init(an_strtab *t, size_t capacity)
-    void an_strtab_free(an_strtab *t)
-    int an_strtab_get(const an_strtab *t, const unsigned char *s, size_t n, int64_t *value)
-    int an_strtab_put(an_strtab *t, const unsigned char *s, size_t n, int64_t value)
 
 cdef extern from "eventtime.h" nogil:
     int an_parse_time(const unsigned char *s, size_t n, int default_offset_minutes,
@@ -80,12 +76,7 @@ cdef class SnapshotParser:
     def __init__(self, columns, str delimiter, int default_mask, resolve_sender,
                  resolve_category, resolve_source, normalize_text_number, int default_country=86,
                  int offset_minutes=480, Py_ssize_t first_line=2, Py_ssize_t capacity=1 << 20):
-        if len(columns) > MAX_FIELDS:
-            raise ValueError(f"columns: {len(columns)} is more than {MAX_FIELDS}")
-        self.n_columns = len(columns)
-        for i, name in enumerate(columns):
-            self.roles[i] = COLUMNS.index(name)
-        self.delimiter = ord(delimiter)
+        self.start_file(columns, delimiter, first_line)
         self.default_mask = default_mask
         self.resolve_sender = resolve_sender
         self.resolve_category = resolve_category
@@ -93,7 +84,6 @@ cdef class SnapshotParser:
         self.normalize_text_number = normalize_text_number
         self.default_cc = default_country
         self.offset_minutes = offset_minutes
-        self.line = first_line
         self.reasons = []
         self.rejects = []
         self.newest_at = 0

@@ -16,16 +16,12 @@ from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 from number cimport AN_NUM_OK, an_parse_number
+from strtab cimport (
+    an_strtab, an_strtab_free, an_strtab_get, an_strtab_init, an_strtab_put,
+)
 
 cnp.import_array()
 
-cdef extern from "strtab.h" nogil:
-    ctypedef struct an_strtab:
-        size_t count
-    int an_strtab_init(an_strtab *t, size_t capacity)
-    void an_strtab_free(an_strtab *t)
-    int an_strtab_get(const an_strtab *t, const unsigned char *s, size_t n, int64_t *value)
-    int an_strtab_put(an_strtab *t, const unsigned char *s, size_t n, int64_t value)
 
 MAX_CACHED_TEXTS = 1 << 20
 
