@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import time
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -147,14 +148,15 @@ class _Source:
         if magic.startswith(_GZIP_MAGIC):
             self.stream: BinaryIO = gzip.GzipFile(fileobj=self.raw)
         elif magic == _ZSTD_MAGIC:
-            import zstandard
-
-            self.stream = zstandard.ZstdDecompressor().stream_reader(self.raw)
+            self.stream = io.BufferedReader(_ZstdReader(self.raw), 1 << 20)  # type: ignore[assignment]
         else:
             self.stream = self.raw
 
     def read(self, n: int) -> bytes:
-        return self.stream.read(n)
+        try:
+            return self.stream.read(n)
+        except (OSError, EOFError, zlib.error) as exc:  # cut short or corrupt: never a shorter list
+            raise OSError(f"{self.path}: {exc}") from None
 
     def position(self) -> int:
         return self.raw.tell()
@@ -163,6 +165,54 @@ class _Source:
         if self.stream is not self.raw:
             self.stream.close()
         self.raw.close()
+
+
+class _ZstdReader(io.RawIOBase):
+    """zstd frames one after another (pzstd and `cat` write several), decompressed as read.
+    Input that ends inside a frame is an error (a truncated file), not a shorter list."""
+
+    def __init__(self, raw: BinaryIO) -> None:
+        import zstandard
+
+        super().__init__()
+        self._raw = raw
+        self._dctx = zstandard.ZstdDecompressor()
+        self._frame = self._dctx.decompressobj()
+        self._in_frame = False  # the current frame has had input and not reached its end
+        self._out = b""
+        self._pos = 0
+        self._error = zstandard.ZstdError
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while self._pos >= len(self._out):
+            data = self._raw.read(1 << 20)
+            if not data:
+                if self._in_frame:
+                    raise OSError("zstd: the input ends inside a frame (a truncated file)")
+                return 0
+            self._out, self._pos = self._decompress(data), 0
+        n = min(len(b), len(self._out) - self._pos)
+        b[:n] = self._out[self._pos : self._pos + n]
+        self._pos += n
+        return n
+
+    def _decompress(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            try:
+                out.append(self._frame.decompress(data))
+            except self._error as exc:
+                raise OSError(f"zstd: {exc}") from None
+            if not self._frame.eof:
+                self._in_frame = True
+                break
+            data = self._frame.unused_data  # the next frame, if any
+            self._frame = self._dctx.decompressobj()
+            self._in_frame = False
+        return b"".join(out)
 
 
 def _header(first: bytes, path: Path) -> tuple[list[str], str, int]:
@@ -308,7 +358,7 @@ def parse_snapshot_files(
         report.rejects_file = rejects.close()
         report.seconds = time.perf_counter() - started
         raise SnapshotRefused(report) from None
-    except OSError as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # the latter two: a bad gzip entities file
         report.refused = f"cannot read: {exc}"
         report.rejects_file = rejects.close()
         report.seconds = time.perf_counter() - started
