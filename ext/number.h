@@ -68,6 +68,58 @@ static inline int an_length_ok(int cc, int n) {
     return n > 0 && n < 32 && ((an_countries[cc].lengths >> n) & 1u);
 }
 
+/* The number (n digits) matches country cc's general national-number pattern in full: a walk of
+ * the pattern's DFA. (phonenumbers calls this "viable".) */
+static inline int an_viable(int cc, const char *d, int n) {
+    int s = an_countries[cc].dfa;
+    for (int i = 0; i < n && s >= 0; i++) s = an_dfa[s][d[i] - '0'];
+    return s >= 0 && an_dfa_accept[s];
+}
+
+/* The first of country cc's national prefix rules that matches the number, or NULL: the match
+ * of its national_prefix_for_parsing, whose alternatives the rules are, in the order Python's
+ * regex engine tries them. */
+static inline const an_rule *an_prefix_rule(int cc, const char *d, int n) {
+    const an_country *c = &an_countries[cc];
+    for (int r = c->rule; r < c->rule + c->rules; r++) {
+        const an_rule *rule = &an_rules[r];
+        if (rule->anchored ? n != rule->len : n < rule->len) continue;
+        const uint16_t *m = an_rule_masks + rule->masks;
+        int i = 0;
+        while (i < rule->len && ((m[i] >> (d[i] - '0')) & 1u)) i++;
+        if (i == rule->len) return rule;
+    }
+    return NULL;
+}
+
+/* phonenumbers keeps a number with its national prefix stripped only if its length is possible
+ * or too long, not too short, local-only or an impossible length in between. */
+static inline int an_keeps_stripped(int cc, int n) {
+    const an_country *c = &an_countries[cc];
+    if (n < 32 && ((c->local_only >> n) & 1u)) return 0;
+    if (n < 32 && ((c->possible >> n) & 1u)) return 1;
+    return c->possible != 0 && n > c->max_possible;
+}
+
+/* Strip a national (trunk) prefix or carrier code from a foreign number, or rewrite it, as
+ * phonenumbers' parse does after "+CC" (its maybe_strip_national_prefix_carrier_code): the first
+ * matching rule says what the number becomes; that is taken unless the number as written was
+ * viable and the new one is not, or the new length is not kept. "+44 (0)20 ..." is +44 20 ...;
+ * "+375 (0)801 ..." keeps its 8 after the 0; Norfolk Island's 5-digit numbers get a 3 in front.
+ * `buf` (at least AN_MAX_SCAN_DIGITS + 8 chars) may receive the new digits. */
+static inline void an_national_prefix(int cc, const char **d, int *n, char *buf) {
+    const an_rule *rule = an_prefix_rule(cc, *d, *n);
+    if (rule == NULL) return;
+    int m = 0;
+    for (int i = 0; i < rule->lit_len; i++) buf[m++] = rule->lit[i];
+    for (int i = rule->keep_from; i < rule->keep_to; i++) buf[m++] = (*d)[i];
+    for (int i = rule->len; i < *n; i++) buf[m++] = (*d)[i];
+    if (an_viable(cc, *d, *n) && !an_viable(cc, buf, m)) return;
+    if (!an_keeps_stripped(cc, m)) return;
+    *d = buf;
+    *n = m;
+}
+
 static inline int an_cc_digits(int cc) { return cc >= 100 ? 3 : (cc >= 10 ? 2 : 1); }
 
 /* A national prefix at the start of a Chinese number, as phonenumbers strips it (its
@@ -97,12 +149,13 @@ static inline int an_cn_strip(const char **d, int *n, int strips) {
 /* Validate a national significant number for country `cc`; on success store the E.164 value.
  * `strips` national prefixes written before it may be dropped (1 after "+CC", 2 after "86"
  * without '+', where phonenumbers strips one when it removes the country code and one more).
- * For China these are a trunk 0 ("+86 0755 ...") or a carrier prefix. For other countries a
- * single trunk prefix ("+44 (0)20 ...") is dropped when the rest has a possible length and does
- * not start with 0, as phonenumbers (the oracle) does: "+49 (0)30 1234567" is 49301234567
- * though 9 digits are as possible as 8 there, while "+81 0037..." and "+375 801..." keep their
- * 0 and 8 (numbers that start so). */
+ * For China these are a trunk 0 ("+86 0755 ...") or a carrier prefix. For other countries
+ * (strips > 0) the country's national prefix rules are applied once, as an_national_prefix
+ * describes: "+49 (0)30 1234567" is 49301234567 though 9 digits are as possible as 8 there,
+ * while "+81 0037..." and "+375 801..." keep their 0 and 8 (numbers that start so). The length
+ * accepted is then one the country table holds (see tools/gen_country_table.py). */
 static inline int an_finish(int cc, const char *d, int n, int strips, uint64_t *out) {
+    char buf[AN_MAX_SCAN_DIGITS + 8];
     int ccd = an_cc_digits(cc);
     if (cc == 86) {
         if (!an_cn_strip(&d, &n, strips)) {
@@ -112,11 +165,7 @@ static inline int an_finish(int cc, const char *d, int n, int strips, uint64_t *
             return AN_NUM_NOT_CN;
         }
     } else {
-        int trunk = an_countries[cc].trunk;
-        if (strips > 0 && trunk >= 0 && n > 2 && d[0] == '0' + trunk && d[1] != '0' &&
-            an_length_ok(cc, n - 1)) {
-            d++; n--;
-        }
+        if (strips > 0) an_national_prefix(cc, &d, &n, buf);
         if (ccd + n < 7) return AN_NUM_TOO_SHORT;
         if (ccd + n > AN_MAX_DIGITS) return AN_NUM_TOO_LONG;
         if (!an_length_ok(cc, n)) return AN_NUM_BAD_LENGTH;

@@ -146,6 +146,26 @@ NUMBER_CASES: list[tuple[str, int | str]] = [
     ("+39 06 1234 5678", 390612345678),  # Italy keeps its leading 0
     ("+65 6123 4567", 6561234567),
     ("+82 10-1234-5678", 821012345678),
+    # Foreign national prefixes and rewrites, as phonenumbers' metadata has them.
+    ("+1 310 1234", 13101234),  # Canada's 7-digit numbers (local-only in the US)
+    ("+375 (0)801 123 4567", 3758011234567),  # Belarus: the 0 goes, the 8 of 801 stays
+    ("+375 80 29 491 1911", 375294911911),  # ... and its 80 prefix goes
+    ("+370 8 612 34567", 37061234567),  # Lithuania's 8
+    ("+57 05 601 234 5678", 576012345678),  # Colombia: 0 and a carrier code
+    ("+591 010 2 212 3456", 59122123456),  # Bolivia: 0 and a carrier code
+    ("+82 081 2 1234 5678", 82212345678),  # Korea: 0 and a carrier code
+    ("+44 180020 20 7946 0958", LONDON),  # the UK's 180020
+    ("+61 1831 2 9876 5432", 61298765432),  # an Australian carrier code
+    ("+36 06 1 234 5678", 3612345678),  # Hungary's trunk prefix 06
+    ("+81 0037 6812 3456", 81003768123456),  # Japan: 0037... is a number, not a prefix
+    ("+672 10 020", 672310020),  # Norfolk Island: 5-digit numbers get a 3 in front
+    ("+261 20 91 317", 261202091317),  # Madagascar: 7-digit numbers get 20 in front
+    ("+261 (0)20 2123456", 261202123456),
+    ("+378 886377", 3780549886377),  # San Marino: 6-digit numbers get 0549 in front
+    ("+54 0 11 15 1234 5678", 5491112345678),  # Argentina: 0 AREA 15 NUMBER is 9 AREA NUMBER
+    ("+54 9 11 1234 5678", 5491112345678),
+    ("+55 0 15 11 98765 4321", 5511987654321),  # Brazil: 0 and a carrier code
+    ("+241 0 11 44 55 66", 24111445566),  # Gabon's old leading 0
     # Letters, keypad words, control characters, other scripts, emoji.
     ("138a", "has an invalid character 'a' at position 3"),
     ("1-800-FLOWERS", "has an invalid character 'F' at position 6"),
@@ -201,6 +221,7 @@ NUMBER_CASES: list[tuple[str, int | str]] = [
     ("+86 1 2345 6789", NOT_CN),
     ("+44 20 7946", BAD_LENGTH),
     ("+1 650 253 000", BAD_LENGTH),
+    ("+1 1 310 1234", BAD_LENGTH),  # the trunk 1 stays before a local-only length: 8 digits
     ("+49 1", TOO_SHORT),
     # Unknown country codes.
     ("+999 1234 5678", UNKNOWN_COUNTRY),

@@ -200,3 +200,18 @@ def test_refused_file_leaves_nothing_mapped(saved, tmp_path):
     for _ in range(50):
         _refused(bad)
     os.remove(bad)  # no mapping keeps it busy
+
+
+def test_temporaries_of_dead_writers_are_removed(small, tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = tmp_path / f".index.anx.tmp{dead}"
+    stale.write_bytes(b"x" * 100)
+    alive = tmp_path / f".index.anx.tmp{os.getpid()}x"  # not a pid: left alone
+    alive.write_bytes(b"y")
+    small.save(tmp_path / "index.anx")
+    assert not stale.exists()
+    assert alive.exists()

@@ -110,6 +110,7 @@ def write_snapshot(index: SuppressionIndex, path: str | PathLike[str]) -> None:
     header[_HEADER.size : _HEADER.size + len(table)] = table
     struct.pack_into("<I", header, _CRC_OFFSET, zlib.crc32(header))
 
+    _remove_stale_temporaries(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -139,6 +140,20 @@ def snapshot_entries(path: str | PathLike[str]) -> int:
     if magic != MAGIC or version != FORMAT_VERSION or zlib.crc32(header) != crc:
         raise CorruptSnapshot(path, "not a readable anning snapshot header")
     return entries
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporary files of writers that died (a load killed mid-way): as big as an index."""
+    for tmp in path.parent.glob(f".{path.name}.tmp*"):
+        pid = tmp.name.rsplit(".tmp", 1)[-1]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+        except PermissionError:  # alive, someone else's
+            pass
 
 
 def read_snapshot(path: str | PathLike[str]) -> SuppressionIndex:
