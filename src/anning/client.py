@@ -4,8 +4,8 @@
         if client.check("【京东】", "13812345678").suppressed:
             ...  # do not send
 
-Checks retry on UNAVAILABLE with exponential backoff within their deadline. With
-`fail_closed=True` a check that cannot be answered reports suppressed (scope UNKNOWN,
+Checks retry on UNAVAILABLE (and CANCELLED) with exponential backoff within their deadline.
+With `fail_closed=True` a check that cannot be answered reports suppressed (scope UNKNOWN,
 `failed_closed=True`) instead of raising: a port must never send because anning was down.
 """
 
@@ -28,7 +28,9 @@ from anning.v1 import anning_pb2_grpc as rpc
 __all__ = ["CheckResult", "Client", "StreamingChecker"]
 
 SCOPES = ("NONE", "SENDER", "ENTITY", "GLOBAL")
-_RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+# CANCELLED too: a synchronous call is never cancelled by its caller, so it is the server's
+# doing, as when a draining gRPC server drops calls it had received but not yet taken up.
+_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
 
 
 @dataclass(frozen=True)
@@ -196,9 +198,14 @@ class Client:
         self.close()
 
 
-class _DeadlineError(Exception):
+class _DeadlineError(grpc.RpcError):
+    """The deadline passed between retries: raised as the RpcError a caller already handles."""
+
     def code(self) -> grpc.StatusCode:
         return grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def details(self) -> str:
+        return "deadline exceeded before anning answered"
 
 
 class StreamingChecker:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -257,6 +257,17 @@ class Engine:
             self._state = _State(index, current.after(as_of))
 
     # -- checks ------------------------------------------------------------------------------
+    def serving(self) -> _State:
+        """Take in what other processes wrote, then the (index, overlay) pair to answer from.
+        A batch takes its sender ids from this index and checks against this same pair, so a
+        swap in between cannot give one list's sender ids to another list."""
+        if self.log is not None or self.data_dir is not None:
+            self.refresh()
+        state = self._state
+        if state is None:
+            raise NotReady("no suppression list is loaded yet")
+        return state
+
     def check(self, sender: str, number: str | int, category: str = "marketing") -> Scope:
         if self.log is not None or self.data_dir is not None:
             self.refresh()
@@ -273,14 +284,17 @@ class Engine:
         return _with_events(state, normalize_sender(sender), num, bit)
 
     def check_ids(
-        self, sender_ids: np.ndarray, numbers: np.ndarray, category: str = "marketing"
+        self, sender_ids: np.ndarray, numbers: np.ndarray, category: str = "marketing",
+        sender_of: Callable[[int], str] | None = None, state: _State | None = None,
     ) -> np.ndarray:
-        """The batch path: the index's kernel, then the few numbers with events redone."""
-        if self.log is not None or self.data_dir is not None:
-            self.refresh()
-        state = self._state
+        """The batch path: the index's kernel, then the few numbers with events redone.
+
+        `sender_of(i)` gives the sender of check i as the caller wrote it: a sender the index
+        does not know (UNKNOWN_SENDER) may still have real-time events of its own, which only
+        its name can find. `state` (from `serving()`) is the list the sender ids were taken
+        from; without it, the list serving now."""
         if state is None:
-            raise NotReady("no suppression list is loaded yet")
+            state = self.serving()
         idx = state.index
         codes = idx.check_ids(sender_ids, numbers, category)
         if state.overlay.latest:
@@ -288,7 +302,7 @@ class Engine:
             bit = idx.category_bit(category)
             for i in np.flatnonzero(np.isin(numbers, state.overlay.numbers())):
                 sid = int(sender_ids[i])
-                name = idx.senders[sid] if sid != UNKNOWN_SENDER else None
+                name = idx.senders[sid] if sid != UNKNOWN_SENDER else _name_of(sender_of, i)
                 codes[i] = _with_events(state, name, int(numbers[i]), bit)
         return codes
 
@@ -323,7 +337,8 @@ class Engine:
         if at_ms is None:
             at_ms = now
         elif not isinstance(at_ms, int) or not _EARLIEST_MS <= at_ms <= now + _FUTURE_SLACK_MS:
-            raise InvalidInput(f"at: {at_ms!r} is not a time between 2000 and tomorrow (Unix ms)")
+            raise InvalidInput(f"at_ms: {at_ms!r} is not a time between 2000 and tomorrow "
+                               "(Unix ms)")
         if source not in SOURCES:
             raise InvalidInput(f"source: {source!r} is not one of {', '.join(SOURCES)}")
         return Event(num, key, mask, opt_out, at_ms, source)
@@ -437,6 +452,16 @@ def _entries_on_disk(data_dir: Path | None) -> int | None:
     from anning.snapshot import snapshot_entries
 
     return snapshot_entries(data_dir / SNAPSHOT_NAME)
+
+
+def _name_of(sender_of: Callable[[int], str] | None, i: int) -> str | None:
+    """The normalised name of an unknown sender, when the caller can tell it."""
+    if sender_of is None:
+        return None
+    try:
+        return normalize_sender(sender_of(i))
+    except InvalidInput:  # a bad item of a batch: it is answered with its error anyway
+        return None
 
 
 def _with_events(state: _State, sender: str | None, number: int, bit: int) -> Scope:

@@ -189,6 +189,16 @@ def _run_worker(engine: Engine, options: ServeOptions, address: str, workers: in
         reflection.enable_server_reflection(
             [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
              reflection.SERVICE_NAME], server)
+    done = threading.Event()
+
+    def publish_health() -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if engine.ready else \
+            health_pb2.HealthCheckResponse.NOT_SERVING
+        for service in ("", "anning.v1.Suppression", "anning.v1.OptOuts", "anning.v1.Admin"):
+            health_servicer.set(service, status)
+
+    # Before the port opens: a new HealthServicer says SERVING for "" until told otherwise.
+    publish_health()
     credentials = _credentials(options)
     if credentials is None:
         port = server.add_insecure_port(address)
@@ -201,15 +211,9 @@ def _run_worker(engine: Engine, options: ServeOptions, address: str, workers: in
     log.info("pid %d listening on %s%s%s", os.getpid(), address,
              " with TLS" if credentials else "", "" if options.tokens else " (no tokens)")
 
-    done = threading.Event()
-
     def set_health() -> None:
         while not done.is_set():
-            ready = engine.ready
-            status = health_pb2.HealthCheckResponse.SERVING if ready else \
-                health_pb2.HealthCheckResponse.NOT_SERVING
-            for service in ("", "anning.v1.Suppression", "anning.v1.OptOuts", "anning.v1.Admin"):
-                health_servicer.set(service, status)
+            publish_health()
             _update_gauges(engine, metrics)
             done.wait(0.25)
 

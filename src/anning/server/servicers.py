@@ -20,7 +20,7 @@ from anning._normalize import normalize_number
 from anning.engine import Engine, NotReady
 from anning.errors import InvalidInput
 from anning.eventlog import WritesStopped
-from anning.loader import LoadOptions, SnapshotRefused
+from anning.loader import LoadOptions, SnapshotRefused, parse_time
 from anning.server.metrics import Metrics
 from anning.v1 import anning_pb2 as pb
 
@@ -99,21 +99,30 @@ class Suppression(_Base):
     @_rpc("CheckBatch")
     def CheckBatch(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         engine = self.engine
-        engine.refresh()
-        index = engine.index
+        state = engine.serving()  # one list for the whole batch: its sender ids are this one's
+        index = state.index
         codec = self._codec_for(index)
         ids, numbers, bits, errors = codec.decode(request, self.limits.max_batch)
         if errors:  # bad items get a stand-in number and their error, the rest are checked
             bad = np.fromiter(errors, np.int64, len(errors))
             numbers[bad] = 8613800000000
             ids[bad] = 0xFFFFFFFF
+        senders: list[str] = []
+
+        def sender_of(i: int) -> str:  # only for unknown senders with real-time events
+            if not senders:
+                senders.extend(c.sender for c in pb.CheckBatchRequest.FromString(request).checks)
+            return senders[i]
+
         codes = np.zeros(len(numbers), np.uint8)
         for bit in np.unique(bits):
             where = np.flatnonzero(bits == bit)
             whole = len(where) == len(bits)
-            codes_part = engine.check_ids(ids if whole else ids[where],
-                                          numbers if whole else numbers[where],
-                                          index.categories[bit])
+            codes_part = engine.check_ids(
+                ids if whole else ids[where], numbers if whole else numbers[where],
+                index.categories[bit],
+                sender_of if whole else lambda j, where=where: sender_of(int(where[j])),
+                state)
             codes[where] = codes_part
         if errors:
             codes[np.fromiter(errors, np.int64, len(errors))] = 0
@@ -149,10 +158,11 @@ class Suppression(_Base):
         if len(which) and int(which.max()) >= len(request.senders):
             raise InvalidInput(f"sender_index: {int(which.max())} is past the "
                                f"{len(request.senders)} senders")
-        self.engine.refresh()
-        ids = self.engine.index.sender_ids(request.senders)[which] if len(which) else \
+        state = self.engine.serving()  # one list: its sender ids are this one's
+        ids = state.index.sender_ids(request.senders)[which] if len(which) else \
             np.empty(0, np.uint32)
-        codes = self.engine.check_ids(ids, numbers, request.category)
+        codes = self.engine.check_ids(ids, numbers, request.category,
+                                      lambda i: request.senders[int(which[i])], state)
         self._count(codes)
         return pb.CheckColumnsResponse(scopes=codes.tobytes())
 
@@ -219,6 +229,11 @@ class Admin(_Base):
                      context: grpc.ServicerContext) -> pb.LoadReport:
         if not request.paths:
             raise InvalidInput("paths: no snapshot file given")
+        ratio = request.max_reject_ratio
+        if not 0 <= ratio <= 1:  # NaN too: it would switch the reject guard off
+            raise InvalidInput(f"max_reject_ratio: {ratio!r} is not a share between 0 and 1")
+        if request.as_of:
+            parse_time(request.as_of)  # bad input, not a refused snapshot
         options = LoadOptions(
             entities=request.entities or None, as_of=request.as_of or None,
             rejects=request.rejects or None,
