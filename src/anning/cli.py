@@ -148,6 +148,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tokens=args.tokens, tls_cert=args.tls_cert, tls_key=args.tls_key,
         client_ca=args.client_ca, metrics=args.metrics, reflection=args.reflection,
         demo=not args.no_demo, demo_entries=args.demo_entries, max_batch=args.max_batch,
+        max_concurrent_rpcs=args.max_concurrent_rpcs,
     ))
 
 
@@ -242,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="with no snapshot, wait for Admin.LoadSnapshot instead of a demo list")
     serve.add_argument("--demo-entries", type=int, default=100_000)
     serve.add_argument("--max-batch", type=int, default=10_000)
+    serve.add_argument("--max-concurrent-rpcs", type=int, default=None,
+                       help="a worker answers RESOURCE_EXHAUSTED past this many calls at once")
     serve.set_defaults(func=cmd_serve)
 
     check = remote(sub.add_parser("check", help="one check; exit 1 when suppressed"))

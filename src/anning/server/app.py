@@ -45,6 +45,7 @@ class ServeOptions:
     demo_entries: int = 100_000
     max_batch: int = 10_000
     max_message_bytes: int = 64 << 20
+    max_concurrent_rpcs: int | None = None  # past it: RESOURCE_EXHAUSTED (costs ~100 us a call)
     grace_seconds: float = 10.0
 
 
@@ -174,9 +175,11 @@ def _run_worker(engine: Engine, options: ServeOptions, address: str, workers: in
             ("grpc.max_receive_message_length", options.max_message_bytes),
             ("grpc.max_send_message_length", options.max_message_bytes),
         ],
-        maximum_concurrent_rpcs=options.threads * 64,
+        maximum_concurrent_rpcs=options.max_concurrent_rpcs,
     )
-    server.add_generic_rpc_handlers(build_handlers(engine, metrics, limits, workers))
+    for service, handlers in build_handlers(engine, metrics, limits, workers).items():
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service, handlers)])
+        server.add_registered_method_handlers(service, handlers)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if options.reflection:

@@ -271,7 +271,9 @@ def _identity(x: bytes) -> bytes:
 
 
 def build_handlers(engine: Engine, metrics: Metrics, limits: Limits,
-                   workers: int) -> list[grpc.GenericRpcHandler]:
+                   workers: int) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
+    """service name -> method name -> handler (for server.add_registered_method_handlers,
+    grpc's fast path that skips the per-call search of generic handlers)."""
     suppression = Suppression(engine, metrics, limits)
     opt_outs = OptOuts(engine, metrics, limits)
     admin = Admin(engine, metrics, limits, workers)
@@ -280,8 +282,8 @@ def build_handlers(engine: Engine, metrics: Metrics, limits: Limits,
         return grpc.unary_unary_rpc_method_handler(
             fn, request_deserializer=req.FromString, response_serializer=resp.SerializeToString)
 
-    return [
-        grpc.method_handlers_generic_handler("anning.v1.Suppression", {
+    return {
+        "anning.v1.Suppression": {
             "Check": unary(suppression.Check, pb.CheckRequest, pb.CheckResponse),
             "CheckBatch": grpc.unary_unary_rpc_method_handler(
                 suppression.CheckBatch, request_deserializer=_identity,
@@ -291,15 +293,15 @@ def build_handlers(engine: Engine, metrics: Metrics, limits: Limits,
                 response_serializer=pb.CheckResponse.SerializeToString),
             "CheckColumns": unary(suppression.CheckColumns, pb.CheckColumnsRequest,
                                   pb.CheckColumnsResponse),
-        }),
-        grpc.method_handlers_generic_handler("anning.v1.OptOuts", {
+        },
+        "anning.v1.OptOuts": {
             "OptOut": unary(opt_outs.OptOut, pb.OptOutRequest, pb.WriteAck),
             "OptIn": unary(opt_outs.OptIn, pb.OptOutRequest, pb.WriteAck),
             "ReportReply": unary(opt_outs.ReportReply, pb.ReplyRequest, pb.ReplyResult),
             "Explain": unary(opt_outs.Explain, pb.CheckRequest, pb.Explanation),
-        }),
-        grpc.method_handlers_generic_handler("anning.v1.Admin", {
+        },
+        "anning.v1.Admin": {
             "LoadSnapshot": unary(admin.LoadSnapshot, pb.LoadSnapshotRequest, pb.LoadReport),
             "Status": unary(admin.Status, pb.StatusRequest, pb.StatusReply),
-        }),
-    ]
+        },
+    }
