@@ -53,10 +53,10 @@ cdef enum:
     SCOPE_ENTITY = 2
     SCOPE_GLOBAL = 3
     GROUP = 16          # checks per pipeline stage
-    AHEAD = 4           # groups whose Bloom blocks are fetched ahead of the Bloom test
+    AHEAD = 2           # groups whose Bloom blocks are fetched ahead of the Bloom test
     FETCH_LAG = 2       # groups between the directory prefetch and reading the slot
     RESOLVE_LAG = 4     # groups between the Bloom test and resolving (entries prefetched)
-    RING = 16           # groups in flight (AHEAD + RESOLVE_LAG + 1, rounded up to 2^k)
+    RING = 8            # groups in flight (AHEAD + RESOLVE_LAG + 1, rounded up to 2^k)
     SCAN_LIMIT = 16     # buckets up to this size are scanned, larger ones searched
     ERR_NUMBER = 1
     ERR_SENDER = 2
