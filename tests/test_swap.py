@@ -422,3 +422,17 @@ def _half(old_csv: Path, tmp_path: Path) -> Path:
     lines = old_csv.read_text(encoding="utf-8").splitlines()
     path.write_text("\n".join(lines[: 1 + len(OLD) // 2]) + "\n", encoding="utf-8")
     return path
+
+
+def test_a_late_write_is_superseded_alike_in_every_process(tmp_path):
+    """An event not later than the serving snapshot's as_of: the snapshot decides, in the
+    process that took the write as in one that reads it from the log."""
+    as_of = 1_700_000_000_000
+    index = SuppressionIndex.build(["13812345678"], ["shop"],
+                                   meta={"as_of_ms": as_of, "as_of": "2023-11-14"})
+    writer, reader = Engine(index, data_dir=tmp_path), Engine(index, data_dir=tmp_path)
+    writer.opt_out("13900000001", "shop", at_ms=as_of - 1000)  # late: before the snapshot
+    writer.opt_out("13900000002", "shop", at_ms=as_of + 1000)  # after it
+    for engine in (writer, reader):
+        assert engine.check("shop", "13900000001") is Scope.NONE
+        assert engine.check("shop", "13900000002") is Scope.SENDER

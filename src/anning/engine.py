@@ -350,8 +350,12 @@ class Engine:
         with self._write_lock:
             state = self._state
             overlay = state.overlay if state else self._pending
+            # As every other worker takes it from the log: an event not later than the serving
+            # snapshot's as_of is superseded by that snapshot (SPEC §5), here too.
+            as_of = int(state.index.meta.get("as_of_ms", 0)) if state else None
             for event in events:
-                overlay.apply(event)
+                if as_of is None or event.at_ms > as_of:
+                    overlay.apply(event)
         return sequence
 
     def reply(self, sender: str, number: str | int, text: str,
