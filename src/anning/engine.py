@@ -193,16 +193,7 @@ class Engine:
         if self.log is not None:
             records = self.log.tail()
             if records:
-                with self._write_lock:
-                    state = self._state
-                    overlay = state.overlay if state else self._pending
-                    # The tail holds this engine's own writes too: one the serving snapshot
-                    # superseded (not later than its as_of) must not come back on top of it.
-                    as_of = int(state.index.meta.get("as_of_ms", 0)) if state else None
-                    for record in records:
-                        event = _event(record)
-                        if as_of is None or event.at_ms > as_of:
-                            overlay.apply(event)
+                self._take([_event(record) for record in records])
         if self.data_dir is not None:
             now = time.monotonic()
             if now - self._snapshot_polled > _SNAPSHOT_POLL_S:
@@ -229,11 +220,11 @@ class Engine:
 
     def status(self) -> dict:
         state = self._state
+        failure = self.log.failure if self.log is not None else None
+        writes = {"writes_ok": failure is None, "writes_error": failure or "",
+                  "last_refusal": self.last_refusal or ""}
         if state is None:
-            return {"ready": False, "events": len(self._pending),
-                    "writes_ok": self.log is None or self.log.failure is None,
-                    "writes_error": (self.log.failure if self.log else None) or "",
-                    "last_refusal": self.last_refusal or ""}
+            return {"ready": False, "events": len(self._pending), **writes}
         idx = state.index
         as_of_ms = idx.meta.get("as_of_ms")
         return {
@@ -244,9 +235,7 @@ class Engine:
             "as_of": idx.meta.get("as_of"),
             "age_seconds": time.time() - as_of_ms / 1000 if as_of_ms else 0.0,
             "events": len(state.overlay),
-            "writes_ok": self.log is None or self.log.failure is None,
-            "writes_error": (self.log.failure if self.log else None) or "",
-            "last_refusal": self.last_refusal or "",
+            **writes,
         }
 
     def swap(self, index: SuppressionIndex) -> None:
@@ -269,11 +258,7 @@ class Engine:
         return state
 
     def check(self, sender: str, number: str | int, category: str = "marketing") -> Scope:
-        if self.log is not None or self.data_dir is not None:
-            self.refresh()
-        state = self._state
-        if state is None:
-            raise NotReady("no suppression list is loaded yet")
+        state = self.serving()
         scope = state.index.check(sender, number, category)
         if not state.overlay.latest:
             return scope
@@ -347,16 +332,20 @@ class Engine:
         """Make events durable (with a data directory), then visible; return the sequence of
         the last in the write log (0 without one). Raises WritesStopped after a disk failure."""
         sequence = self.log.append([_record(e) for e in events]) if self.log is not None else 0
+        self._take(events)
+        return sequence
+
+    def _take(self, events: list[Event]) -> None:
+        """Put events on top of the serving list: the one way in, for this process's writes
+        and for those the log brings from others alike. An event not later than the serving
+        snapshot's as_of is superseded by that snapshot (SPEC §5)."""
         with self._write_lock:
             state = self._state
             overlay = state.overlay if state else self._pending
-            # As every other worker takes it from the log: an event not later than the serving
-            # snapshot's as_of is superseded by that snapshot (SPEC §5), here too.
             as_of = int(state.index.meta.get("as_of_ms", 0)) if state else None
             for event in events:
                 if as_of is None or event.at_ms > as_of:
                     overlay.apply(event)
-        return sequence
 
     def reply(self, sender: str, number: str | int, text: str,
               at_ms: int | None = None) -> ReplyOutcome:
@@ -379,10 +368,7 @@ class Engine:
 
     def explain(self, sender: str, number: str | int, category: str = "marketing") -> dict:
         """Why a check answers as it does: the level, the entry or event that decided it."""
-        self.refresh()
-        state = self._state
-        if state is None:
-            raise NotReady("no suppression list is loaded yet")
+        state = self.serving()
         idx = state.index
         name = normalize_sender(sender)
         num = normalize_number(number, idx.default_country)
@@ -397,16 +383,16 @@ class Engine:
             event = state.overlay.get(num, key, bit)
             if event is not None:
                 if event.opt_out:
-                    names = [c for b, c in enumerate(idx.categories) if event.mask >> b & 1]
-                    answer.update(suppressed=True, scope=level, matched=key, categories=names,
-                                  origin="event", source=event.source, at_ms=event.at_ms)
+                    answer.update(suppressed=True, scope=level, matched=key,
+                                  categories=_category_names(idx, event.mask), origin="event",
+                                  source=event.source, at_ms=event.at_ms)
                     return answer
                 continue
             mask = idx.mask(num, key)
             if mask >> bit & 1:
-                names = [c for b, c in enumerate(idx.categories) if mask >> b & 1]
-                answer.update(suppressed=True, scope=level, matched=key, categories=names,
-                              origin="snapshot", source="snapshot")
+                answer.update(suppressed=True, scope=level, matched=key,
+                              categories=_category_names(idx, mask), origin="snapshot",
+                              source="snapshot")
                 return answer
         return answer
 
@@ -440,6 +426,10 @@ class Engine:
             if self.data_dir is not None:
                 self._snapshot_id = _file_identity(self.data_dir / SNAPSHOT_NAME)
             return report
+
+
+def _category_names(idx: SuppressionIndex, mask: int) -> list[str]:
+    return [name for bit, name in enumerate(idx.categories) if mask >> bit & 1]
 
 
 def _file_identity(path: Path) -> tuple | None:

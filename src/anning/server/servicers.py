@@ -103,10 +103,10 @@ class Suppression(_Base):
         index = state.index
         codec = self._codec_for(index)
         ids, numbers, bits, errors = codec.decode(request, self.limits.max_batch)
-        if errors:  # bad items get a stand-in number and their error, the rest are checked
-            bad = np.fromiter(errors, np.int64, len(errors))
-            numbers[bad] = 8613800000000
-            ids[bad] = 0xFFFFFFFF
+        bad = np.fromiter(errors, np.int64, len(errors))
+        # bad items get a stand-in number and their error; the rest are checked
+        numbers[bad] = 8613800000000
+        ids[bad] = 0xFFFFFFFF
         senders: list[str] = []
 
         def sender_of(i: int) -> str:  # only for unknown senders with real-time events
@@ -124,8 +124,7 @@ class Suppression(_Base):
                 sender_of if whole else lambda j, where=where: sender_of(int(where[j])),
                 state)
             codes[where] = codes_part
-        if errors:
-            codes[np.fromiter(errors, np.int64, len(errors))] = 0
+        codes[bad] = 0
         self._count(codes)
         return _wire.encode_results(codes, errors)
 
