@@ -14,9 +14,12 @@ that starts after the acknowledgement. A snapshot another worker wrote is picked
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -24,12 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from anning._normalize import normalize_number, normalize_sender
+from anning.checkpoint import CHECKPOINT_NAME, Checkpoint, read_checkpoint, write_checkpoint
 from anning.demo import SNAPSHOT_NAME
 from anning.errors import InvalidInput
 from anning.eventlog import EventLog, encode
+from anning.events import OPT_IN, OPT_OUT, REASSIGN, Event, EventTable, Overlay
 from anning.index import UNKNOWN_SENDER, SuppressionIndex
 from anning.loader import (
-    SOURCES,
     LoadOptions,
     LoadReport,
     ProgressFn,
@@ -37,14 +41,22 @@ from anning.loader import (
     check_shrink,
     read_snapshot_files,
 )
-from anning.replies import OPT_IN, OPT_OUT_GLOBAL, recognise_reply
-from anning.scopes import ALL_CATEGORIES, GLOBAL, Scope, category_mask, parse_scope
+from anning.logio import OS_IO, FileIO
+from anning.replies import OPT_IN as REPLY_OPT_IN
+from anning.replies import OPT_OUT_GLOBAL, recognise_reply
+from anning.scopes import (
+    ALL_CATEGORIES,
+    DEFAULT_CATEGORIES,
+    GLOBAL,
+    SOURCES,
+    Scope,
+    category_mask,
+    parse_scope,
+)
 
-__all__ = ["Engine", "Event", "NotReady", "ReplyOutcome"]
+__all__ = ["CheckpointReport", "Engine", "Event", "NotReady", "ReplyOutcome"]
 
-LOG_NAME = "events.log"
-_OPT_OUT, _OPT_IN = 1, 2
-_SNAPSHOT_POLL_S = 0.5
+_POLL_S = 0.5  # how often a process looks for a new snapshot or checkpoint file
 
 _EARLIEST_MS = 946_684_800_000  # 2000-01-01: no event is older
 _FUTURE_SLACK_MS = 24 * 3600 * 1000
@@ -53,70 +65,6 @@ _LEVELS = ((Scope.SENDER, 0), (Scope.ENTITY, 1), (Scope.GLOBAL, 2))
 
 class NotReady(Exception):
     """No list is loaded yet: the caller must fail closed (UNAVAILABLE), never "not suppressed"."""
-
-
-@dataclass(frozen=True)
-class Event:
-    """An opt-out or opt-in of (number, scope) for the categories of `mask`, at `at_ms`."""
-
-    number: int
-    scope: str
-    mask: int
-    opt_out: bool
-    at_ms: int
-    source: str
-
-
-class _Overlay:
-    """(number, scope) -> {category bit: the latest event}; numbers for a quick "not here"."""
-
-    def __init__(self) -> None:
-        self.latest: dict[tuple[int, str], dict[int, Event]] = {}
-        self.number_set: set[int] = set()
-        # Checks read while a writer applies: a cached array is tagged with the version it was
-        # built from, and the version moves after every change, so a stale one is never kept.
-        self._version = 0
-        self._numbers: tuple[int, np.ndarray] | None = None
-
-    def apply(self, event: Event) -> None:
-        self.number_set.add(event.number)
-        per_bit = self.latest.setdefault((event.number, event.scope), {})
-        for bit in range(8):
-            if event.mask >> bit & 1:
-                old = per_bit.get(bit)
-                # Latest event time wins; at a tie the opt-out, the side that keeps a promise.
-                if old is None or (event.at_ms, event.opt_out) >= (old.at_ms, old.opt_out):
-                    per_bit[bit] = event
-        self._version += 1
-
-    def after(self, as_of_ms: int) -> _Overlay:
-        """The events later than as_of: what a new snapshot does not know yet."""
-        kept = _Overlay()
-        for key, per_bit in self.latest.items():
-            newer = {bit: e for bit, e in per_bit.items() if e.at_ms > as_of_ms}
-            if newer:
-                kept.latest[key] = newer
-                kept.number_set.add(key[0])
-        return kept
-
-    def has(self, number: int) -> bool:
-        return number in self.number_set
-
-    def numbers(self) -> np.ndarray:
-        cached, version = self._numbers, self._version
-        if cached is None or cached[0] != version:
-            keys = list(self.latest)  # one copy: iterating the dict itself races with apply
-            cached = (version, np.unique(np.fromiter((n for n, _ in keys), np.uint64,
-                                                     count=len(keys))))
-            self._numbers = cached
-        return cached[1]
-
-    def get(self, number: int, scope: str, bit: int) -> Event | None:
-        per_bit = self.latest.get((number, scope))
-        return per_bit.get(bit) if per_bit else None
-
-    def __len__(self) -> int:
-        return sum(len(v) for v in list(self.latest.values()))
 
 
 @dataclass(frozen=True)
@@ -130,19 +78,27 @@ class ReplyOutcome:
 
 
 def _record(event: Event) -> bytes:
-    return encode((1, _OPT_OUT if event.opt_out else _OPT_IN, event.number, event.scope,
-                   event.mask, event.at_ms, event.source))
+    return encode((1, event.kind, event.number, event.scope, event.mask, event.at_ms,
+                   event.source))
 
 
 def _event(record: list) -> Event:
     _version, kind, number, scope, mask, at_ms, source = record[:7]
-    return Event(number, scope, mask, kind == _OPT_OUT, at_ms, source)
+    return Event(number, scope, mask, kind, at_ms, source)
+
+
+@dataclass(frozen=True)
+class CheckpointReport:
+    rows: int  # latest events held, one per (number, scope, category) and per reassignment
+    covers: int  # the last log segment folded in
+    retired_bytes: int  # of log segments deleted
+    seconds: float
 
 
 @dataclass(frozen=True)
 class _State:
     index: SuppressionIndex
-    overlay: _Overlay
+    overlay: Overlay
 
 
 class Engine:
@@ -150,27 +106,51 @@ class Engine:
 
     def __init__(
         self, index: SuppressionIndex | None = None, data_dir: str | PathLike[str] | None = None,
-        *, write_log: bool = True,
+        *, write_log: bool = True, io: FileIO = OS_IO,
     ) -> None:
         self.data_dir = Path(data_dir) if data_dir is not None else None
+        self.io = io
         self._write_lock = threading.Lock()
         self._load_lock = threading.Lock()
+        self._checkpoint_lock = threading.Lock()
         self._state: _State | None = None
-        self._pending = _Overlay()  # events taken before any list was loaded
+        self._pending = Overlay()  # events taken before any list was loaded
         self._snapshot_id: tuple | None = None
-        self._snapshot_polled = 0.0
+        self._checkpoint_id: tuple | None = None
+        self._polled = 0.0
         self.last_refusal: str | None = None
         self.log: EventLog | None = None
         if self.data_dir is not None and write_log:
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            self.log = EventLog(self.data_dir / LOG_NAME)
-            for record in self.log.replay():
-                self._pending.apply(_event(record))
+            self.log = EventLog(self.data_dir, io)
+            self._pending = self._recover(as_of_ms=0)
         if index is not None:
             self.swap(index)
 
+    def _recover(self, as_of_ms: int) -> Overlay:
+        """The events on disk: the checkpoint, then the log segments after it, folded into one
+        table (vectorised: a restart with a million logged events stays quick). Leaves the log's
+        reader at the end of what was read."""
+        assert self.log is not None and self.data_dir is not None
+        path = self.data_dir / CHECKPOINT_NAME
+        while True:
+            identity = _file_identity(path)
+            checkpoint = read_checkpoint(path) if identity is not None else \
+                Checkpoint(EventTable.empty(), 0, 0)
+            records = self.log.replay(after=checkpoint.covers)
+            if _file_identity(path) == identity:
+                break
+            # another process checkpointed meanwhile and may have retired what we were to read
+        if checkpoint.covers and self.log.segments()[0] <= checkpoint.covers:
+            self.log.retire(checkpoint.covers)  # a checkpoint that crashed before retiring
+        self._checkpoint_id = identity
+        events = list(map(_event, records))
+        table = checkpoint.table.fold(events, as_of_ms) if events else \
+            checkpoint.table.after(as_of_ms)
+        return Overlay(table)
+
     def after_fork(self) -> None:
-        """In a forked worker: a log descriptor of its own (an O_APPEND file position shared
+        """In a forked worker: log descriptors of its own (an O_APPEND file position shared
         with other processes would garble the sequence each write reports)."""
         if self.log is not None:
             self.log = self.log.reopen()
@@ -189,22 +169,42 @@ class Engine:
         return True
 
     def refresh(self) -> None:
-        """Take in what other processes wrote: log records, and a new snapshot file."""
+        """Take in what other processes wrote: a new snapshot or checkpoint file, log records."""
+        if self.data_dir is not None:
+            now = time.monotonic()
+            if now - self._polled > _POLL_S or (self.log is not None and self.log.behind):
+                self._polled = now
+                self._poll_files()
         if self.log is not None:
             records = self.log.tail()
             if records:
                 self._take([_event(record) for record in records])
-        if self.data_dir is not None:
-            now = time.monotonic()
-            if now - self._snapshot_polled > _SNAPSHOT_POLL_S:
-                self._snapshot_polled = now
-                path = self.data_dir / SNAPSHOT_NAME
-                identity = _file_identity(path)
-                if identity is not None and identity != self._snapshot_id and \
-                        not self._load_lock.locked():
-                    with self._load_lock:
-                        self.swap(SuppressionIndex.load(path))
-                        self._snapshot_id = identity
+
+    def _poll_files(self) -> None:
+        assert self.data_dir is not None
+        path = self.data_dir / SNAPSHOT_NAME
+        identity = _file_identity(path)
+        if identity is not None and identity != self._snapshot_id and \
+                not self._load_lock.locked():
+            with self._load_lock:
+                self.swap(SuppressionIndex.load(path))
+                self._snapshot_id = identity
+        if self.log is not None and (
+                self.log.behind or
+                _file_identity(self.data_dir / CHECKPOINT_NAME) != self._checkpoint_id):
+            self._adopt_checkpoint()
+
+    def _adopt_checkpoint(self) -> None:
+        """Serve the events of a new checkpoint (another process's or ours) and of the log
+        after it, in place of what this process had taken: the same events, held compactly."""
+        with self._write_lock:
+            state = self._state
+            as_of = int(state.index.meta.get("as_of_ms", 0)) if state else 0
+            overlay = self._recover(as_of)
+            if state is None:
+                self._pending = overlay
+            else:
+                self._state = _State(state.index, overlay)
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -260,7 +260,7 @@ class Engine:
     def check(self, sender: str, number: str | int, category: str = "marketing") -> Scope:
         state = self.serving()
         scope = state.index.check(sender, number, category)
-        if not state.overlay.latest:
+        if state.overlay.empty:
             return scope
         num = normalize_number(number, state.index.default_country)
         if not state.overlay.has(num):
@@ -282,55 +282,69 @@ class Engine:
             state = self.serving()
         idx = state.index
         codes = idx.check_ids(sender_ids, numbers, category)
-        if state.overlay.latest:
+        if not state.overlay.empty:
             numbers = np.asarray(numbers, np.uint64)
             bit = idx.category_bit(category)
-            for i in np.flatnonzero(np.isin(numbers, state.overlay.numbers())):
+            for i in np.flatnonzero(state.overlay.contains(numbers)):
                 sid = int(sender_ids[i])
                 name = idx.senders[sid] if sid != UNKNOWN_SENDER else _name_of(sender_of, i)
                 codes[i] = _with_events(state, name, int(numbers[i]), bit)
         return codes
 
-    # -- writes (in memory; the write log makes them durable) ---------------------------------
+    # -- writes: durable in the write log first, then visible --------------------------------
     def opt_out(self, number: str | int, scope: str, category: str = "marketing",
                 at_ms: int | None = None, source: str = "api") -> Event:
-        return self._write(number, scope, category, True, at_ms, source)
+        return self._write(self.make_event(number, scope, category, OPT_OUT, at_ms, source))
 
     def opt_in(self, number: str | int, scope: str, category: str = "marketing",
                at_ms: int | None = None, source: str = "api") -> Event:
-        return self._write(number, scope, category, False, at_ms, source)
+        return self._write(self.make_event(number, scope, category, OPT_IN, at_ms, source))
 
-    def _write(self, number: str | int, scope: str, category: str, opt_out: bool,
-               at_ms: int | None, source: str) -> Event:
-        event = self.make_event(number, scope, category, opt_out, at_ms, source)
+    def reassign(self, number: str | int, at_ms: int | None = None,
+                 source: str = "api") -> Event:
+        """The number went to a new subscriber at `at_ms`: every entry and event of it older
+        than that stops counting (SPEC §4)."""
+        return self._write(self.make_event(number, "", "", REASSIGN, at_ms, source))
+
+    def _write(self, event: Event) -> Event:
         self.apply([event])
         return event
 
-    def make_event(self, number: str | int, scope: str, category: str, opt_out: bool,
+    def make_event(self, number: str | int, scope: str, category: str, kind: int,
                    at_ms: int | None, source: str) -> Event:
-        """Validate a write into an Event; InvalidInput names the bad field."""
+        """Validate a write into an Event; InvalidInput names the bad field. A reassignment
+        has no scope or category."""
         state = self._state
         country = state.index.default_country if state else 86
-        categories = state.index.categories if state else ("marketing", "notification")
         num = normalize_number(number, country)
-        key = parse_scope(scope, "scope")
-        if isinstance(category, str) and category.strip().lower() == ALL_CATEGORIES:
-            mask = 0xFF
+        if kind == REASSIGN:
+            key, mask = "", 0
+        elif kind in (OPT_OUT, OPT_IN):
+            key = parse_scope(scope, "scope")
+            if isinstance(category, str) and category.strip().lower() == ALL_CATEGORIES:
+                mask = 0xFF
+            else:
+                categories = state.index.categories if state else DEFAULT_CATEGORIES
+                mask = category_mask(categories, category)
         else:
-            mask = category_mask(categories, category)
+            raise InvalidInput(f"kind: {kind!r} is not an opt-out, opt-in or reassignment")
         now = int(time.time() * 1000)
         if at_ms is None:
             at_ms = now
         elif not isinstance(at_ms, int) or not _EARLIEST_MS <= at_ms <= now + _FUTURE_SLACK_MS:
             raise InvalidInput(f"at_ms: {at_ms!r} is not a time between 2000 and tomorrow "
                                "(Unix ms)")
-        if source not in SOURCES:
-            raise InvalidInput(f"source: {source!r} is not one of {', '.join(SOURCES)}")
-        return Event(num, key, mask, opt_out, at_ms, source)
+        if source not in SOURCES or source == "snapshot":
+            raise InvalidInput(f"source: {source!r} is not one of "
+                               f"{', '.join(SOURCES[1:])}")
+        return Event(num, key, mask, kind, at_ms, source)
 
     def apply(self, events: list[Event]) -> int:
         """Make events durable (with a data directory), then visible; return the sequence of
-        the last in the write log (0 without one). Raises WritesStopped after a disk failure."""
+        the last in the write log (0 without one). All or none: one append, one fsync. Raises
+        DiskFull (nothing kept; retry later) or WritesStopped after a disk failure."""
+        if not events:
+            return 0
         sequence = self.log.append([_record(e) for e in events]) if self.log is not None else 0
         self._take(events)
         return sequence
@@ -342,10 +356,8 @@ class Engine:
         with self._write_lock:
             state = self._state
             overlay = state.overlay if state else self._pending
-            as_of = int(state.index.meta.get("as_of_ms", 0)) if state else None
-            for event in events:
-                if as_of is None or event.at_ms > as_of:
-                    overlay.apply(event)
+            as_of = int(state.index.meta.get("as_of_ms", 0)) if state else 0
+            overlay.apply_many([e for e in events if e.at_ms > as_of])
 
     def reply(self, sender: str, number: str | int, text: str,
               at_ms: int | None = None) -> ReplyOutcome:
@@ -361,8 +373,8 @@ class Engine:
         else:
             state = self._state
             scope = (state.index.entity_of(name) if state else None) or name
-        event = self.make_event(number, scope, "marketing", reply.action != OPT_IN, at_ms,
-                                "reply")
+        kind = OPT_IN if reply.action == REPLY_OPT_IN else OPT_OUT
+        event = self.make_event(number, scope, "marketing", kind, at_ms, "reply")
         sequence = self.apply([event])
         return ReplyOutcome(True, reply.action, reply.keyword, scope, event, sequence)
 
@@ -373,32 +385,49 @@ class Engine:
         name = normalize_sender(sender)
         num = normalize_number(number, idx.default_country)
         bit = idx.category_bit(category)
-        keys = (name, idx.entity_of(name), GLOBAL)
         answer = {"suppressed": False, "scope": Scope.NONE, "matched": "", "categories": [],
                   "origin": "", "source": "", "at_ms": 0, "snapshot_as_of": idx.meta.get("as_of")}
-        for level, i in _LEVELS:
-            key = keys[i]
-            if key is None:
-                continue
-            event = state.overlay.get(num, key, bit)
-            if event is not None:
-                if event.opt_out:
-                    answer.update(suppressed=True, scope=level, matched=key,
-                                  categories=_category_names(idx, event.mask), origin="event",
-                                  source=event.source, at_ms=event.at_ms)
-                    return answer
-                continue
-            mask = idx.mask(num, key)
-            if mask >> bit & 1:
-                answer.update(suppressed=True, scope=level, matched=key,
-                              categories=_category_names(idx, mask), origin="snapshot",
-                              source="snapshot")
-                return answer
+        level, key, event, mask = _decide(state, name, num, bit)
+        if event is not None:  # an opt-out decided, or a reassignment cleared the number
+            answer.update(suppressed=level != Scope.NONE, scope=level, matched=key,
+                          categories=_category_names(idx, event.mask), origin="event",
+                          source=event.source, at_ms=event.at_ms)
+        elif level != Scope.NONE:
+            answer.update(suppressed=True, scope=level, matched=key,
+                          categories=_category_names(idx, mask), origin="snapshot",
+                          source="snapshot")
         return answer
 
     def _country(self) -> int:
         state = self._state
         return state.index.default_country if state else 86
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def checkpoint(self, min_log_bytes: int = 0) -> CheckpointReport | None:
+        """Fold the write log into the events checkpoint and retire the folded segments.
+
+        Runs beside checks (they keep answering from the state they have) and takes only what
+        the sealed segments and the old checkpoint hold, in chunks. One process at a time
+        (a lock file); returns None when another is at it or the log is smaller than
+        `min_log_bytes`."""
+        if self.log is None or self.data_dir is None:
+            return None
+        with self._checkpoint_lock, _exclusive(self.data_dir / "checkpoint.lock") as mine:
+            if not mine or self.log.size() < max(min_log_bytes, 1):
+                return None
+            started = time.monotonic()
+            path = self.data_dir / CHECKPOINT_NAME
+            sealed = self.log.rotate()
+            old = read_checkpoint(path) if path.exists() else Checkpoint(EventTable.empty(), 0, 0)
+            state = self._state
+            as_of = int(state.index.meta.get("as_of_ms", 0)) if state else 0
+            records = self.log.records(old.covers + 1, sealed)
+            table = old.table.fold(map(_event, records), as_of)
+            write_checkpoint(path, Checkpoint(table, sealed, as_of), self.io)
+            retired = self.log.retire(sealed)
+        self._adopt_checkpoint()
+        return CheckpointReport(rows=len(table), covers=sealed, retired_bytes=retired,
+                                seconds=time.monotonic() - started)
 
     # -- snapshots ---------------------------------------------------------------------------
     def load_snapshot(self, paths: Sequence[str | PathLike[str]],
@@ -426,6 +455,21 @@ class Engine:
             if self.data_dir is not None:
                 self._snapshot_id = _file_identity(self.data_dir / SNAPSHOT_NAME)
             return report
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[bool]:
+    """A lock file across processes, without waiting: yields whether we hold it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)
 
 
 def _category_names(idx: SuppressionIndex, mask: int) -> list[str]:
@@ -459,19 +503,30 @@ def _name_of(sender_of: Callable[[int], str] | None, i: int) -> str | None:
 
 
 def _with_events(state: _State, sender: str | None, number: int, bit: int) -> Scope:
-    """A check of a number that has real-time events: level by level, an event decides where
-    there is one, the snapshot where there is not."""
+    """A check of a number that has real-time events."""
+    return _decide(state, sender, number, bit)[0]
+
+
+def _decide(state: _State, sender: str | None, number: int,
+            bit: int) -> tuple[Scope, str, Event | None, int]:
+    """Level by level, an event decides where there is one, the snapshot where there is not;
+    after a reassignment of the number, the snapshot's entries (all older) no longer count.
+    Returns (scope, matched key, the deciding opt-out event or the reassignment when nothing
+    matched, the snapshot entry's category mask)."""
     idx, overlay = state.index, state.overlay
+    reassigned = overlay.reassignment(number)
     keys = (sender, idx.entity_of(sender) if sender else None, GLOBAL)
     for level, i in _LEVELS:
         key = keys[i]
         if key is None:
             continue
-        event = overlay.get(number, key, bit)
+        event = overlay.latest(number, key, bit)
         if event is not None:
             if event.opt_out:
-                return level
+                return level, key, event, 0
             continue
-        if idx.mask(number, key) >> bit & 1:
-            return level
-    return Scope.NONE
+        if reassigned is None:
+            mask = idx.mask(number, key)
+            if mask >> bit & 1:
+                return level, key, None, mask
+    return Scope.NONE, "", reassigned, 0

@@ -1,37 +1,59 @@
 """The write log (SPEC §6): every real-time event, durable before it is acknowledged.
 
-One append-only file in the data directory, shared by every worker process. A record is
-`length u32 | crc32 u32 | msgpack payload`, written with one write() on an O_APPEND descriptor
-(so records of several processes never interleave), then fsync'd: group commit, as a thread
-that finds its record already covered by another thread's fsync does not sync again. A record's
-sequence is the offset where it ends. Readers tail the file from where they stopped, taking only
-whole records whose checksum holds, so every check that starts after an acknowledgement sees it,
-in every process. An fsync or write failure is never retried into a success: the write fails and
-writes stop (WritesStopped) until an operator restarts; checks go on.
+Append-only segment files `events-NNNNNN.log` in the data directory, shared by every worker
+process. A record is `length u32 | crc32 u32 | msgpack payload`, written with one write() under
+an exclusive flock of the segment (records of several processes never interleave, and a write cut
+short by a full disk can be cut back to the last whole record), then fsync'd: group commit, as a
+thread whose record another thread's fsync already covered does not sync again. A record's
+sequence is (segment << 40) | the offset where it ends.
+
+A checkpoint rotates the log: it creates the next segment and appends a seal record to the
+current one while holding its lock. A writer checks for a newer segment under the same lock, so
+nothing but seals follows a seal; readers that meet a seal move on to the next segment. Sealed
+segments are folded into a checkpoint and then retired (deleted).
+
+Readers tail the segments from where they stopped, taking only whole records whose checksum
+holds, so every check that starts after an acknowledgement sees it, in every process. An fsync
+or write failure is never retried into a success: the write fails and writes stop
+(WritesStopped) until an operator restarts; checks go on. A full disk fails the write (DiskFull)
+with the log cut back to its last whole record; writes go on once there is space again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
-import os
+import re
 import struct
 import threading
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from os import PathLike
 from pathlib import Path
 
 import msgpack
 
-__all__ = ["CorruptLog", "EventLog", "WritesStopped"]
+from anning.logio import OS_IO, FileIO
+
+__all__ = ["CorruptLog", "DiskFull", "EventLog", "WritesStopped", "encode"]
 
 log = logging.getLogger("anning.eventlog")
 _FRAME = struct.Struct("<II")
 MAX_RECORD = 1 << 20
+SEGMENT_SHIFT = 40
+_SEAL_VERSION = 0  # a payload [0, next segment] is the log's own seal, not an event
+_SEGMENT = re.compile(r"^events-(\d{6,})\.log$")
+_LEGACY = "events.log"  # a single-file log of an earlier version: becomes segment 1
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 class WritesStopped(Exception):
     """Writes are stopped after a failure of the disk; checks go on (UNAVAILABLE for writes)."""
+
+
+class DiskFull(Exception):
+    """This write did not fit on the disk: nothing of it was kept; retry when there is space."""
 
 
 class CorruptLog(Exception):
@@ -46,83 +68,248 @@ def encode(record: Iterable[object]) -> bytes:
     return frame(msgpack.packb(list(record), use_bin_type=True))
 
 
-class EventLog:
-    """Append and tail one log file; safe across threads and processes."""
+def _seal(following: int) -> bytes:
+    return encode((_SEAL_VERSION, following))
 
-    def __init__(self, path: str | PathLike[str]) -> None:
-        self.path = Path(path)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+
+def segment_name(number: int) -> str:
+    return f"events-{number:06d}.log"
+
+
+def sequence_of(segment: int, offset: int) -> int:
+    return segment << SEGMENT_SHIFT | offset
+
+
+class _Segment:
+    """One open segment file; closed when the last thread using it lets go."""
+
+    def __init__(self, io: FileIO, directory: Path, number: int, create: bool = True) -> None:
+        self.io = io
+        self.number = number
+        self.path = directory / segment_name(number)
+        self.fd = -1
+        self.fd = io.open(self.path) if create or io.exists(self.path) else -1
+        self.synced = 0
+        self.sync_lock = threading.Lock()
+
+    def __del__(self) -> None:
+        fd, self.fd = getattr(self, "fd", -1), -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                self.io.close(fd)
+
+
+class EventLog:
+    """Append to and tail the segments of one data directory; safe across threads and
+    processes. `io` is the file layer (plain OS calls unless a test gives another)."""
+
+    def __init__(self, directory: str | PathLike[str], io: FileIO = OS_IO) -> None:
+        self.directory = Path(directory)
+        self.io = io
         self._write_lock = threading.Lock()
-        self._sync_lock = threading.Lock()
         self._read_lock = threading.Lock()
-        self._synced = 0
-        self._read = 0
         self.failure: str | None = None
+        self._adopt_legacy()
+        numbers = self.segments()
+        last = numbers[-1] if numbers else 1
+        self._writer = _Segment(io, self.directory, last)
+        if not numbers:
+            io.fsync_dir(self.directory)
+        self._reader = _Segment(io, self.directory, numbers[0] if numbers else last)
+        self._read = 0
+        self.behind = False  # the reader met a segment a checkpoint has retired already
+
+    def _adopt_legacy(self) -> None:
+        legacy = self.directory / _LEGACY
+        if self.io.exists(legacy) and not self.segments():
+            legacy.rename(self.directory / segment_name(1))
+            self.io.fsync_dir(self.directory)
+
+    def segments(self) -> list[int]:
+        """The segment numbers on disk, in order."""
+        found = (_SEGMENT.match(name) for name in self.io.listdir(self.directory))
+        return sorted(int(m.group(1)) for m in found if m)
 
     # -- writing -----------------------------------------------------------------------------
     def append(self, records: list[bytes]) -> int:
-        """Write framed records and make them durable; return the sequence of the last."""
+        """Write framed records and make them durable; return the sequence of the last.
+        Raises DiskFull (nothing kept, writes go on) or WritesStopped."""
         data = b"".join(records)
         with self._write_lock:
             if self.failure:
                 raise WritesStopped(self.failure)
-            try:
-                written = os.write(self.fd, data)
-                if written != len(data):
-                    raise OSError(28, f"short write: {written} of {len(data)} bytes")
-                end = os.lseek(self.fd, 0, os.SEEK_CUR)
-            except OSError as exc:
-                self._stop(f"write to {self.path} failed: {exc}")
-                raise WritesStopped(self.failure) from exc
-        self._sync(end)
-        return end
+            segment, end = self._write_locked(data)
+        self._sync(segment, end)
+        return sequence_of(segment.number, end)
 
-    def _sync(self, end: int) -> None:
-        with self._sync_lock:
-            if self._synced >= end:  # another thread's fsync, begun after our write, covered it
+    def _current_segment(self) -> _Segment:
+        """The newest segment, moving to it (and sealing the old) if a checkpoint rotated."""
+        segment = self._writer
+        while self.io.exists(self.directory / segment_name(segment.number + 1)):
+            newer = _Segment(self.io, self.directory, segment.number + 1)
+            self._locked(segment, lambda s=segment, n=newer.number: self._put(s, _seal(n)))
+            segment = self._writer = newer
+        return segment
+
+    def _write_locked(self, data: bytes) -> tuple[_Segment, int]:
+        while True:
+            segment = self._current_segment()
+            end = self._locked(segment, lambda s=segment: None if self._rotated(s)
+                               else self._put(s, data))
+            if end is not None:
+                return segment, end
+
+    def _rotated(self, segment: _Segment) -> bool:
+        return self.io.exists(self.directory / segment_name(segment.number + 1))
+
+    def _locked(self, segment: _Segment, action):
+        try:
+            self.io.lock(segment.fd)
+        except OSError as exc:
+            raise self._stop(f"lock of {segment.path} failed: {exc}") from exc
+        try:
+            return action()
+        finally:
+            with contextlib.suppress(OSError):
+                self.io.unlock(segment.fd)
+
+    def _put(self, segment: _Segment, data: bytes) -> int:
+        """One write under the segment's lock; on a full disk, cut back and raise DiskFull."""
+        io = self.io
+        start = io.size(segment.fd)
+        try:
+            written = io.write(segment.fd, data)
+        except OSError as exc:
+            if exc.errno not in _NO_SPACE:
+                raise self._stop(f"write to {segment.path} failed: {exc}") from exc
+            written = -1
+        if written != len(data):
+            self._cut_back(segment, start, written)
+        return start + written
+
+    def _sync(self, segment: _Segment, end: int) -> None:
+        with segment.sync_lock:
+            if segment.synced >= end:  # another thread's fsync, begun after our write, covered it
                 return
             if self.failure:
                 raise WritesStopped(self.failure)
-            target = os.fstat(self.fd).st_size
+            target = self.io.size(segment.fd)
             try:
-                os.fsync(self.fd)
+                self.io.fsync(segment.fd)
             except OSError as exc:
-                self._stop(f"fsync of {self.path} failed: {exc}")
-                raise WritesStopped(self.failure) from exc
-            self._synced = max(self._synced, target)
+                raise self._stop(f"fsync of {segment.path} failed: {exc}") from exc
+            segment.synced = max(segment.synced, target)
 
-    def _stop(self, why: str) -> None:
-        self.failure = why
-        log.error("writes stopped: %s", why)
+    def _stop(self, why: str) -> WritesStopped:
+        if self.failure is None:
+            self.failure = why
+            log.error("writes stopped until a restart: %s", why)
+        return WritesStopped(self.failure)
+
+    def rotate(self) -> int:
+        """Start a new segment; return the number of the one sealed (for a checkpoint to fold).
+        Every record of the sealed one is whole and on disk when this returns."""
+        with self._write_lock:
+            if self.failure:
+                raise WritesStopped(self.failure)
+            segment = self._current_segment()
+
+            def seal() -> _Segment:
+                newer = _Segment(self.io, self.directory, segment.number + 1)
+                self.io.fsync_dir(self.directory)
+                self._put(segment, _seal(newer.number))
+                return newer
+
+            self._writer = self._locked(segment, seal)
+            self._sync(segment, self.io.size(segment.fd))
+            return segment.number
+
+    def retire(self, upto: int) -> int:
+        """Delete the segments up to `upto` (a checkpoint holds their events now); return the
+        bytes freed."""
+        freed = 0
+        for number in self.segments():
+            if number <= upto:
+                path = self.directory / segment_name(number)
+                freed += path.stat().st_size
+                self.io.unlink(path)
+        if freed:
+            self.io.fsync_dir(self.directory)
+        return freed
+
+    def size(self) -> int:
+        """Bytes in the segments on disk."""
+        return sum((self.directory / segment_name(n)).stat().st_size for n in self.segments())
 
     # -- reading -----------------------------------------------------------------------------
     def tail(self) -> list[list]:
-        """The records appended since the last call (by any process), in order."""
-        if os.fstat(self.fd).st_size <= self._read:
+        """The event records appended since the last call (by any process), in order."""
+        if self.io.size(self._reader.fd) <= self._read:
             return []
         with self._read_lock:
-            records, self._read = self._scan(self._read, final=False)
-            return records
+            out: list[list] = []
+            while True:
+                records, end, following = self._scan(self._reader, self._read, final=False)
+                out.extend(records)
+                self._read = end
+                if following is None:
+                    return out
+                newer = _Segment(self.io, self.directory, following, create=False)
+                if newer.fd < 0:  # folded into a checkpoint: the engine must load that first
+                    self.behind = True
+                    return out
+                self._reader, self._read = newer, 0
 
-    def replay(self) -> list[list]:
-        """Every record from the start (recovery). A torn last record is dropped with a
-        warning and cut off; a bad record before the end raises CorruptLog."""
+    def replay(self, after: int = 0) -> list[list]:
+        """Every event record of the segments after `after` (those a checkpoint does not hold),
+        for recovery; the reader goes on from their end. A torn last record is dropped with a
+        warning and cut off; a bad record before the end raises CorruptLog naming the file and
+        the offset."""
         with self._read_lock:
-            records, end = self._scan(0, final=True)
-            size = os.fstat(self.fd).st_size
-            if end < size:
-                log.warning("%s: dropping a torn last record at offset %d (%d bytes)",
-                            self.path, end, size - end)
-                os.ftruncate(self.fd, end)
-                os.fsync(self.fd)
-            self._read = end
-            self._synced = end
-            return records
+            out: list[list] = []
+            numbers = [n for n in self.segments() if n > after] or [self._writer.number]
+            for number in numbers:
+                segment = self._writer if number == self._writer.number else \
+                    _Segment(self.io, self.directory, number)
+                # under the lock: a live writer of another process is never cut off mid-record
+                end = self._locked(segment, lambda s=segment: self._recover(s, out))
+            self._reader, self._read, self.behind = segment, end, False
+            self._writer.synced = max(self._writer.synced, end if segment is self._writer
+                                      else 0)
+            if numbers[-1] - 1 in self.segments():
+                # a rotation whose seal may be missing (its process died before writing it)
+                older = _Segment(self.io, self.directory, numbers[-1] - 1)
+                self._locked(older, lambda: self._put(older, _seal(numbers[-1])))
+            return out
 
-    def _scan(self, start: int, final: bool) -> tuple[list[list], int]:
-        size = os.fstat(self.fd).st_size
-        data = os.pread(self.fd, size - start, start) if size > start else b""
-        records, pos = [], 0
+    def _recover(self, segment: _Segment, out: list[list]) -> int:
+        records, end, _ = self._scan(segment, 0, final=True)
+        out.extend(records)
+        size = self.io.size(segment.fd)
+        if end < size:
+            log.warning("%s: dropping a torn last record at offset %d (%d bytes)",
+                        segment.path, end, size - end)
+            self.io.truncate(segment.fd, end)
+            self.io.fsync(segment.fd)
+        return end
+
+    def records(self, first: int, last: int) -> Iterator[list]:
+        """The event records of segments first..last as on disk (for a checkpoint's fold)."""
+        for number in range(first, last + 1):
+            path = self.directory / segment_name(number)
+            if not self.io.exists(path):
+                continue
+            records, _, _ = self._scan(_Segment(self.io, self.directory, number), 0, final=True)
+            yield from records
+
+    def _scan(self, segment: _Segment, start: int,
+              final: bool) -> tuple[list[list], int, int | None]:
+        """Whole records from `start`: (event records, where they end, the segment a seal
+        points to or None)."""
+        size = self.io.size(segment.fd)
+        data = self.io.pread(segment.fd, size - start, start) if size > start else b""
+        records: list[list] = []
+        pos = 0
         while pos + _FRAME.size <= len(data):
             length, crc = _FRAME.unpack_from(data, pos)
             end = pos + _FRAME.size + length
@@ -131,32 +318,50 @@ class EventLog:
             payload = data[pos + _FRAME.size : end]
             if zlib.crc32(payload) != crc:
                 if final and end < len(data):
-                    raise CorruptLog(f"{self.path}: bad record at offset {start + pos}")
+                    raise CorruptLog(f"{segment.path}: bad record at offset {start + pos}")
                 break
             try:
-                records.append(msgpack.unpackb(payload, raw=False))
+                record = msgpack.unpackb(payload, raw=False)
             except (ValueError, msgpack.UnpackException) as exc:
-                raise CorruptLog(f"{self.path}: undecodable record at offset {start + pos}: "
-                                 f"{exc}") from None
+                raise CorruptLog(f"{segment.path}: undecodable record at offset "
+                                 f"{start + pos}: {exc}") from None
             pos = end
+            if record and record[0] == _SEAL_VERSION:
+                if not final:
+                    return records, start + pos, int(record[1])
+                continue
+            records.append(record)
         if final and pos < len(data) and _later_record_ok(data, pos):
-            raise CorruptLog(f"{self.path}: bad record at offset {start + pos}")
-        return records, start + pos
+            raise CorruptLog(f"{segment.path}: bad record at offset {start + pos}")
+        return records, start + pos, None
 
     def reopen(self) -> EventLog:
-        """The same log through a new descriptor, read position kept (for a forked worker)."""
-        other = EventLog(self.path)
+        """The same log through new descriptors, read position kept (for a forked worker:
+        an O_APPEND file position shared with other processes would garble sequences, and a
+        flock shared through an inherited descriptor would not exclude the parent)."""
+        other = EventLog.__new__(EventLog)
+        other.directory, other.io, other.failure = self.directory, self.io, self.failure
+        other.behind = self.behind
+        other._write_lock, other._read_lock = threading.Lock(), threading.Lock()
+        other._writer = _Segment(self.io, self.directory, self._writer.number)
+        other._writer.synced = self._writer.synced
+        other._reader = _Segment(self.io, self.directory, self._reader.number)
         other._read = self._read
-        other._synced = self._synced
-        os.close(self.fd)
         return other
+
+    def position(self) -> tuple[int, int]:
+        """(segment, offset) this reader has taken in up to."""
+        return self._reader.number, self._read
 
     def lag(self) -> int:
         """Bytes appended (by any process) that this reader has not taken in yet."""
-        return max(0, os.fstat(self.fd).st_size - self._read)
+        lag = max(0, self.io.size(self._reader.fd) - self._read)
+        if self._writer.number > self._reader.number:
+            lag += self.io.size(self._writer.fd)
+        return lag
 
     def close(self) -> None:
-        os.close(self.fd)
+        self._writer = self._reader = None  # type: ignore[assignment]
 
 
 def _later_record_ok(data: bytes, pos: int) -> bool:

@@ -31,6 +31,7 @@ from anning.errors import InvalidInput
 from anning.index import ScopeTable, SuppressionIndex
 from anning.scopes import (
     DEFAULT_CATEGORIES,
+    SOURCES,
     category_mask,
     parse_scope,
     validate_categories,
@@ -50,7 +51,6 @@ __all__ = [
     "read_snapshot_files",
 ]
 
-SOURCES = ("snapshot", "reply", "customer_service", "complaint_12321", "regulator", "api")
 CHUNK = 8 << 20
 REJECTS_HEADER = ("line", "column", "reason", "raw")
 _GZIP_MAGIC = b"\x1f\x8b"

@@ -13,6 +13,7 @@ __all__ = [
     "ALL_CATEGORIES",
     "DEFAULT_CATEGORIES",
     "GLOBAL",
+    "SOURCES",
     "Scope",
     "category_bit",
     "category_mask",
@@ -21,6 +22,8 @@ __all__ = [
 ]
 
 DEFAULT_CATEGORIES = ("marketing", "notification")
+# where an entry or event came from (stored as the index into this tuple: append only)
+SOURCES = ("snapshot", "reply", "customer_service", "complaint_12321", "regulator", "api")
 ALL_CATEGORIES = "all"
 MAX_CATEGORIES = 8
 GLOBAL = "*"

@@ -195,10 +195,14 @@ def _run_worker(engine: Engine, options: ServeOptions, address: str, workers: in
     done = threading.Event()
 
     def publish_health() -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if engine.ready else \
-            health_pb2.HealthCheckResponse.NOT_SERVING
-        for service in ("", "anning.v1.Suppression", "anning.v1.OptOuts", "anning.v1.Admin"):
+        serving, not_serving = (health_pb2.HealthCheckResponse.SERVING,
+                                health_pb2.HealthCheckResponse.NOT_SERVING)
+        status = serving if engine.ready else not_serving
+        for service in ("", "anning.v1.Suppression", "anning.v1.Admin"):
             health_servicer.set(service, status)
+        # the write side says so until an operator restarts after a disk failure
+        writes_ok = engine.log is None or engine.log.failure is None
+        health_servicer.set("anning.v1.OptOuts", status if writes_ok else not_serving)
 
     # Before the port opens: a new HealthServicer says SERVING for "" until told otherwise.
     publish_health()

@@ -19,7 +19,8 @@ from anning import __version__, _wire
 from anning._normalize import normalize_number
 from anning.engine import Engine, NotReady
 from anning.errors import InvalidInput
-from anning.eventlog import WritesStopped
+from anning.eventlog import DiskFull, WritesStopped
+from anning.events import OPT_IN, OPT_OUT, REASSIGN
 from anning.loader import LoadOptions, SnapshotRefused, parse_time
 from anning.server.metrics import Metrics
 from anning.v1 import anning_pb2 as pb
@@ -49,6 +50,8 @@ def _code_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
         return grpc.StatusCode.FAILED_PRECONDITION, f"snapshot refused: {exc.report.refused}"
     if isinstance(exc, OverflowError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
+    if isinstance(exc, DiskFull):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, f"disk full, nothing written: {exc}"
     if isinstance(exc, _wire.MalformedRequest):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
     return None
@@ -181,22 +184,53 @@ class Suppression(_Base):
             yield _RESPONSES[code]
 
 
+_KINDS = {pb.EVENT_KIND_OPT_OUT: OPT_OUT, pb.EVENT_KIND_OPT_IN: OPT_IN,
+          pb.EVENT_KIND_REASSIGN: REASSIGN}
+
+
 class OptOuts(_Base):
-    def _ack(self, request: pb.OptOutRequest, opt_out: bool) -> pb.WriteAck:
-        event = self.engine.make_event(
-            request.number, request.scope, request.category or "marketing", opt_out,
-            request.at_ms or None, request.source or "api",
-        )
+    def _event(self, request: Any, kind: int) -> Any:
+        return self.engine.make_event(
+            request.number, getattr(request, "scope", ""),
+            getattr(request, "category", "") or "marketing", kind, request.at_ms or None,
+            request.source or "api")
+
+    def _ack(self, request: Any, kind: int) -> pb.WriteAck:
+        event = self._event(request, kind)
         sequence = self.engine.apply([event])
         return pb.WriteAck(sequence=sequence, at_ms=event.at_ms)
 
     @_rpc("OptOut")
     def OptOut(self, request: pb.OptOutRequest, context: grpc.ServicerContext) -> pb.WriteAck:
-        return self._ack(request, True)
+        return self._ack(request, OPT_OUT)
 
     @_rpc("OptIn")
     def OptIn(self, request: pb.OptOutRequest, context: grpc.ServicerContext) -> pb.WriteAck:
-        return self._ack(request, False)
+        return self._ack(request, OPT_IN)
+
+    @_rpc("Reassign")
+    def Reassign(self, request: pb.ReassignRequest,
+                 context: grpc.ServicerContext) -> pb.WriteAck:
+        return self._ack(request, REASSIGN)
+
+    @_rpc("WriteBatch")
+    def WriteBatch(self, request: pb.WriteBatchRequest,
+                   context: grpc.ServicerContext) -> pb.WriteBatchAck:
+        if len(request.events) > self.limits.max_batch:
+            raise OverflowError(f"events: {len(request.events)} in one call, more than "
+                                f"{self.limits.max_batch}")
+        events = []
+        for i, item in enumerate(request.events):
+            try:
+                kind = _KINDS.get(item.kind)
+                if kind is None:
+                    raise InvalidInput(f"kind: {item.kind!r} is not an opt-out, opt-in or "
+                                       "reassignment")
+                events.append(self._event(item, kind))
+            except InvalidInput as exc:  # all or none: nothing is written
+                raise InvalidInput(f"events[{i}].{exc}") from None
+        sequence = self.engine.apply(events)
+        return pb.WriteBatchAck(sequence=sequence, events=len(events))
 
     @_rpc("ReportReply")
     def ReportReply(self, request: pb.ReplyRequest,
@@ -297,6 +331,8 @@ def build_handlers(engine: Engine, metrics: Metrics, limits: Limits,
             "OptOut": unary(opt_outs.OptOut, pb.OptOutRequest, pb.WriteAck),
             "OptIn": unary(opt_outs.OptIn, pb.OptOutRequest, pb.WriteAck),
             "ReportReply": unary(opt_outs.ReportReply, pb.ReplyRequest, pb.ReplyResult),
+            "Reassign": unary(opt_outs.Reassign, pb.ReassignRequest, pb.WriteAck),
+            "WriteBatch": unary(opt_outs.WriteBatch, pb.WriteBatchRequest, pb.WriteBatchAck),
             "Explain": unary(opt_outs.Explain, pb.CheckRequest, pb.Explanation),
         },
         "anning.v1.Admin": {
