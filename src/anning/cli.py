@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -125,6 +126,24 @@ def cmd_write(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reassign(args: argparse.Namespace) -> int:
+    _print_message(_remote(args, lambda c: c.reassign(args.number, args.at_ms, args.source)))
+    return 0
+
+
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    from anning.engine import Engine
+
+    engine = Engine(data_dir=args.data)
+    engine.open_snapshot()
+    report = engine.checkpoint()
+    if report is None:
+        print("anning: nothing to fold, or a checkpoint is already running", file=sys.stderr)
+        return 0
+    print(json.dumps(dataclasses.asdict(report)))
+    return 0
+
+
 def cmd_reply(args: argparse.Namespace) -> int:
     _print_message(_remote(args, lambda c: c.report_reply(args.sender, args.number, args.text)))
     return 0
@@ -148,7 +167,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tokens=args.tokens, tls_cert=args.tls_cert, tls_key=args.tls_key,
         client_ca=args.client_ca, metrics=args.metrics, reflection=args.reflection,
         demo=not args.no_demo, demo_entries=args.demo_entries, max_batch=args.max_batch,
-        max_concurrent_rpcs=args.max_concurrent_rpcs,
+        max_concurrent_rpcs=args.max_concurrent_rpcs, checkpoint_bytes=args.checkpoint_bytes,
     ))
 
 
@@ -243,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="with no snapshot, wait for Admin.LoadSnapshot instead of a demo list")
     serve.add_argument("--demo-entries", type=int, default=100_000)
     serve.add_argument("--max-batch", type=int, default=10_000)
+    serve.add_argument("--checkpoint-bytes", type=int, default=64 << 20,
+                       help="fold the write log into a checkpoint once it holds this many bytes")
     serve.add_argument("--max-concurrent-rpcs", type=int, default=None,
                        help="a worker answers RESOURCE_EXHAUSTED past this many calls at once")
     serve.set_defaults(func=cmd_serve)
@@ -264,6 +285,17 @@ def main(argv: list[str] | None = None) -> int:
         write.add_argument("--at-ms", type=int, default=0, help="when the user acted (Unix ms)")
         write.add_argument("--source", default="", help="api (default), customer_service, ...")
         write.set_defaults(func=cmd_write)
+
+    reassign = remote(sub.add_parser("reassign", help="a number went to a new subscriber"))
+    reassign.add_argument("number")
+    reassign.add_argument("--at-ms", type=int, default=0, help="when (Unix ms; default now)")
+    reassign.add_argument("--source", default="", help="api (default), regulator, ...")
+    reassign.set_defaults(func=cmd_reassign)
+
+    checkpoint = sub.add_parser(
+        "checkpoint", help="fold the write log of --data into its checkpoint (safe while serving)")
+    checkpoint.add_argument("--data", default=DEFAULT_DATA)
+    checkpoint.set_defaults(func=cmd_checkpoint)
 
     reply = remote(sub.add_parser("reply", help="report a user's reply (TD, 退订, STOP ...)"))
     reply.add_argument("sender")

@@ -169,6 +169,17 @@ class Client:
                                    at_ms=at_ms, source=source)
         return self._write(self.opt_outs.OptIn, request, timeout)
 
+    def reassign(self, number: str, at_ms: int = 0, source: str = "",
+                 timeout: float | None = None) -> pb.WriteAck:
+        request = pb.ReassignRequest(number=str(number), at_ms=at_ms, source=source)
+        return self._write(self.opt_outs.Reassign, request, timeout)
+
+    def write_batch(self, events: Iterable[pb.WriteEvent],
+                    timeout: float | None = None) -> pb.WriteBatchAck:
+        """Many events, durable together before the one acknowledgement (all or none)."""
+        request = pb.WriteBatchRequest(events=list(events))
+        return self._write(self.opt_outs.WriteBatch, request, timeout)
+
     def report_reply(self, sender: str, number: str, text: str, at_ms: int = 0,
                      timeout: float | None = None) -> pb.ReplyResult:
         request = pb.ReplyRequest(sender=sender, number=str(number), text=text, at_ms=at_ms)

@@ -47,6 +47,8 @@ class ServeOptions:
     max_message_bytes: int = 64 << 20
     max_concurrent_rpcs: int | None = None  # past it: RESOURCE_EXHAUSTED (costs ~100 us a call)
     grace_seconds: float = 10.0
+    checkpoint_bytes: int = 64 << 20  # fold the write log once it holds this much
+    checkpoint_every: float = 5.0  # seconds between looks at the log's size
 
 
 def _listen_address(options: ServeOptions) -> str:
@@ -226,6 +228,8 @@ def _run_worker(engine: Engine, options: ServeOptions, address: str, workers: in
 
     watcher = threading.Thread(target=set_health, name="health", daemon=True)
     watcher.start()
+    threading.Thread(target=_checkpoints, args=(engine, options, done), name="checkpoint",
+                     daemon=True).start()
 
     def drain(signum: int, _frame: object) -> None:
         log.info("pid %d draining (signal %d)", os.getpid(), signum)
@@ -239,6 +243,20 @@ def _run_worker(engine: Engine, options: ServeOptions, address: str, workers: in
     done.set()
     log.info("pid %d stopped", os.getpid())
     return 0
+
+
+def _checkpoints(engine: Engine, options: ServeOptions, done: threading.Event) -> None:
+    """Fold the write log into the checkpoint when it has grown: memory and restart time stay
+    bounded. Every worker looks; a lock file lets one at a time do it."""
+    while not done.wait(options.checkpoint_every):
+        try:
+            report = engine.checkpoint(min_log_bytes=options.checkpoint_bytes)
+        except Exception as exc:  # a failed checkpoint leaves the log as it was: try later
+            log.warning("checkpoint failed: %r", exc)
+            continue
+        if report is not None:
+            log.info("checkpoint: %d events held, segments up to %d retired (%d bytes) in "
+                     "%.2f s", report.rows, report.covers, report.retired_bytes, report.seconds)
 
 
 def _update_gauges(engine: Engine, metrics: Metrics) -> None:
