@@ -10,7 +10,7 @@ then publishes it, and a reader keeps the table it started with.
 """
 
 cimport cython
-from libc.stdint cimport uint8_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 
 import numpy as np
 
@@ -124,3 +124,91 @@ cdef class NumberSet:
         """The numbers, sorted."""
         table = self._table
         return np.sort(table[table != 0])
+
+
+cdef extern from *:
+    """
+    /* CRC-32 (IEEE, as zlib.crc32), table-driven: the write log's records are checked here */
+    static uint32_t anning_crc_table[256];
+    static int anning_crc_ready = 0;
+    static void anning_crc_init(void) {
+        for (uint32_t i = 0; i < 256; i++) {
+            uint32_t c = i;
+            for (int k = 0; k < 8; k++) c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            anning_crc_table[i] = c;
+        }
+        anning_crc_ready = 1;
+    }
+    static inline uint32_t anning_crc32(const uint8_t *p, size_t n) {
+        uint32_t c = 0xFFFFFFFFu;
+        while (n--) c = anning_crc_table[(c ^ *p++) & 0xFF] ^ (c >> 8);
+        return c ^ 0xFFFFFFFFu;
+    }
+    static inline uint32_t anning_le32(const uint8_t *p) {
+        return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    }
+    """
+    void anning_crc_init() nogil
+    int anning_crc_ready
+    uint32_t anning_crc32(const uint8_t *p, size_t n) nogil
+    uint32_t anning_le32(const uint8_t *p) nogil
+
+
+cdef enum:
+    _END = 0
+    _TORN = 1
+    _BAD = 2
+
+FRAME_END, FRAME_TORN, FRAME_BAD = _END, _TORN, _BAD
+
+
+def scan_frames(const uint8_t[::1] data, Py_ssize_t max_record):
+    """Walk `length u32 | crc32 u32 | payload` frames from the start of `data`.
+
+    Returns (payload offsets, payload lengths, where the whole good frames end, why the walk
+    stopped: FRAME_END at the end of the data, FRAME_TORN at a frame the data cuts short or
+    with an impossible length, FRAME_BAD at a frame whose checksum fails)."""
+    cdef Py_ssize_t n = data.shape[0], pos = 0, count = 0, length
+    cdef int why = _END
+    if not anning_crc_ready:
+        anning_crc_init()
+    offsets = np.empty(n // 8 + 1, np.int64)
+    lengths = np.empty(n // 8 + 1, np.int64)
+    cdef int64_t[::1] offs = offsets
+    cdef int64_t[::1] lens = lengths
+    cdef const uint8_t* base = &data[0] if n else NULL
+    with nogil:
+        while pos + 8 <= n:
+            length = anning_le32(base + pos)
+            if length > max_record or pos + 8 + length > n:
+                why = _TORN
+                break
+            if anning_crc32(base + pos + 8, length) != anning_le32(base + pos + 4):
+                why = _BAD
+                break
+            offs[count] = pos + 8
+            lens[count] = length
+            count += 1
+            pos += 8 + length
+        if why == _END and pos < n:
+            why = _TORN
+    return offsets[:count], lengths[:count], pos, why
+
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.string cimport memcpy
+
+
+def join_payloads(const uint8_t[::1] data, const int64_t[::1] offsets,
+                  const int64_t[::1] lengths):
+    """The payloads of scanned frames back to back (one msgpack stream to decode at once)."""
+    cdef Py_ssize_t i, total = 0, at = 0
+    for i in range(lengths.shape[0]):
+        total += lengths[i]
+    out = PyBytes_FromStringAndSize(NULL, total)
+    cdef char* dest = PyBytes_AS_STRING(out)
+    with nogil:
+        for i in range(lengths.shape[0]):
+            memcpy(dest + at, &data[offsets[i]], lengths[i])
+            at += lengths[i]
+    return out

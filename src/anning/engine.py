@@ -144,8 +144,7 @@ class Engine:
         if checkpoint.covers and self.log.segments()[0] <= checkpoint.covers:
             self.log.retire(checkpoint.covers)  # a checkpoint that crashed before retiring
         self._checkpoint_id = identity
-        events = list(map(_event, records))
-        table = checkpoint.table.fold(events, as_of_ms) if events else \
+        table = checkpoint.table.fold_records(records, as_of_ms) if records else \
             checkpoint.table.after(as_of_ms)
         return Overlay(table)
 
@@ -422,7 +421,7 @@ class Engine:
             state = self._state
             as_of = int(state.index.meta.get("as_of_ms", 0)) if state else 0
             records = self.log.records(old.covers + 1, sealed)
-            table = old.table.fold(map(_event, records), as_of)
+            table = old.table.fold_records(records, as_of)
             write_checkpoint(path, Checkpoint(table, sealed, as_of), self.io)
             retired = self.log.retire(sealed)
         self._adopt_checkpoint()

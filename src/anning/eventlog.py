@@ -33,7 +33,9 @@ from os import PathLike
 from pathlib import Path
 
 import msgpack
+import numpy as np
 
+from anning._events import FRAME_BAD, FRAME_END, FRAME_TORN, join_payloads, scan_frames
 from anning.logio import OS_IO, FileIO
 
 __all__ = ["CorruptLog", "DiskFull", "EventLog", "WritesStopped", "encode"]
@@ -305,35 +307,25 @@ class EventLog:
     def _scan(self, segment: _Segment, start: int,
               final: bool) -> tuple[list[list], int, int | None]:
         """Whole records from `start`: (event records, where they end, the segment a seal
-        points to or None)."""
+        points to or None). The frames and checksums are walked in the compiled core."""
         size = self.io.size(segment.fd)
         data = self.io.pread(segment.fd, size - start, start) if size > start else b""
+        offsets, lengths, stop, why = scan_frames(data, MAX_RECORD)
         records: list[list] = []
-        pos = 0
-        while pos + _FRAME.size <= len(data):
-            length, crc = _FRAME.unpack_from(data, pos)
-            end = pos + _FRAME.size + length
-            if length > MAX_RECORD or end > len(data):
-                break
-            payload = data[pos + _FRAME.size : end]
-            if zlib.crc32(payload) != crc:
-                if final and end < len(data):
-                    raise CorruptLog(f"{segment.path}: bad record at offset {start + pos}")
-                break
-            try:
-                record = msgpack.unpackb(payload, raw=False)
-            except (ValueError, msgpack.UnpackException) as exc:
-                raise CorruptLog(f"{segment.path}: undecodable record at offset "
-                                 f"{start + pos}: {exc}") from None
-            pos = end
+        for i, record in enumerate(_decode(data, offsets, lengths, segment.path, start)):
             if record and record[0] == _SEAL_VERSION:
                 if not final:
-                    return records, start + pos, int(record[1])
+                    return records, start + int(offsets[i] + lengths[i]), int(record[1])
                 continue
             records.append(record)
-        if final and pos < len(data) and _later_record_ok(data, pos):
-            raise CorruptLog(f"{segment.path}: bad record at offset {start + pos}")
-        return records, start + pos, None
+        if final and why != FRAME_END:
+            bad_end = stop + _FRAME.size + _FRAME.unpack_from(data, stop)[0] \
+                if why == FRAME_BAD else len(data)
+            # a bad frame with bytes after it, or a whole good frame after a torn one, is
+            # corruption in the middle; else it is a torn tail
+            if bad_end < len(data) or (why == FRAME_TORN and _later_record_ok(data, stop)):
+                raise CorruptLog(f"{segment.path}: bad record at offset {start + stop}")
+        return records, start + stop, None
 
     def reopen(self) -> EventLog:
         """The same log through new descriptors, read position kept (for a forked worker:
@@ -362,6 +354,28 @@ class EventLog:
 
     def close(self) -> None:
         self._writer = self._reader = None  # type: ignore[assignment]
+
+
+def _decode(data: bytes, offsets: np.ndarray, lengths: np.ndarray, path: Path,
+            start: int) -> list:
+    """The payloads as one msgpack stream (three times quicker than a call a record); a
+    payload that is not exactly one value is found and named record by record."""
+    unpacker = msgpack.Unpacker(raw=False, use_list=False, max_buffer_size=0)
+    unpacker.feed(join_payloads(data, offsets, lengths))
+    try:
+        values = list(unpacker)
+    except (ValueError, msgpack.UnpackException):
+        values = []
+    if len(values) == len(offsets):
+        return values
+    view = memoryview(data)
+    for offset, length in zip(offsets.tolist(), lengths.tolist(), strict=True):
+        try:
+            msgpack.unpackb(view[offset:offset + length], raw=False)
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise CorruptLog(f"{path}: undecodable record at offset "
+                             f"{start + offset - _FRAME.size}: {exc}") from None
+    raise CorruptLog(f"{path}: records from offset {start} do not decode one value each")
 
 
 def _later_record_ok(data: bytes, pos: int) -> bool:

@@ -13,7 +13,7 @@ asks in one call without the GIL.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,29 +83,40 @@ class EventTable:
 
     def fold(self, events: Iterable[Event], after_ms: int = 0) -> EventTable:
         """This table with `events` on top (latest wins per key), keeping rows later than
-        `after_ms` only. Events become numpy rows a chunk at a time, so memory goes with the
-        rows, not with Python objects for every event of the log."""
+        `after_ms` only."""
+        return self.fold_records(((e.kind, e.number, e.scope, e.mask, e.at_ms, e.source)
+                                  for e in events), after_ms)
+
+    def fold_records(self, records: Iterable[Sequence], after_ms: int = 0) -> EventTable:
+        """`fold` for events as the write log holds them: (kind, number, scope, mask, at_ms,
+        source) after a leading version field. Rows are made a chunk at a time, so memory goes
+        with the rows, not with Python objects for every event of the log."""
         scopes = list(self.scopes)
         ids = dict(self.scope_ids)
         parts = [self.columns]
         chunk: list[tuple[int, int, int, int, int, int]] = []
+        add = chunk.append
         source_ids = {name: i for i, name in enumerate(SOURCES)}
-        for e in events:
-            if e.at_ms <= after_ms:
+        for record in records:
+            kind, number, scope_name, mask, at_ms, source_name = record[-6:]
+            if at_ms <= after_ms:
                 continue
-            source = source_ids[e.source]
-            if e.kind == REASSIGN:
-                chunk.append((e.number, e.at_ms, REASSIGN_SCOPE, 0, REASSIGN, source))
+            source = source_ids[source_name]
+            if kind == REASSIGN:
+                add((number, at_ms, REASSIGN_SCOPE, 0, REASSIGN, source))
             else:
-                scope = ids.get(e.scope)
+                scope = ids.get(scope_name)
                 if scope is None:
-                    scope = ids[e.scope] = len(scopes)
-                    scopes.append(e.scope)
-                chunk.extend((e.number, e.at_ms, scope, bit, e.kind, source)
-                             for bit in range(8) if e.mask >> bit & 1)
+                    scope = ids[scope_name] = len(scopes)
+                    scopes.append(scope_name)
+                if mask == 1:  # the common case: marketing only
+                    add((number, at_ms, scope, 0, kind, source))
+                else:
+                    chunk.extend((number, at_ms, scope, bit, kind, source)
+                                 for bit in range(8) if mask >> bit & 1)
             if len(chunk) >= _CHUNK:
                 parts.append(_rows(chunk))
-                chunk = []
+                chunk.clear()
         if chunk:
             parts.append(_rows(chunk))
         cols = {name: np.concatenate([p[name] for p in parts]) for name, _ in _COLUMNS}
