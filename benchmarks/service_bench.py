@@ -13,7 +13,8 @@ The servers (each started, measured and stopped in turn, only on 127.0.0.1):
 - constant: a minimal grpc server in 1 or 2 processes (SO_REUSEPORT, as anning's workers)
   registering `anning_pb2_grpc.SuppressionServicer` whose Check returns a constant
   CheckResponse, CheckBatch builds 1,000 CheckResponse in a Python loop, CheckColumns answers
-  zeros and CheckStream yields the constant: the floor of grpc-python and protobuf.
+  zeros and CheckStream yields the constant: the floor of grpc-python and protobuf (it also
+  answers OptOut and WriteBatch with a constant acknowledgement, for write_bench.py).
 
 The load generator runs in separate processes (multiprocessing, spawn):
 
@@ -100,12 +101,24 @@ def run_constant_server(port: int, reuseport: bool, ready: Any, threads: int) ->
             for _ in requests:
                 yield constant
 
+    # The write side's floor, for benchmarks/write_bench.py: an acknowledgement of anning's
+    # size (a sequence past segment 1, a time in ms) with nothing made durable.
+    ack = pb.WriteAck(sequence=(1 << 40) | 1_000_000, at_ms=1_700_000_000_000)
+
+    class ConstantWrites(rpc.OptOutsServicer):
+        def OptOut(self, request, context):
+            return ack
+
+        def WriteBatch(self, request, context):
+            return pb.WriteBatchAck(sequence=ack.sequence, events=len(request.events))
+
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=threads),
         options=[("grpc.so_reuseport", 1 if reuseport else 0), *CHANNEL_OPTIONS],
         maximum_concurrent_rpcs=threads * 64,
     )
     rpc.add_SuppressionServicer_to_server(Constant(), server)
+    rpc.add_OptOutsServicer_to_server(ConstantWrites(), server)
     if server.add_insecure_port(f"{HOST}:{port}") == 0:
         raise SystemExit(f"constant servicer: cannot listen on {HOST}:{port}")
     server.start()
@@ -427,7 +440,7 @@ class Server:
 
 
 class AnningServer(Server):
-    def __init__(self, data: Path, workers: int, log: Path) -> None:
+    def __init__(self, data: Path, workers: int, log: Path, extra: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.procs = workers
         self.name = f"anning w{workers}"
@@ -435,7 +448,8 @@ class AnningServer(Server):
         self._log = open(log, "wb")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "anning.cli", "serve", "--data", str(data),
-             "--listen", f"{HOST}:{self.port}", "--workers", str(workers), "--no-demo"],
+             "--listen", f"{HOST}:{self.port}", "--workers", str(workers), "--no-demo",
+             *extra],
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True)
 

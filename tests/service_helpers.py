@@ -181,7 +181,7 @@ class Server:
     def __init__(self, data: Path, *, workers: int = 1, tokens: Path | None = None,
                  reflection: bool = False, metrics: bool = False, demo: bool = True,
                  demo_entries: int = 2000, max_batch: int | None = None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, extra_args: list[str] | None = None) -> None:
         self.data = Path(data)
         self.data.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -202,6 +202,7 @@ class Server:
             self.args += ["--max-batch", str(max_batch)]
         if threads is not None:
             self.args += ["--threads", str(threads)]
+        self.args += extra_args or []  # e.g. ["--checkpoint-bytes", "4096"]
         self.log_path = self.data.parent / f"{self.data.name}-server-{self.port}.log"
         self.proc: subprocess.Popen | None = None
         self.first_health: int | None = None  # the first answer of the health service
@@ -262,6 +263,14 @@ class Server:
         if self.proc.poll() is None:
             self.terminate()
         return self.wait(timeout)
+
+    def sigkill(self) -> None:
+        """kill -9 of the whole process group (every worker at once), as a crash would."""
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(5)
+        self._log.close()
 
     def kill(self) -> None:
         """For a failed fixture: make sure nothing is left behind."""
