@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="with no snapshot, wait for Admin.LoadSnapshot instead of a demo list")
     serve.add_argument("--demo-entries", type=int, default=100_000)
     serve.add_argument("--max-batch", type=int, default=10_000)
-    serve.add_argument("--checkpoint-bytes", type=int, default=64 << 20,
+    serve.add_argument("--checkpoint-bytes", type=int, default=8 << 20,
                        help="fold the write log into a checkpoint once it holds this many bytes")
     serve.add_argument("--max-concurrent-rpcs", type=int, default=None,
                        help="a worker answers RESOURCE_EXHAUSTED past this many calls at once")
