@@ -113,6 +113,8 @@ class Engine:
         self._write_lock = threading.Lock()
         self._load_lock = threading.Lock()
         self._checkpoint_lock = threading.Lock()
+        self._adopt_lock = threading.Lock()
+        self._backlog: list[Event] | None = None  # events taken while a checkpoint is adopted
         self._state: _State | None = None
         self._pending = Overlay()  # events taken before any list was loaded
         self._snapshot_id: tuple | None = None
@@ -195,15 +197,30 @@ class Engine:
 
     def _adopt_checkpoint(self) -> None:
         """Serve the events of a new checkpoint (another process's or ours) and of the log
-        after it, in place of what this process had taken: the same events, held compactly."""
-        with self._write_lock:
-            state = self._state
-            as_of = int(state.index.meta.get("as_of_ms", 0)) if state else 0
-            overlay = self._recover(as_of)
-            if state is None:
-                self._pending = overlay
-            else:
-                self._state = _State(state.index, overlay)
+        after it, in place of what this process had taken: the same events, held compactly.
+        The new overlay is built outside the write lock (checks and writes go on); what the
+        old one took meanwhile is put on the new one before it serves."""
+        with self._adopt_lock:
+            with self._write_lock:
+                self._backlog = []
+            try:
+                state = self._state
+                overlay = self._recover(int(state.index.meta.get("as_of_ms", 0)) if state else 0)
+            except BaseException:
+                with self._write_lock:
+                    self._backlog = None
+                raise
+            with self._write_lock:
+                backlog, self._backlog = self._backlog, None
+                state = self._state
+                as_of = int(state.index.meta.get("as_of_ms", 0)) if state else 0
+                if state is not None:
+                    overlay = overlay.after(as_of)  # a swap meanwhile may have moved as_of
+                overlay.apply_many([e for e in backlog if e.at_ms > as_of])
+                if state is None:
+                    self._pending = overlay
+                else:
+                    self._state = _State(state.index, overlay)
 
     # -- state -------------------------------------------------------------------------------
     @property
@@ -357,6 +374,8 @@ class Engine:
             overlay = state.overlay if state else self._pending
             as_of = int(state.index.meta.get("as_of_ms", 0)) if state else 0
             overlay.apply_many([e for e in events if e.at_ms > as_of])
+            if self._backlog is not None:
+                self._backlog.extend(events)
 
     def reply(self, sender: str, number: str | int, text: str,
               at_ms: int | None = None) -> ReplyOutcome:

@@ -265,7 +265,11 @@ class Overlay:
 
     def after(self, as_of_ms: int) -> Overlay:
         """The events later than as_of, folded into one table (for a new snapshot)."""
-        return Overlay(self.table.fold(self.live_events(), as_of_ms))
+        live = self.live_events()
+        if not live:
+            table = self.table.after(as_of_ms)
+            return self if table is self.table else Overlay(table)
+        return Overlay(self.table.fold(live, as_of_ms))
 
     def __len__(self) -> int:
         return len(self.table) + self.live_count
