@@ -1,0 +1,20 @@
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+MAX_CACHED_TEXTS: int
+
+class MalformedRequest(ValueError): ...
+
+class BatchCodec:
+    def __init__(
+        self, resolve_sender: Callable[[str], int], resolve_category: Callable[[str], int],
+        normalize_number: Callable[..., int], default_bit: int = 0, default_country: int = 86,
+    ) -> None: ...
+    def decode(
+        self, data: bytes, max_items: int,
+    ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint64], npt.NDArray[np.uint8],
+               dict[int, str]]: ...
+
+def encode_results(codes: npt.NDArray[np.uint8], errors: dict[int, str]) -> bytes: ...
