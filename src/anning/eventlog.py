@@ -233,8 +233,12 @@ class EventLog:
         for number in self.segments():
             if number <= upto:
                 path = self.directory / segment_name(number)
-                freed += path.stat().st_size
-                self.io.unlink(path)
+                try:
+                    size = path.stat().st_size
+                    self.io.unlink(path)
+                except FileNotFoundError:  # another process retired it first
+                    continue
+                freed += size
         if freed:
             self.io.fsync_dir(self.directory)
         return freed
