@@ -250,7 +250,8 @@ class EventLog:
     # -- reading -----------------------------------------------------------------------------
     def tail(self) -> list[list]:
         """The event records appended since the last call (by any process), in order."""
-        if self.io.size(self._reader.fd) <= self._read:
+        reader = self._reader  # held: a replay may replace (and close) it meanwhile
+        if self.io.size(reader.fd) <= self._read and reader is self._reader:
             return []
         with self._read_lock:
             out: list[list] = []
@@ -271,22 +272,34 @@ class EventLog:
         for recovery; the reader goes on from their end. A torn last record is dropped with a
         warning and cut off; a bad record before the end raises CorruptLog naming the file and
         the offset."""
-        with self._read_lock:
+        # the write lock too: the flock keeps other processes' writers out, not our threads
+        with self._read_lock, self._write_lock:
             out: list[list] = []
             numbers = [n for n in self.segments() if n > after] or [self._writer.number]
+            segment, end = self._writer, self._writer.synced
             for number in numbers:
                 segment = self._writer if number == self._writer.number else \
-                    _Segment(self.io, self.directory, number)
+                    _Segment(self.io, self.directory, number, create=False)
+                if segment.fd < 0:  # retired meanwhile by another process's checkpoint
+                    continue
                 # under the lock: a live writer of another process is never cut off mid-record
                 end = self._locked(segment, lambda s=segment: self._recover(s, out))
             self._reader, self._read, self.behind = segment, end, False
-            self._writer.synced = max(self._writer.synced, end if segment is self._writer
-                                      else 0)
-            if numbers[-1] - 1 in self.segments():
-                # a rotation whose seal may be missing (its process died before writing it)
-                older = _Segment(self.io, self.directory, numbers[-1] - 1)
-                self._locked(older, lambda: self._put(older, _seal(numbers[-1])))
+            if segment is self._writer:
+                self._writer.synced = max(self._writer.synced, end)
+            self._seal_older(numbers[-1])
             return out
+
+    def _seal_older(self, newest: int) -> None:
+        """Seal the segment before the newest: a rotation whose process died before writing
+        the seal would leave readers of it waiting for records that never come."""
+        older = _Segment(self.io, self.directory, newest - 1, create=False)
+        if older.fd < 0:
+            return
+        try:
+            self._locked(older, lambda: self._put(older, _seal(newest)))
+        except (DiskFull, WritesStopped) as exc:
+            log.warning("%s: could not seal it: %s", older.path, exc)
 
     def _recover(self, segment: _Segment, out: list[list]) -> int:
         records, end, _ = self._scan(segment, 0, final=True)
@@ -351,9 +364,10 @@ class EventLog:
 
     def lag(self) -> int:
         """Bytes appended (by any process) that this reader has not taken in yet."""
-        lag = max(0, self.io.size(self._reader.fd) - self._read)
-        if self._writer.number > self._reader.number:
-            lag += self.io.size(self._writer.fd)
+        reader, writer = self._reader, self._writer
+        lag = max(0, self.io.size(reader.fd) - self._read)
+        if writer.number > reader.number:
+            lag += self.io.size(writer.fd)
         return lag
 
     def close(self) -> None:
