@@ -407,8 +407,12 @@ class Engine:
                   "origin": "", "source": "", "at_ms": 0, "snapshot_as_of": idx.meta.get("as_of")}
         level, key, event, mask = _decide(state, name, num, bit)
         if event is not None:  # an opt-out decided, or a reassignment cleared the number
+            # the categories this scope is opted out of by events (one per stored row, so the
+            # answer is the same before and after a checkpoint folds the event)
+            opted = sum(1 << b for b in range(len(idx.categories))
+                        if level and (e := state.overlay.latest(num, key, b)) and e.opt_out)
             answer.update(suppressed=level != Scope.NONE, scope=level, matched=key,
-                          categories=_category_names(idx, event.mask), origin="event",
+                          categories=_category_names(idx, opted), origin="event",
                           source=event.source, at_ms=event.at_ms)
         elif level != Scope.NONE:
             answer.update(suppressed=True, scope=level, matched=key,
