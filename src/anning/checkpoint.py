@@ -82,37 +82,37 @@ def read_checkpoint(path: str | PathLike[str]) -> Checkpoint:
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size < PAGE:
-            raise CorruptSnapshot(f"{path}: {size} bytes, shorter than a checkpoint header")
+            raise CorruptSnapshot(path, f"{size} bytes, shorter than a checkpoint header")
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     header = bytearray(mm[:PAGE])
     magic, version, crc, meta_length = _HEADER.unpack_from(header)
     if magic != MAGIC:
-        raise CorruptSnapshot(f"{path}: not an anning events checkpoint (magic {magic!r})")
+        raise CorruptSnapshot(path, f"not an anning events checkpoint (magic {magic!r})")
     if version != FORMAT_VERSION:
-        raise CorruptSnapshot(f"{path}: checkpoint format {version}, this build reads "
+        raise CorruptSnapshot(path, f"checkpoint format {version}, this build reads "
                               f"{FORMAT_VERSION}")
     struct.pack_into("<I", header, _CRC_OFFSET, 0)
     if zlib.crc32(header) != crc or meta_length > PAGE - _HEADER.size:
-        raise CorruptSnapshot(f"{path}: checkpoint header checksum mismatch")
+        raise CorruptSnapshot(path, "checkpoint header checksum mismatch")
     meta = json.loads(bytes(header[_HEADER.size:_HEADER.size + meta_length]))
     if "meta_at" in meta:
         at, length = meta["meta_at"], meta["meta_length"]
         block = mm[at:at + length]
         if len(block) != length or zlib.crc32(block) != meta["meta_crc"]:
-            raise CorruptSnapshot(f"{path}: checkpoint meta block at offset {at} is damaged")
+            raise CorruptSnapshot(path, f"checkpoint meta block at offset {at} is damaged")
         meta = json.loads(block)
     if meta["size"] > size:
-        raise CorruptSnapshot(f"{path}: truncated ({size} bytes of {meta['size']})")
+        raise CorruptSnapshot(path, f"truncated ({size} bytes of {meta['size']})")
     columns = {}
     for name, dtype in _COLUMNS:
         offset, length, crc = meta["columns"][name]
         padded = memoryview(mm)[offset:offset + _align(length)]
         if zlib.crc32(padded) != crc:
-            raise CorruptSnapshot(f"{path}: checkpoint column {name!r} at offset {offset} "
+            raise CorruptSnapshot(path, f"checkpoint column {name!r} at offset {offset} "
                                   "fails its checksum")
         column = np.frombuffer(mm, dtype, length // np.dtype(dtype).itemsize, offset)
         if len(column) != meta["rows"]:
-            raise CorruptSnapshot(f"{path}: column {name!r} has {len(column)} rows of "
+            raise CorruptSnapshot(path, f"column {name!r} has {len(column)} rows of "
                                   f"{meta['rows']}")
         columns[name] = column
     table = EventTable(columns, list(meta["scopes"]))
@@ -124,9 +124,9 @@ def _check_sorted(path: Path, table: EventTable) -> None:
     """The lookups search the number column: it must be sorted, scope ids in range."""
     n = table.number
     if len(n) > 1 and bool(np.any(n[1:] < n[:-1])):
-        raise CorruptSnapshot(f"{path}: checkpoint rows are not sorted by number")
+        raise CorruptSnapshot(path, "checkpoint rows are not sorted by number")
     scope = table.columns["scope"]
     real = scope[scope != 0xFFFFFFFF]
     if len(real) and int(real.max()) >= len(table.scopes):
-        raise CorruptSnapshot(f"{path}: a checkpoint row names scope {int(real.max())} of "
+        raise CorruptSnapshot(path, f"a checkpoint row names scope {int(real.max())} of "
                               f"{len(table.scopes)}")

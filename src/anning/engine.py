@@ -56,6 +56,7 @@ from anning.scopes import (
 
 __all__ = ["CheckpointReport", "Engine", "Event", "NotReady", "ReplyOutcome"]
 
+_BATCH = 2  # a log record of many events: [2, [[kind, number, scope, mask, at_ms, source]...]]
 _POLL_S = 0.5  # how often a process looks for a new snapshot or checkpoint file
 
 _EARLIEST_MS = 946_684_800_000  # 2000-01-01: no event is older
@@ -80,6 +81,24 @@ class ReplyOutcome:
 def _record(event: Event) -> bytes:
     return encode((1, event.kind, event.number, event.scope, event.mask, event.at_ms,
                    event.source))
+
+
+def _validate(e: Event) -> None:
+    """An Event made by hand (not by make_event) is checked before it can reach the log: one
+    bad record there would stop every later start-up."""
+    if e.kind not in (OPT_OUT, OPT_IN, REASSIGN) or isinstance(e.kind, bool):
+        raise InvalidInput(f"kind: {e.kind!r} is not an opt-out, opt-in or reassignment")
+    if not isinstance(e.mask, int) or isinstance(e.mask, bool) or \
+            not (e.mask == 0 if e.kind == REASSIGN else 0 < e.mask <= 0xFF):
+        raise InvalidInput(f"mask: {e.mask!r} is not a category mask for this kind")
+    if not isinstance(e.number, int) or isinstance(e.number, bool) or not 0 < e.number < 10**15:
+        raise InvalidInput(f"number: {e.number!r} is not an E.164 number")
+    if not isinstance(e.scope, str):
+        raise InvalidInput(f"scope: {e.scope!r} is not text")
+    if not isinstance(e.at_ms, int) or isinstance(e.at_ms, bool) or e.at_ms < _EARLIEST_MS:
+        raise InvalidInput(f"at_ms: {e.at_ms!r} is not a time")
+    if e.source not in SOURCES or e.source == "snapshot":
+        raise InvalidInput(f"source: {e.source!r} is not a source")
 
 
 def _event(record: list) -> Event:
@@ -180,6 +199,9 @@ class Engine:
             records = self.log.tail()
             if records:
                 self._take([_event(record) for record in records])
+            if self.log.behind and self.data_dir is not None:  # segments retired meanwhile
+                self._polled = time.monotonic()
+                self._poll_files()
 
     def _poll_files(self) -> None:
         assert self.data_dir is not None
@@ -361,7 +383,15 @@ class Engine:
         DiskFull (nothing kept; retry later) or WritesStopped after a disk failure."""
         if not events:
             return 0
-        sequence = self.log.append([_record(e) for e in events]) if self.log is not None else 0
+        for e in events:
+            _validate(e)
+        if self.log is None:
+            sequence = 0
+        elif len(events) == 1:
+            sequence = self.log.append([_record(events[0])])
+        else:  # one record: after a crash, all of the batch is there or none of it
+            sequence = self.log.append([encode((_BATCH, [
+                [e.kind, e.number, e.scope, e.mask, e.at_ms, e.source] for e in events]))])
         self._take(events)
         return sequence
 

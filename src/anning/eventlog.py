@@ -15,7 +15,10 @@ segments are folded into a checkpoint and then retired (deleted).
 Readers tail the segments from where they stopped, taking only whole records whose checksum
 holds, so every check that starts after an acknowledgement sees it, in every process. An fsync
 or write failure is never retried into a success: the write fails and writes stop
-(WritesStopped) until an operator restarts; checks go on. A full disk fails the write (DiskFull)
+(WritesStopped) until an operator restarts; checks go on. The outcome of a write whose fsync
+failed is unknown, as after a timeout: its bytes may be in the file (and be read, here and after
+a restart) or be lost with the page cache; it is not cut out, since the same fsync also covered
+records of other processes that may have been acknowledged. A full disk fails the write (DiskFull)
 with the log cut back to its last whole record; writes go on once there is space again.
 """
 
@@ -42,9 +45,10 @@ __all__ = ["CorruptLog", "DiskFull", "EventLog", "WritesStopped", "encode"]
 
 log = logging.getLogger("anning.eventlog")
 _FRAME = struct.Struct("<II")
-MAX_RECORD = 1 << 20
+MAX_RECORD = 64 << 20  # the largest gRPC message: a WriteBatch is one record
 SEGMENT_SHIFT = 40
 _SEAL_VERSION = 0  # a payload [0, next segment] is the log's own seal, not an event
+_BATCH_VERSION = 2  # [2, [event fields...]...]: the events of one batch, expanded on reading
 _SEGMENT = re.compile(r"^events-(\d{6,})\.log$")
 _LEGACY = "events.log"  # a single-file log of an earlier version: becomes segment 1
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -137,6 +141,8 @@ class EventLog:
         """Write framed records and make them durable; return the sequence of the last.
         Raises DiskFull (nothing kept, writes go on) or WritesStopped."""
         data = b"".join(records)
+        if any(len(r) - _FRAME.size > MAX_RECORD for r in records):
+            raise OverflowError(f"a write log record of more than {MAX_RECORD} bytes")
         with self._write_lock:
             if self.failure:
                 raise WritesStopped(self.failure)
@@ -147,6 +153,8 @@ class EventLog:
     def _current_segment(self) -> _Segment:
         """The newest segment, moving to it (and sealing the old) if a checkpoint rotated."""
         segment = self._writer
+        if not self.io.exists(segment.path):  # retired under us: checkpoints of others
+            segment = self._writer = _Segment(self.io, self.directory, self.segments()[-1])
         while self.io.exists(self.directory / segment_name(segment.number + 1)):
             newer = _Segment(self.io, self.directory, segment.number + 1)
             self._locked(segment, lambda s=segment, n=newer.number: self._put(s, _seal(n)))
@@ -162,7 +170,8 @@ class EventLog:
                 return segment, end
 
     def _rotated(self, segment: _Segment) -> bool:
-        return self.io.exists(self.directory / segment_name(segment.number + 1))
+        return self.io.exists(self.directory / segment_name(segment.number + 1)) or \
+            not self.io.exists(segment.path)
 
     def _locked(self, segment: _Segment, action):
         try:
@@ -188,6 +197,17 @@ class EventLog:
         if written != len(data):
             self._cut_back(segment, start, written)
         return start + written
+
+    def _cut_back(self, segment: _Segment, start: int, written: int) -> None:
+        """A write the disk could not hold: cut the segment back to its last whole record."""
+        try:
+            self.io.truncate(segment.fd, start)
+        except OSError as exc:
+            raise self._stop(f"cutting {segment.path} back to {start} after a full disk "
+                             f"failed: {exc}") from exc
+        kept = "none" if written < 0 else f"{written} bytes"
+        raise DiskFull(f"{segment.path}: no space left for a write ({kept} of it written, cut "
+                       f"back to offset {start})")
 
     def _sync(self, segment: _Segment, end: int) -> None:
         with segment.sync_lock:
@@ -285,8 +305,6 @@ class EventLog:
                 # under the lock: a live writer of another process is never cut off mid-record
                 end = self._locked(segment, lambda s=segment: self._recover(s, out))
             self._reader, self._read, self.behind = segment, end, False
-            if segment is self._writer:
-                self._writer.synced = max(self._writer.synced, end)
             self._seal_older(numbers[-1])
             return out
 
@@ -333,6 +351,9 @@ class EventLog:
             if record and record[0] == _SEAL_VERSION:
                 if not final:
                     return records, start + int(offsets[i] + lengths[i]), int(record[1])
+                continue
+            if record and record[0] == _BATCH_VERSION:  # a batch: all of it or nothing
+                records.extend((1, *item) for item in record[1])
                 continue
             records.append(record)
         if final and why != FRAME_END:

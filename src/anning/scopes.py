@@ -51,7 +51,10 @@ def parse_scope(text: object, field: str = "sender") -> str:
     if stripped == GLOBAL:
         return GLOBAL
     if stripped[: len(ENTITY_PREFIX)].lower() == ENTITY_PREFIX:
-        return ENTITY_PREFIX + normalize_sender(stripped[len(ENTITY_PREFIX) :], field)
+        try:
+            return ENTITY_PREFIX + normalize_sender(stripped[len(ENTITY_PREFIX) :], field)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{field}: {text!r}: the entity name: {exc}") from None
     return normalize_sender(text, field)
 
 
