@@ -64,6 +64,19 @@ cdef class NumberSet:
 
     def add_many(self, numbers):
         """Add numbers (any integer array-like; 0 is refused: it is no number)."""
+        cdef uint64_t one
+        cdef uint64_t[::1] published
+        if isinstance(numbers, list) and 0 < len(numbers) <= 16:
+            # a write's few numbers: no numpy array to build (a quarter of a write's time)
+            for value in numbers:
+                one = value
+                if one == 0:
+                    raise ValueError("number: 0 is not a number")
+            if (self._count + len(numbers)) * 4 <= self._table.shape[0]:
+                published = self._table
+                for value in numbers:
+                    self._count += _insert(published, value)
+                return
         cdef const uint64_t[::1] values = np.ascontiguousarray(numbers, np.uint64).reshape(-1)
         cdef Py_ssize_t n = values.shape[0], i
         if n == 0:

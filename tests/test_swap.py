@@ -436,3 +436,25 @@ def test_a_late_write_is_superseded_alike_in_every_process(tmp_path):
     for engine in (writer, reader):
         assert engine.check("shop", "13900000001") is Scope.NONE
         assert engine.check("shop", "13900000002") is Scope.SENDER
+
+
+def test_own_writes_are_taken_once(tmp_path):
+    """The log's tail skips this process's own records: its events were taken at the write
+    (counted once, no second pass over the overlay); another process's are taken from the log."""
+    from anning.demo import ensure_snapshot
+
+    ensure_snapshot(tmp_path, 1000)
+    writer, other = Engine(data_dir=tmp_path), Engine(data_dir=tmp_path)
+    writer.open_snapshot()
+    other.open_snapshot()
+    at = int(time.time() * 1000) + 60_000
+    writer.opt_out("13900000001", "shop", at_ms=at)
+    writer.apply([writer.make_event(f"1390000000{i}", "shop", "all", 1, at, "api")
+                  for i in range(2, 6)])
+    for _ in range(3):
+        writer.refresh()
+        other.refresh()
+    assert writer.status()["events"] == 5
+    assert other.status()["events"] == 5
+    assert writer.check("shop", "13900000001") == other.check("shop", "13900000005") == \
+        Scope.SENDER

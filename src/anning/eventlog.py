@@ -96,6 +96,7 @@ class _Segment:
         self.fd = -1
         self.fd = io.open(self.path) if create or io.exists(self.path) else -1
         self.synced = 0
+        self.written = -1  # where this process's last write here ended (-1: not known)
         self.sync_lock = threading.Lock()
 
     def __del__(self) -> None:
@@ -124,6 +125,7 @@ class EventLog:
         self._reader = _Segment(io, self.directory, numbers[0] if numbers else last)
         self._read = 0
         self.behind = False  # the reader met a segment a checkpoint has retired already
+        self._own: dict[tuple[int, int], int] = {}  # (segment, start) -> end of our writes
 
     def _adopt_legacy(self) -> None:
         legacy = self.directory / _LEGACY
@@ -162,12 +164,23 @@ class EventLog:
         return segment
 
     def _write_locked(self, data: bytes) -> tuple[_Segment, int]:
+        segment = self._writer
         while True:
-            segment = self._current_segment()
-            end = self._locked(segment, lambda s=segment: None if self._rotated(s)
-                               else self._put(s, data))
+            end = self._locked(segment, lambda s=segment: self._append_locked(s, data))
             if end is not None:
                 return segment, end
+            segment = self._current_segment()
+
+    def _append_locked(self, segment: _Segment, data: bytes) -> int | None:
+        """Under the segment's lock: write, unless a checkpoint rotated (None). The rotation
+        is looked for only when the file changed since our last write: a seal or another
+        process's record moved its end (two stats less on the common path)."""
+        start = self.io.size(segment.fd)
+        if start != segment.written and self._rotated(segment):
+            return None
+        end = self._put(segment, data, own=True, start=start)
+        segment.written = end
+        return end
 
     def _rotated(self, segment: _Segment) -> bool:
         return self.io.exists(self.directory / segment_name(segment.number + 1)) or \
@@ -184,18 +197,29 @@ class EventLog:
             with contextlib.suppress(OSError):
                 self.io.unlock(segment.fd)
 
-    def _put(self, segment: _Segment, data: bytes) -> int:
-        """One write under the segment's lock; on a full disk, cut back and raise DiskFull."""
+    def _put(self, segment: _Segment, data: bytes, own: bool = False,
+             start: int | None = None) -> int:
+        """One write under the segment's lock; on a full disk, cut back and raise DiskFull.
+        An `own` write is marked so that this process's tail skips it: the engine took its
+        events already (before the write, so no tail can read it unmarked)."""
         io = self.io
-        start = io.size(segment.fd)
+        if start is None:
+            start = io.size(segment.fd)
+        key = (segment.number, start)
+        if own:
+            self._own[key] = start + len(data)
         try:
-            written = io.write(segment.fd, data)
-        except OSError as exc:
-            if exc.errno not in _NO_SPACE:
-                raise self._stop(f"write to {segment.path} failed: {exc}") from exc
-            written = -1
-        if written != len(data):
-            self._cut_back(segment, start, written)
+            try:
+                written = io.write(segment.fd, data)
+            except OSError as exc:
+                if exc.errno not in _NO_SPACE:
+                    raise self._stop(f"write to {segment.path} failed: {exc}") from exc
+                written = -1
+            if written != len(data):
+                self._cut_back(segment, start, written)
+        except BaseException:
+            self._own.pop(key, None)
+            raise
         return start + written
 
     def _cut_back(self, segment: _Segment, start: int, written: int) -> None:
@@ -215,7 +239,9 @@ class EventLog:
                 return
             if self.failure:
                 raise WritesStopped(self.failure)
-            target = self.io.size(segment.fd)
+            # what this process has written so far (no stat: every syscall under a lock is a
+            # hand-off of the GIL that the waiting writers queue behind)
+            target = max(end, segment.written)
             try:
                 self.io.fsync(segment.fd)
             except OSError as exc:
@@ -276,7 +302,8 @@ class EventLog:
         with self._read_lock:
             out: list[list] = []
             while True:
-                records, end, following = self._scan(self._reader, self._read, final=False)
+                records, end, following = self._scan(self._reader, self._read, final=False,
+                                                     own=self._own)
                 out.extend(records)
                 self._read = end
                 if following is None:
@@ -305,6 +332,7 @@ class EventLog:
                 # under the lock: a live writer of another process is never cut off mid-record
                 end = self._locked(segment, lambda s=segment: self._recover(s, out))
             self._reader, self._read, self.behind = segment, end, False
+            self._own.clear()  # the writes marked so far are all behind the reader now
             self._seal_older(numbers[-1])
             return out
 
@@ -339,15 +367,23 @@ class EventLog:
             records, _, _ = self._scan(_Segment(self.io, self.directory, number), 0, final=True)
             yield from records
 
-    def _scan(self, segment: _Segment, start: int,
-              final: bool) -> tuple[list[list], int, int | None]:
+    def _scan(self, segment: _Segment, start: int, final: bool,
+              own: dict[tuple[int, int], int] | None = None,
+              ) -> tuple[list[list], int, int | None]:
         """Whole records from `start`: (event records, where they end, the segment a seal
-        points to or None). The frames and checksums are walked in the compiled core."""
+        points to or None), leaving out this process's `own` writes. The frames and checksums
+        are walked in the compiled core."""
         size = self.io.size(segment.fd)
         data = self.io.pread(segment.fd, size - start, start) if size > start else b""
         offsets, lengths, stop, why = scan_frames(data, MAX_RECORD)
         records: list[list] = []
+        skip_until = -1
         for i, record in enumerate(_decode(data, offsets, lengths, segment.path, start)):
+            if own:
+                frame = start + int(offsets[i]) - _FRAME.size
+                skip_until = own.pop((segment.number, frame), skip_until)
+                if frame < skip_until:
+                    continue
             if record and record[0] == _SEAL_VERSION:
                 if not final:
                     return records, start + int(offsets[i] + lengths[i]), int(record[1])
@@ -373,6 +409,7 @@ class EventLog:
         other.directory, other.io, other.failure = self.directory, self.io, self.failure
         other.behind = self.behind
         other._write_lock, other._read_lock = threading.Lock(), threading.Lock()
+        other._own = {}
         other._writer = _Segment(self.io, self.directory, self._writer.number)
         other._writer.synced = self._writer.synced
         other._reader = _Segment(self.io, self.directory, self._reader.number)
