@@ -134,7 +134,7 @@ def cmd_reassign(args: argparse.Namespace) -> int:
 def cmd_checkpoint(args: argparse.Namespace) -> int:
     from anning.engine import Engine
 
-    engine = Engine(data_dir=args.data)
+    engine = Engine(data_dir=args.data, recover=False)  # the fold reads the log itself
     engine.open_snapshot()
     report = engine.checkpoint()
     if report is None:

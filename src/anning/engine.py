@@ -125,8 +125,10 @@ class Engine:
 
     def __init__(
         self, index: SuppressionIndex | None = None, data_dir: str | PathLike[str] | None = None,
-        *, write_log: bool = True, io: FileIO = OS_IO,
+        *, write_log: bool = True, io: FileIO = OS_IO, recover: bool = True,
     ) -> None:
+        """`recover=False` skips taking in the events on disk: for a tool that only folds the
+        log into a checkpoint (which reads them from disk itself), never for serving."""
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self.io = io
         self._write_lock = threading.Lock()
@@ -144,7 +146,8 @@ class Engine:
         if self.data_dir is not None and write_log:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self.log = EventLog(self.data_dir, io)
-            self._pending = self._recover(as_of_ms=0)
+            if recover:
+                self._pending = self._recover(as_of_ms=0)
         if index is not None:
             self.swap(index)
 
