@@ -297,12 +297,6 @@ class CrashIO(FileIO):
             self._log(path, ("rename", tmp, path, stash))
         self.fsync_dir(os.path.dirname(path) or ".")
 
-    def read_file(self, path: str | PathLike[str]) -> bytes:
-        self._before("read_file")
-        with self._lock:
-            self._enter("read_file")
-        return super().read_file(path)
-
     # -- bookkeeping -------------------------------------------------------------------------
     def _log(self, path: str, op: tuple) -> None:
         directory = os.path.dirname(os.path.abspath(path))

@@ -84,8 +84,8 @@ def _record(event: Event) -> bytes:
 
 
 def _validate(e: Event) -> None:
-    """An Event made by hand (not by make_event) is checked before it can reach the log: one
-    bad record there would stop every later start-up."""
+    """The checks every event passes before it can reach the log (one bad record there would
+    stop every later start-up): make_event's and, for an Event made by hand, apply's."""
     if e.kind not in (OPT_OUT, OPT_IN, REASSIGN) or isinstance(e.kind, bool):
         raise InvalidInput(f"kind: {e.kind!r} is not an opt-out, opt-in or reassignment")
     if not isinstance(e.mask, int) or isinstance(e.mask, bool) or \
@@ -95,10 +95,12 @@ def _validate(e: Event) -> None:
         raise InvalidInput(f"number: {e.number!r} is not an E.164 number")
     if not isinstance(e.scope, str):
         raise InvalidInput(f"scope: {e.scope!r} is not text")
-    if not isinstance(e.at_ms, int) or isinstance(e.at_ms, bool) or e.at_ms < _EARLIEST_MS:
-        raise InvalidInput(f"at_ms: {e.at_ms!r} is not a time")
+    if not isinstance(e.at_ms, int) or isinstance(e.at_ms, bool) or \
+            not _EARLIEST_MS <= e.at_ms <= time.time() * 1000 + _FUTURE_SLACK_MS:
+        raise InvalidInput(f"at_ms: {e.at_ms!r} is not a time between 2000 and tomorrow "
+                           "(Unix ms)")
     if e.source not in SOURCES or e.source == "snapshot":
-        raise InvalidInput(f"source: {e.source!r} is not a source")
+        raise InvalidInput(f"source: {e.source!r} is not one of {', '.join(SOURCES[1:])}")
 
 
 def _event(record: list) -> Event:
@@ -369,16 +371,10 @@ class Engine:
                 mask = category_mask(categories, category)
         else:
             raise InvalidInput(f"kind: {kind!r} is not an opt-out, opt-in or reassignment")
-        now = int(time.time() * 1000)
-        if at_ms is None:
-            at_ms = now
-        elif not isinstance(at_ms, int) or not _EARLIEST_MS <= at_ms <= now + _FUTURE_SLACK_MS:
-            raise InvalidInput(f"at_ms: {at_ms!r} is not a time between 2000 and tomorrow "
-                               "(Unix ms)")
-        if source not in SOURCES or source == "snapshot":
-            raise InvalidInput(f"source: {source!r} is not one of "
-                               f"{', '.join(SOURCES[1:])}")
-        return Event(num, key, mask, kind, at_ms, source)
+        event = Event(num, key, mask, kind, int(time.time() * 1000) if at_ms is None else at_ms,
+                      source)
+        _validate(event)
+        return event
 
     def apply(self, events: list[Event]) -> int:
         """Make events durable (with a data directory), then visible; return the sequence of

@@ -416,10 +416,6 @@ class EventLog:
         other._read = self._read
         return other
 
-    def position(self) -> tuple[int, int]:
-        """(segment, offset) this reader has taken in up to."""
-        return self._reader.number, self._read
-
     def lag(self) -> int:
         """Bytes appended (by any process) that this reader has not taken in yet."""
         reader, writer = self._reader, self._writer

@@ -24,7 +24,6 @@ from anning.scopes import SOURCES
 __all__ = ["OPT_IN", "OPT_OUT", "REASSIGN", "Event", "EventTable", "Overlay"]
 
 OPT_OUT, OPT_IN, REASSIGN = 1, 2, 3
-KIND_NAMES = {OPT_OUT: "opt_out", OPT_IN: "opt_in", REASSIGN: "reassign"}
 REASSIGN_SCOPE = 0xFFFFFFFF  # the scope column of a reassignment row
 _CHUNK = 1 << 16
 _COLUMNS = (("number", np.uint64), ("at", np.int64), ("scope", np.uint32), ("bit", np.uint8),

@@ -81,9 +81,5 @@ class FileIO:
         os.replace(tmp, path)
         self.fsync_dir(os.path.dirname(path) or ".")
 
-    def read_file(self, path: str | PathLike[str]) -> bytes:
-        with open(path, "rb") as f:
-            return f.read()
-
 
 OS_IO = FileIO()
