@@ -233,14 +233,14 @@ def test_a_write_racing_a_checkpoint_is_not_cut_off(tmp_path):
 
 
 def test_a_write_waiting_for_its_fsync_is_not_taken_as_synced_by_a_replay(tmp_path):
-    """Group commit: u's fsync is slow (it covers u only), r is written and waits for it, and
-    meanwhile a checkpoint of another worker is adopted (a replay of the live segment). r must
-    still be fsync'd before it is acknowledged."""
+    """Group commit: u's fsync is slow (it covers u only), r queues behind it, and meanwhile
+    a checkpoint of another worker is adopted (a replay of the live segment). r must still be
+    written and fsync'd before it is acknowledged."""
     io = CrashIO()  # one machine, two workers
     a, b = engine_on(tmp_path, io), engine_on(tmp_path, io)
     acked = opt_outs(a, [BASE + 2])
     assert b.checkpoint() is not None  # a adopts it at its next check
-    in_fsync, wrote, release = threading.Event(), threading.Event(), threading.Event()
+    in_fsync, release = threading.Event(), threading.Event()
     u = threading.Thread(target=lambda: acked.extend(opt_outs(a, [BASE + 4])))
     r = threading.Thread(target=lambda: acked.extend(opt_outs(a, [BASE + 6])))
 
@@ -248,14 +248,15 @@ def test_a_write_waiting_for_its_fsync_is_not_taken_as_synced_by_a_replay(tmp_pa
         if threading.current_thread() is u and op == "fsync-running":
             in_fsync.set()
             release.wait(5)
-        elif threading.current_thread() is r and op == "unlock":
-            wrote.set()
 
     io.hook = hook
     u.start()
     assert in_fsync.wait(5)
     r.start()
-    assert wrote.wait(5)
+    deadline = time.monotonic() + 5
+    while not a.log._queue and time.monotonic() < deadline:  # r waits for the next leader
+        time.sleep(0.001)
+    assert a.log._queue
     a.check("s3", BASE + 6)  # the adoption: a replay of the live segment
     release.set()
     for t in (u, r):
@@ -264,6 +265,94 @@ def test_a_write_waiting_for_its_fsync_is_not_taken_as_synced_by_a_replay(tmp_pa
     io.crash()
     numbers = [BASE + 2, BASE + 4, BASE + 6]
     assert answers(engine_on(tmp_path, CrashIO()), numbers) == expected(acked, numbers)
+
+
+def _held_in_fsync(engine, io, first: int):
+    """A write of `first` whose fsync is held until the returned event is set."""
+    in_fsync, release = threading.Event(), threading.Event()
+    acked: list[Event] = []
+    u = threading.Thread(target=lambda: acked.extend(opt_outs(engine, [first])))
+
+    def hook(op: str) -> None:
+        if threading.current_thread() is u and op == "fsync-running":
+            in_fsync.set()
+            release.wait(5)
+
+    io.hook = hook
+    u.start()
+    assert in_fsync.wait(5)
+    return u, release, acked
+
+
+def _queued(engine, n: int) -> None:
+    deadline = time.monotonic() + 5
+    while len(engine.log._queue) < n and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert len(engine.log._queue) == n
+
+
+def test_writes_queued_behind_an_fsync_go_out_as_one_write_and_one_fsync(tmp_path):
+    io = CrashIO()
+    engine = engine_on(tmp_path, io)
+    u, release, acked = _held_in_fsync(engine, io, BASE)
+    numbers = [BASE + 2 * i for i in range(1, 9)]
+    sequences: dict[int, int] = {}
+
+    def write(n: int) -> None:
+        sequences[n] = engine.apply([engine.make_event(n, "s3", "marketing", OPT_OUT, at(10),
+                                                       "api")])
+
+    writers = [threading.Thread(target=write, args=(n,)) for n in numbers]
+    for t in writers:
+        t.start()
+    _queued(engine, len(writers))
+    before = dict(io.counts)
+    release.set()
+    for t in [u, *writers]:
+        t.join(5)
+    # the queued eight: one write and one fsync (u's, held, was counted before)
+    assert io.counts["write"] - before["write"] == 1
+    assert io.counts["fsync"] - before["fsync"] == 1
+    assert len(set(sequences.values())) == len(numbers)  # each its own record's end
+    ends = sorted(s & ((1 << 40) - 1) for s in sequences.values())
+    steps = {b - a for a, b in itertools.pairwise(ends)}
+    assert ends[-1] == seg_size(tmp_path) and len(steps) == 1  # records of one size
+    io.crash()
+    everything = [BASE, *numbers]
+    acked += [Event(n, "s3", 1, OPT_OUT, at(10), "api") for n in numbers]
+    assert answers(engine_on(tmp_path, CrashIO()), everything) == expected(acked, everything)
+
+
+def test_a_full_disk_fails_every_write_queued_together(tmp_path):
+    io = CrashIO()
+    engine = engine_on(tmp_path, io)
+    u, release, acked = _held_in_fsync(engine, io, BASE)
+    numbers = [BASE + 2 * i for i in range(1, 5)]
+    errors: dict[int, BaseException] = {}
+
+    def write(n: int) -> None:
+        try:
+            engine.opt_out(n, "s3", at_ms=at(10))
+        except DiskFull as exc:
+            errors[n] = exc
+
+    writers = [threading.Thread(target=write, args=(n,)) for n in numbers]
+    for t in writers:
+        t.start()
+    _queued(engine, len(writers))
+    size = seg_size(tmp_path)
+    io.enospc_after(10)  # the queued records do not fit: cut back, each writer told
+    release.set()
+    for t in [u, *writers]:
+        t.join(5)
+    assert len(acked) == 1 and sorted(errors) == numbers
+    assert seg_size(tmp_path) == size and engine.status()["writes_ok"] is True
+    io.space_back()
+    acked += opt_outs(engine, [BASE + 20])  # writes go on once there is space
+    everything = [BASE, *numbers, BASE + 20]
+    assert answers(engine, everything) == expected(acked, everything)
+    io.crash()
+    assert answers(engine_on(tmp_path, CrashIO()), everything) == expected(acked, everything)
 
 
 def test_a_batch_torn_by_a_crash_comes_back_all_or_none(tmp_path):
