@@ -276,12 +276,19 @@ def directory_bits(Py_ssize_t entries, int scope_bits):
     return max(d, AN_NUMBER_BITS + scope_bits + 8 - 64)
 
 
+def _zeros(Py_ssize_t n, dtype):
+    return np.zeros(n, dtype=dtype)
+
+
 def build(const uint64_t[::1] numbers, const uint32_t[::1] scopes, const uint8_t[::1] masks,
-          int scope_bits, double bloom_bits_per_entry=10.0, bint validate=True):
+          int scope_bits, double bloom_bits_per_entry=10.0, bint validate=True,
+          allocate=None):
     """Build the arrays of an index from entries (number, scope id, category mask).
 
     Duplicate (number, scope) entries are folded, their masks OR-ed. Returns a dict of the
-    arrays and parameters; raises ValueError naming the first bad entry."""
+    arrays and parameters; raises ValueError naming the first bad entry. `allocate(n, dtype)`
+    gives the zeroed arrays that checks probe at random (directory, Bloom filter): the caller
+    chooses the memory (huge pages), the core only fills it."""
     cdef Py_ssize_t n = numbers.shape[0], i, b, lo, hi, out_pos, k
     if scopes.shape[0] != n or masks.shape[0] != n:
         raise ValueError(f"numbers, scopes and masks differ in length: "
@@ -321,7 +328,8 @@ def build(const uint64_t[::1] numbers, const uint32_t[::1] scopes, const uint8_t
         field = ("numbers", "scopes", "masks")[why - 1]
         raise ValueError(f"{field}[{bad}]: {value} {what}")
 
-    directory_arr = np.zeros(buckets + 1, dtype=np.uint32)
+    allocate = allocate or _zeros
+    directory_arr = allocate(buckets + 1, np.uint32)
     cursor_arr = np.empty(buckets, dtype=np.uint32)
     words_arr = np.empty(n, dtype=np.uint64)
     cdef uint32_t[::1] directory = directory_arr
@@ -366,7 +374,7 @@ def build(const uint64_t[::1] numbers, const uint32_t[::1] scopes, const uint8_t
     if out_pos < n:
         words_arr.resize(out_pos, refcheck=False)
     bloom_arr = build_bloom(directory_arr, words_arr, remainder_bits, scope_bits,
-                            bloom_bits_per_entry)
+                            bloom_bits_per_entry, allocate)
     return {
         "directory": directory_arr,
         "words": words_arr,
@@ -378,11 +386,11 @@ def build(const uint64_t[::1] numbers, const uint32_t[::1] scopes, const uint8_t
 
 
 def build_bloom(const uint32_t[::1] directory, const uint64_t[::1] words, int remainder_bits,
-                int scope_bits, double bits_per_entry):
+                int scope_bits, double bits_per_entry, allocate=None):
     cdef Py_ssize_t n = words.shape[0], b, i
     cdef Py_ssize_t buckets = directory.shape[0] - 1
     cdef uint64_t blocks = max(<uint64_t>1, <uint64_t>(n * bits_per_entry / 512.0 + 0.999))
-    bloom_arr = np.zeros(blocks * AN_BLOOM_BLOCK_WORDS, dtype=np.uint64)
+    bloom_arr = (allocate or _zeros)(blocks * AN_BLOOM_BLOCK_WORDS, np.uint64)
     cdef uint64_t[::1] bloom = bloom_arr
     cdef uint64_t g, scope_mask = (1ULL << scope_bits) - 1
     cdef int shift = scope_bits + 8

@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -15,10 +16,12 @@ def build(
     numbers: npt.NDArray[np.uint64], scopes: npt.NDArray[np.uint32],
     masks: npt.NDArray[np.uint8], scope_bits: int, bloom_bits_per_entry: float = 10.0,
     validate: bool = True,
+    allocate: Callable[[int, npt.DTypeLike], npt.NDArray[Any]] | None = None,
 ) -> dict[str, Any]: ...
 def build_bloom(
     directory: npt.NDArray[np.uint32], words: npt.NDArray[np.uint64], remainder_bits: int,
-    scope_bits: int, bits_per_entry: float, k: int,
+    scope_bits: int, bits_per_entry: float,
+    allocate: Callable[[int, npt.DTypeLike], npt.NDArray[Any]] | None = None,
 ) -> npt.NDArray[np.uint64]: ...
 
 class IndexCore:

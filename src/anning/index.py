@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from anning import _index
+from anning import _index, hugepages
 from anning._normalize import normalize_number, normalize_numbers, normalize_sender
 from anning.errors import InvalidInput, InvariantError
 from anning.scopes import (
@@ -209,7 +209,7 @@ class SuppressionIndex:
         """Build from arrays whose scope ids are `table`'s (the loader's path: no remapping)."""
         try:
             arrays = _index.build(numbers, scope_ids, masks, table.scope_bits,
-                                  bloom_bits_per_entry)
+                                  bloom_bits_per_entry, allocate=hugepages.zeros)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
         sender_scope, sender_entity = table.arrays()

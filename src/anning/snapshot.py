@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from anning import _index
+from anning import _index, hugepages
 from anning.errors import CorruptSnapshot, InvalidInput
 from anning.index import ScopeTable, SuppressionIndex
 from anning.scopes import ENTITY_PREFIX, GLOBAL, validate_categories
@@ -186,6 +186,11 @@ def _read_mapped(path: Path, mm: mmap.mmap, size: int) -> SuppressionIndex:
         if (end - offset) % itemsize:
             raise CorruptSnapshot(path, f"section {name} is not whole {np.dtype(dtype)} items")
         arrays[name] = np.frombuffer(mm, dtype, (end - offset) // itemsize, offset)
+    # The parts every check probes at random, off the file's small pages onto huge ones (see
+    # anning.hugepages): 2.3 bytes an entry, private to the process (a worker forked after
+    # the load shares them); the entries stay mapped from the file.
+    for name in ("bloom", "directory"):
+        arrays[name] = hugepages.copy(arrays[name])
     try:
         meta = json.loads(arrays.pop("meta").tobytes())
         index = _assemble(arrays, meta, *params)

@@ -1,0 +1,49 @@
+"""Arrays on transparent huge pages, for the parts of an index that every check probes.
+
+A check reads one random Bloom block (and, for the few that may be present, a random directory
+slot): over 4 KiB pages nearly every such read also misses the TLB, and in a virtual machine a
+TLB miss is a two-level page walk. On 2 MiB pages the same checks run about a third quicker
+(10M entries: 19.7 ns a check against 28.7 with huge pages refused to the process). numpy asks
+for huge pages for its larger arrays, but an array carved from a reused part of the heap does
+not get them; these come from a fresh anonymous mapping, 2 MiB aligned, with MADV_HUGEPAGE
+given before the first touch. Where the kernel has no transparent huge pages, they are plain
+arrays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["copy", "zeros"]
+
+HUGE_PAGE = 2 << 20
+SMALLEST = 4 << 20  # below this the TLB covers an array well enough on small pages
+
+
+def zeros(n: int, dtype: npt.DTypeLike) -> np.ndarray:
+    """A zeroed, writable 1-d array of `n` items, on huge pages where it is large enough."""
+    dtype = np.dtype(dtype)
+    nbytes = n * dtype.itemsize
+    advice = getattr(mmap, "MADV_HUGEPAGE", None)
+    if nbytes < SMALLEST or advice is None:
+        return np.zeros(n, dtype)
+    # Private and anonymous: zero pages never touched yet, shared copy-on-write with a worker
+    # forked later (a shared anonymous mapping would be shmem, where THP is usually off).
+    region = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    start = -np.frombuffer(region, np.uint8, 1).ctypes.data % HUGE_PAGE
+    with contextlib.suppress(OSError):  # huge pages switched off ("never"): small pages then
+        region.madvise(advice, start, nbytes)
+    return np.frombuffer(region, dtype, n, start)
+
+
+def copy(array: np.ndarray) -> np.ndarray:
+    """`array` (1-d) copied onto huge pages, when it is large enough to gain from them."""
+    if array.nbytes < SMALLEST:
+        return array
+    out = zeros(len(array), array.dtype)
+    out[:] = array
+    return out
