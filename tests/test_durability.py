@@ -232,41 +232,6 @@ def test_a_write_racing_a_checkpoint_is_not_cut_off(tmp_path):
     assert answers(engine_on(tmp_path, CrashIO()), numbers) == expected(acked, numbers)
 
 
-def test_a_write_waiting_for_its_fsync_is_not_taken_as_synced_by_a_replay(tmp_path):
-    """Group commit: u's fsync is slow (it covers u only), r queues behind it, and meanwhile
-    a checkpoint of another worker is adopted (a replay of the live segment). r must still be
-    written and fsync'd before it is acknowledged."""
-    io = CrashIO()  # one machine, two workers
-    a, b = engine_on(tmp_path, io), engine_on(tmp_path, io)
-    acked = opt_outs(a, [BASE + 2])
-    assert b.checkpoint() is not None  # a adopts it at its next check
-    in_fsync, release = threading.Event(), threading.Event()
-    u = threading.Thread(target=lambda: acked.extend(opt_outs(a, [BASE + 4])))
-    r = threading.Thread(target=lambda: acked.extend(opt_outs(a, [BASE + 6])))
-
-    def hook(op: str) -> None:
-        if threading.current_thread() is u and op == "fsync-running":
-            in_fsync.set()
-            release.wait(5)
-
-    io.hook = hook
-    u.start()
-    assert in_fsync.wait(5)
-    r.start()
-    deadline = time.monotonic() + 5
-    while not a.log._queue and time.monotonic() < deadline:  # r waits for the next leader
-        time.sleep(0.001)
-    assert a.log._queue
-    a.check("s3", BASE + 6)  # the adoption: a replay of the live segment
-    release.set()
-    for t in (u, r):
-        t.join(5)
-    assert len(acked) == 3
-    io.crash()
-    numbers = [BASE + 2, BASE + 4, BASE + 6]
-    assert answers(engine_on(tmp_path, CrashIO()), numbers) == expected(acked, numbers)
-
-
 def _held_in_fsync(engine, io, first: int):
     """A write of `first` whose fsync is held until the returned event is set."""
     in_fsync, release = threading.Event(), threading.Event()
@@ -289,6 +254,29 @@ def _queued(engine, n: int) -> None:
     while len(engine.log._queue) < n and time.monotonic() < deadline:
         time.sleep(0.001)
     assert len(engine.log._queue) == n
+
+
+def test_a_write_waiting_for_its_fsync_is_not_taken_as_synced_by_a_replay(tmp_path):
+    """Group commit: u's fsync is slow (it covers u only), r queues behind it, and meanwhile
+    a checkpoint of another worker is adopted (a replay of the live segment). r must still be
+    written and fsync'd before it is acknowledged."""
+    io = CrashIO()  # one machine, two workers
+    a, b = engine_on(tmp_path, io), engine_on(tmp_path, io)
+    acked = opt_outs(a, [BASE + 2])
+    assert b.checkpoint() is not None  # a adopts it at its next check
+    u, release, acked_u = _held_in_fsync(a, io, BASE + 4)
+    r = threading.Thread(target=lambda: acked.extend(opt_outs(a, [BASE + 6])))
+    r.start()
+    _queued(a, 1)  # r waits for the next leader
+    a.check("s3", BASE + 6)  # the adoption: a replay of the live segment
+    release.set()
+    for t in (u, r):
+        t.join(5)
+    acked += acked_u
+    assert len(acked) == 3
+    io.crash()
+    numbers = [BASE + 2, BASE + 4, BASE + 6]
+    assert answers(engine_on(tmp_path, CrashIO()), numbers) == expected(acked, numbers)
 
 
 def test_writes_queued_behind_an_fsync_go_out_as_one_write_and_one_fsync(tmp_path):
