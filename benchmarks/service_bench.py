@@ -160,9 +160,9 @@ def _sleep_until(wall: float) -> None:
         time.sleep(delay)
 
 
-def task_latency(port: int, pairs: list[tuple[str, str]], expected: list[int], calls: int,
-                 limit_s: float, warmup: int) -> dict:
-    """Sequential unary Check calls with the generated stub: latencies in ns."""
+def _check_stub(port: int, pairs: list[tuple[str, str]], warmup: int) -> tuple[Any, Any, list]:
+    """A channel, the generated Suppression stub and a CheckRequest a pair, after `warmup`
+    calls (connection made, first calls behind it)."""
     import grpc
 
     from anning.v1 import anning_pb2 as pb
@@ -171,9 +171,18 @@ def task_latency(port: int, pairs: list[tuple[str, str]], expected: list[int], c
     channel = grpc.insecure_channel(f"{HOST}:{port}", options=CHANNEL_OPTIONS)
     stub = rpc.SuppressionStub(channel)
     requests = [pb.CheckRequest(sender=s, number=n) for s, n in pairs]
-    r = len(requests)
     for i in range(warmup):
-        stub.Check(requests[i % r], timeout=CALL_TIMEOUT)
+        stub.Check(requests[i % len(requests)], timeout=CALL_TIMEOUT)
+    return channel, stub, requests
+
+
+def task_latency(port: int, pairs: list[tuple[str, str]], expected: list[int], calls: int,
+                 limit_s: float, warmup: int) -> dict:
+    """Sequential unary Check calls with the generated stub: latencies in ns."""
+    import grpc
+
+    channel, stub, requests = _check_stub(port, pairs, warmup)
+    r = len(requests)
     lat = np.zeros(calls, np.int64)
     scopes = np.zeros(calls, np.int16)
     errors: list[str] = []
@@ -210,15 +219,8 @@ def task_paced(port: int, pairs: list[tuple[str, str]], expected: list[int], rat
     its latency runs from that scheduled time to its answer."""
     import grpc
 
-    from anning.v1 import anning_pb2 as pb
-    from anning.v1 import anning_pb2_grpc as rpc
-
-    channel = grpc.insecure_channel(f"{HOST}:{port}", options=CHANNEL_OPTIONS)
-    stub = rpc.SuppressionStub(channel)
-    requests = [pb.CheckRequest(sender=s, number=n) for s, n in pairs]
+    channel, stub, requests = _check_stub(port, pairs, warmup)
     r = len(requests)
-    for i in range(warmup):
-        stub.Check(requests[i % r], timeout=CALL_TIMEOUT)
     n = max(1, int(rate * seconds))
     lat = np.full(n, -1, np.int64)
     scopes = np.full(n, -1, np.int16)

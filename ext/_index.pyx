@@ -276,10 +276,6 @@ def directory_bits(Py_ssize_t entries, int scope_bits):
     return max(d, AN_NUMBER_BITS + scope_bits + 8 - 64)
 
 
-def _zeros(Py_ssize_t n, dtype):
-    return np.zeros(n, dtype=dtype)
-
-
 def build(const uint64_t[::1] numbers, const uint32_t[::1] scopes, const uint8_t[::1] masks,
           int scope_bits, double bloom_bits_per_entry=10.0, bint validate=True,
           allocate=None):
@@ -287,8 +283,7 @@ def build(const uint64_t[::1] numbers, const uint32_t[::1] scopes, const uint8_t
 
     Duplicate (number, scope) entries are folded, their masks OR-ed. Returns a dict of the
     arrays and parameters; raises ValueError naming the first bad entry. `allocate(n, dtype)`
-    gives the zeroed arrays that checks probe at random (directory, Bloom filter): the caller
-    chooses the memory (huge pages), the core only fills it."""
+    (np.zeros by default) gives the arrays checks probe at random: the caller picks the memory."""
     cdef Py_ssize_t n = numbers.shape[0], i, b, lo, hi, out_pos, k
     if scopes.shape[0] != n or masks.shape[0] != n:
         raise ValueError(f"numbers, scopes and masks differ in length: "
@@ -328,7 +323,7 @@ def build(const uint64_t[::1] numbers, const uint32_t[::1] scopes, const uint8_t
         field = ("numbers", "scopes", "masks")[why - 1]
         raise ValueError(f"{field}[{bad}]: {value} {what}")
 
-    allocate = allocate or _zeros
+    allocate = allocate or np.zeros
     directory_arr = allocate(buckets + 1, np.uint32)
     cursor_arr = np.empty(buckets, dtype=np.uint32)
     words_arr = np.empty(n, dtype=np.uint64)
@@ -390,7 +385,7 @@ def build_bloom(const uint32_t[::1] directory, const uint64_t[::1] words, int re
     cdef Py_ssize_t n = words.shape[0], b, i
     cdef Py_ssize_t buckets = directory.shape[0] - 1
     cdef uint64_t blocks = max(<uint64_t>1, <uint64_t>(n * bits_per_entry / 512.0 + 0.999))
-    bloom_arr = (allocate or _zeros)(blocks * AN_BLOOM_BLOCK_WORDS, np.uint64)
+    bloom_arr = (allocate or np.zeros)(blocks * AN_BLOOM_BLOCK_WORDS, np.uint64)
     cdef uint64_t[::1] bloom = bloom_arr
     cdef uint64_t g, scope_mask = (1ULL << scope_bits) - 1
     cdef int shift = scope_bits + 8

@@ -249,11 +249,17 @@ def _held_in_fsync(engine, io, first: int):
     return u, release, acked
 
 
-def _queued(engine, n: int) -> None:
+def _queued_writers(engine, write, numbers: list[int]) -> list[threading.Thread]:
+    """A thread running write(n) for each number, returned once all of them are queued for
+    the next leader (behind the held fsync)."""
+    writers = [threading.Thread(target=write, args=(n,)) for n in numbers]
+    for t in writers:
+        t.start()
     deadline = time.monotonic() + 5
-    while len(engine.log._queue) < n and time.monotonic() < deadline:
+    while len(engine.log._queue) < len(writers) and time.monotonic() < deadline:
         time.sleep(0.001)
-    assert len(engine.log._queue) == n
+    assert len(engine.log._queue) == len(writers)
+    return writers
 
 
 def test_a_write_waiting_for_its_fsync_is_not_taken_as_synced_by_a_replay(tmp_path):
@@ -265,9 +271,7 @@ def test_a_write_waiting_for_its_fsync_is_not_taken_as_synced_by_a_replay(tmp_pa
     acked = opt_outs(a, [BASE + 2])
     assert b.checkpoint() is not None  # a adopts it at its next check
     u, release, acked_u = _held_in_fsync(a, io, BASE + 4)
-    r = threading.Thread(target=lambda: acked.extend(opt_outs(a, [BASE + 6])))
-    r.start()
-    _queued(a, 1)  # r waits for the next leader
+    (r,) = _queued_writers(a, lambda n: acked.extend(opt_outs(a, [n])), [BASE + 6])
     a.check("s3", BASE + 6)  # the adoption: a replay of the live segment
     release.set()
     for t in (u, r):
@@ -290,10 +294,7 @@ def test_writes_queued_behind_an_fsync_go_out_as_one_write_and_one_fsync(tmp_pat
         sequences[n] = engine.apply([engine.make_event(n, "s3", "marketing", OPT_OUT, at(10),
                                                        "api")])
 
-    writers = [threading.Thread(target=write, args=(n,)) for n in numbers]
-    for t in writers:
-        t.start()
-    _queued(engine, len(writers))
+    writers = _queued_writers(engine, write, numbers)
     before = dict(io.counts)
     release.set()
     for t in [u, *writers]:
@@ -324,10 +325,7 @@ def test_a_full_disk_fails_every_write_queued_together(tmp_path):
         except DiskFull as exc:
             errors[n] = exc
 
-    writers = [threading.Thread(target=write, args=(n,)) for n in numbers]
-    for t in writers:
-        t.start()
-    _queued(engine, len(writers))
+    writers = _queued_writers(engine, write, numbers)
     size = seg_size(tmp_path)
     io.enospc_after(10)  # the queued records do not fit: cut back, each writer told
     release.set()

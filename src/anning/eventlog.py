@@ -109,14 +109,13 @@ class _Segment:
 class _Write:
     """One append waiting in the group commit: its bytes, then its outcome."""
 
-    __slots__ = ("data", "done", "error", "sequence", "thread", "wake")
+    __slots__ = ("data", "done", "error", "sequence", "wake")
 
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.done = False
         self.error: BaseException | None = None
         self.sequence = 0
-        self.thread = threading.get_ident()
         self.wake = threading.Lock()
         self.wake.acquire()
 
@@ -203,11 +202,9 @@ class EventLog:
                 self._leading = following is not None
             if following is not None:
                 following.wake.release()  # not done: it leads the next batch
-            me = threading.get_ident()
-            for w in batch:
+            for w in batch:  # the leader's own lock too: nobody waits on it, no harm
                 w.done = True
-                if w.thread != me:
-                    w.wake.release()
+                w.wake.release()
 
     def _current_segment(self) -> _Segment:
         """The newest segment, moving to it (and sealing the old) if a checkpoint rotated."""
