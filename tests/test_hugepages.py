@@ -50,6 +50,14 @@ def test_small_arrays_stay_ordinary():
     assert hugepages.copy(b) is b
 
 
+def test_without_huge_pages_copy_leaves_the_array_alone(monkeypatch):
+    monkeypatch.setattr(hugepages, "_ADVICE", None)
+    big = np.ones(hugepages.SMALLEST // 8 + 1, np.uint64)
+    assert hugepages.copy(big) is big
+    plain = hugepages.zeros(len(big), np.uint64)
+    assert plain.flags.owndata and not plain.any()
+
+
 def test_copy_keeps_the_values():
     src = np.random.default_rng(3).integers(0, 1 << 63, hugepages.SMALLEST // 8 + 99,
                                             dtype=np.uint64)

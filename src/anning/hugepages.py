@@ -22,27 +22,28 @@ __all__ = ["copy", "zeros"]
 
 HUGE_PAGE = 2 << 20
 SMALLEST = 4 << 20  # below this the TLB covers an array well enough on small pages
+_ADVICE = getattr(mmap, "MADV_HUGEPAGE", None)  # None: no transparent huge pages here
 
 
 def zeros(n: int, dtype: npt.DTypeLike) -> np.ndarray:
     """A zeroed, writable 1-d array of `n` items, on huge pages where it is large enough."""
     dtype = np.dtype(dtype)
     nbytes = n * dtype.itemsize
-    advice = getattr(mmap, "MADV_HUGEPAGE", None)
-    if nbytes < SMALLEST or advice is None:
+    if nbytes < SMALLEST or _ADVICE is None:
         return np.zeros(n, dtype)
     # Private and anonymous: zero pages never touched yet, shared copy-on-write with a worker
     # forked later (a shared anonymous mapping would be shmem, where THP is usually off).
     region = mmap.mmap(-1, nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     start = -np.frombuffer(region, np.uint8, 1).ctypes.data % HUGE_PAGE
     with contextlib.suppress(OSError):  # huge pages switched off ("never"): small pages then
-        region.madvise(advice, start, nbytes)
+        region.madvise(_ADVICE, start, nbytes)
     return np.frombuffer(region, dtype, n, start)
 
 
 def copy(array: np.ndarray) -> np.ndarray:
-    """`array` (1-d) copied onto huge pages, when it is large enough to gain from them."""
-    if array.nbytes < SMALLEST:
+    """`array` (1-d) copied onto huge pages, when it is large enough to gain from them (else
+    the array itself: a copy onto small pages would only unshare a file's pages)."""
+    if array.nbytes < SMALLEST or _ADVICE is None:
         return array
     out = zeros(len(array), array.dtype)
     out[:] = array
