@@ -251,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--data", default=DEFAULT_DATA, help="data directory (default %(default)s)")
     serve.add_argument("--listen", default="127.0.0.1:50051")
     serve.add_argument("--workers", type=int, default=0, help="processes (default: one a core)")
-    serve.add_argument("--threads", type=int, default=16, help="threads a worker")
+    serve.add_argument("--threads", type=int, default=16,
+                       help="threads a worker for snapshot loads (calls run on its event loop)")
     serve.add_argument("--tokens", help="tokens file: `sha256:<hex> role,role` a line")
     serve.add_argument("--tls-cert")
     serve.add_argument("--tls-key")

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from os import PathLike
 from pathlib import Path
 
@@ -143,6 +143,8 @@ class Engine:
         self._snapshot_id: tuple | None = None
         self._checkpoint_id: tuple | None = None
         self._polled = 0.0
+        # checks poll for new files themselves unless a thread of the caller's does (poll())
+        self.poll_in_background = False
         self.last_refusal: str | None = None
         self.log: EventLog | None = None
         if self.data_dir is not None and write_log:
@@ -194,19 +196,36 @@ class Engine:
         return True
 
     def refresh(self) -> None:
-        """Take in what other processes wrote: a new snapshot or checkpoint file, log records."""
+        """Take in what other processes wrote: a new snapshot or checkpoint file, log records.
+        With `poll_in_background` set, only the log's records (and a checkpoint when the log
+        has been retired under this reader): the caller runs `poll()` in a thread of its own."""
+        if self.data_dir is not None and not self.poll_in_background and \
+                time.monotonic() - self._polled > _POLL_S:
+            self.poll()
+            return
+        self._tail()
+
+    def poll(self) -> None:
+        """Look for a new snapshot or checkpoint file (another process's) and serve it, then
+        take in the log. Loading a file is long (every byte of a snapshot is checked): a
+        server calls this from a thread, off the path of its checks (`poll_in_background`)."""
         if self.data_dir is not None:
-            now = time.monotonic()
-            if now - self._polled > _POLL_S or (self.log is not None and self.log.behind):
-                self._polled = now
-                self._poll_files()
-        if self.log is not None:
-            records = self.log.tail()
-            if records:
-                self._take([_event(record) for record in records])
-            if self.log.behind and self.data_dir is not None:  # segments retired meanwhile
-                self._polled = time.monotonic()
-                self._poll_files()
+            self._polled = time.monotonic()
+            self._poll_files()
+        self._tail()
+
+    def _tail(self) -> None:
+        if self.log is None:
+            return
+        if self.log.behind and self.data_dir is not None:
+            self._adopt_checkpoint()
+        records = self.log.tail()
+        if records:
+            self._take([_event(record) for record in records])
+        if self.log.behind and self.data_dir is not None:
+            # segments retired under the reader: what they held is in the checkpoint, which
+            # must be served before any answer
+            self._adopt_checkpoint()
 
     def _poll_files(self) -> None:
         assert self.data_dir is not None
@@ -220,6 +239,11 @@ class Engine:
         if self.log is not None and (
                 self.log.behind or
                 _file_identity(self.data_dir / CHECKPOINT_NAME) != self._checkpoint_id):
+            # Another thread of ours adopting it already: a check that is not behind answers
+            # from what it has (every event it took is still there) instead of waiting, or
+            # of adopting it once more.
+            if self._adopt_lock.locked() and not self.log.behind:
+                return
             self._adopt_checkpoint()
 
     def _adopt_checkpoint(self) -> None:
@@ -228,6 +252,10 @@ class Engine:
         The new overlay is built outside the write lock (checks and writes go on); what the
         old one took meanwhile is put on the new one before it serves."""
         with self._adopt_lock:
+            assert self.log is not None and self.data_dir is not None
+            if not self.log.behind and \
+                    _file_identity(self.data_dir / CHECKPOINT_NAME) == self._checkpoint_id:
+                return  # adopted by another thread while this one waited
             with self._write_lock:
                 self._backlog = []
             try:
@@ -380,19 +408,48 @@ class Engine:
         """Make events durable (with a data directory), then visible; return the sequence of
         the last in the write log (0 without one). All or none: one append, one fsync. Raises
         DiskFull (nothing kept; retry later) or WritesStopped after a disk failure."""
-        if not events:
-            return 0
-        for e in events:
-            _validate(e)
-        if self.log is None:
-            sequence = 0
-        elif len(events) == 1:
-            sequence = self.log.append([_record(events[0])])
-        else:  # one record: after a crash, all of the batch is there or none of it
-            sequence = self.log.append([encode((_BATCH, [
-                [e.kind, e.number, e.scope, e.mask, e.at_ms, e.source] for e in events]))])
-        self._take(events)
-        return sequence
+        (outcome,) = self.apply_each([events])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def apply_each(self, writes: list[list[Event]]) -> list[int | Exception]:
+        """Several callers' writes in one append and one fsync (the server's group commit):
+        each write is all or none, one log record, and gets its own sequence, or the
+        InvalidInput that refused it alone. A disk error (DiskFull, WritesStopped) is raised:
+        then none of them was kept."""
+        outcomes: list[int | Exception] = []
+        records: list[bytes] = []
+        slots: list[int] = []  # the outcome each record answers
+        taken: list[Event] = []
+        for events in writes:
+            try:
+                for e in events:
+                    _validate(e)
+            except InvalidInput as exc:
+                outcomes.append(exc)
+                continue
+            outcomes.append(0)
+            taken.extend(events)
+            if self.log is None or not events:
+                continue
+            slots.append(len(outcomes) - 1)
+            if len(events) == 1:
+                records.append(_record(events[0]))
+            else:  # one record: after a crash, all of the write is there or none of it
+                records.append(encode((_BATCH, [
+                    [e.kind, e.number, e.scope, e.mask, e.at_ms, e.source] for e in events])))
+        if records:
+            assert self.log is not None
+            end = self.log.append(records)
+            # one write(): the records lie back to back in one segment, so each one's
+            # sequence (segment, end offset) is the next one's less that one's bytes
+            for slot, record in zip(reversed(slots), reversed(records), strict=True):
+                outcomes[slot] = end
+                end -= len(record)
+        if taken:
+            self._take(taken)
+        return outcomes
 
     def _take(self, events: list[Event]) -> None:
         """Put events on top of the serving list: the one way in, for this process's writes
@@ -410,6 +467,14 @@ class Engine:
               at_ms: int | None = None) -> ReplyOutcome:
         """A user's reply to a sender: an opt-out of the sender's entity (or the sender), a
         global opt-out, an opt-in, or free text that changes nothing."""
+        outcome = self.read_reply(sender, number, text, at_ms)
+        if outcome.event is None:
+            return outcome
+        return replace(outcome, sequence=self.apply([outcome.event]))
+
+    def read_reply(self, sender: str, number: str | int, text: str,
+                   at_ms: int | None = None) -> ReplyOutcome:
+        """What a reply means, and the event it makes (not yet applied; sequence 0)."""
         reply = recognise_reply(text)
         name = normalize_sender(sender)
         if not reply.recognised:
@@ -422,8 +487,7 @@ class Engine:
             scope = (state.index.entity_of(name) if state else None) or name
         kind = OPT_IN if reply.action == REPLY_OPT_IN else OPT_OUT
         event = self.make_event(number, scope, "marketing", kind, at_ms, "reply")
-        sequence = self.apply([event])
-        return ReplyOutcome(True, reply.action, reply.keyword, scope, event, sequence)
+        return ReplyOutcome(True, reply.action, reply.keyword, scope, event, 0)
 
     def explain(self, sender: str, number: str | int, category: str = "marketing") -> dict:
         """Why a check answers as it does: the level, the entry or event that decided it."""

@@ -84,17 +84,18 @@ class Tokens:
         return None
 
 
-class AuthInterceptor(grpc.ServerInterceptor):
+class AuthInterceptor(grpc.aio.ServerInterceptor):
     """UNAUTHENTICATED without a known bearer token, PERMISSION_DENIED without the role."""
 
     def __init__(self, tokens: Tokens, on_refusal: Callable[[str, str], None] | None = None):
         self._tokens = tokens
         self._on_refusal = on_refusal or (lambda method, code: None)
 
-    def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+    async def intercept_service(self, continuation: Any,
+                                details: grpc.HandlerCallDetails) -> Any:
         role = required_role(details.method)
         if role is None:
-            return continuation(details)
+            return await continuation(details)
         token = None
         for key, value in details.invocation_metadata or ():
             if key == "authorization" and isinstance(value, str):
@@ -103,18 +104,18 @@ class AuthInterceptor(grpc.ServerInterceptor):
                     token = rest.strip()
         if token is None:
             self._on_refusal(details.method, "UNAUTHENTICATED")
-            return _deny_like(continuation(details), grpc.StatusCode.UNAUTHENTICATED,
+            return _deny_like(await continuation(details), grpc.StatusCode.UNAUTHENTICATED,
                               "authorization: a bearer token is required")
         granted = self._tokens.roles(token)
         if granted is None:
             self._on_refusal(details.method, "UNAUTHENTICATED")
-            return _deny_like(continuation(details), grpc.StatusCode.UNAUTHENTICATED,
+            return _deny_like(await continuation(details), grpc.StatusCode.UNAUTHENTICATED,
                               "authorization: unknown token")
         if role not in granted:
             self._on_refusal(details.method, "PERMISSION_DENIED")
-            return _deny_like(continuation(details), grpc.StatusCode.PERMISSION_DENIED,
+            return _deny_like(await continuation(details), grpc.StatusCode.PERMISSION_DENIED,
                               f"this token lacks the role {role!r} for {details.method}")
-        return continuation(details)
+        return await continuation(details)
 
 
 def _deny_like(handler: Any, code: grpc.StatusCode, message: str) -> Any:
@@ -122,11 +123,11 @@ def _deny_like(handler: Any, code: grpc.StatusCode, message: str) -> Any:
     if handler is None:
         return None
 
-    def unary(_request: Any, context: grpc.ServicerContext) -> None:
-        context.abort(code, message)
+    async def unary(_request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(code, message)
 
-    def streaming(_request: Any, context: grpc.ServicerContext) -> Any:
-        context.abort(code, message)
+    async def streaming(_request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(code, message)
         yield  # pragma: no cover - abort raises
 
     kind = (handler.request_streaming, handler.response_streaming)

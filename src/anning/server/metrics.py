@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 __all__ = ["Metrics", "prepare_multiprocess", "serve_metrics"]
 
@@ -44,9 +45,18 @@ class Metrics:
                              "Write-log bytes not yet taken in by this worker", **mode)
         self.writes_ok = Gauge("anning_writes_ok", "1 while writes are accepted", **mode)
         self.scope_names = ("none", "sender", "entity", "global")
+        # the labelled children, looked up once: a lookup is a lock and a dict per call
+        self.checks_by_code = tuple(self.checks.labels(name) for name in self.scope_names)
+        self._latency: dict[str, Any] = {}
 
     def count_checks(self, code: int) -> None:
-        self.checks.labels(self.scope_names[code]).inc()
+        self.checks_by_code[code].inc()
+
+    def latency_of(self, method: str) -> Any:
+        child = self._latency.get(method)
+        if child is None:
+            child = self._latency[method] = self.latency.labels(method)
+        return child
 
 
 def serve_metrics(address: str) -> None:
