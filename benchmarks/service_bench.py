@@ -75,24 +75,44 @@ def _identity(x: bytes) -> bytes:
 # -- the constant servicer (runs in its own spawned processes) ---------------------------------
 
 
-def run_constant_server(port: int, reuseport: bool, ready: Any, threads: int) -> None:
-    from concurrent import futures
-
-    import grpc
-
+def run_constant_server(port: int, reuseport: bool, ready: Any, threads: int,
+                        flavour: str = "sync", durable_dir: str | None = None) -> None:
+    """The constant servicer: a synchronous grpc server (`flavour` "sync", a thread pool of
+    `threads`) or a grpc.aio one ("aio", one event loop, as anning's workers). With
+    `durable_dir`, OptOut first appends a record to a file there and waits for an fsync that
+    covers it (group commit): the least any durable write costs in this stack."""
     from anning.v1 import anning_pb2 as pb
     from anning.v1 import anning_pb2_grpc as rpc
 
     constant = pb.CheckResponse()  # SCOPE_NONE: the size of anning's commonest answer
+    # The write side's floor, for benchmarks/write_bench.py: an acknowledgement of anning's
+    # size (a sequence past segment 1, a time in ms) with nothing made durable.
+    ack = pb.WriteAck(sequence=(1 << 40) | 1_000_000, at_ms=1_700_000_000_000)
+    log = GroupCommit(Path(durable_dir) / f"floor-{os.getpid()}.log") if durable_dir else None
+
+    def check_batch(request: Any) -> Any:
+        return pb.CheckBatchResponse(results=[
+            pb.CheckResponse(suppressed=False, scope=pb.SCOPE_NONE) for _ in request.checks])
+
+    def opt_out(request: Any) -> Any:
+        if log is not None:
+            log.append(request.SerializeToString())
+        return ack
+
+    if flavour == "aio":
+        _serve_constant_aio(port, reuseport, ready, constant, ack, check_batch, opt_out)
+        return
+
+    from concurrent import futures
+
+    import grpc
 
     class Constant(rpc.SuppressionServicer):
         def Check(self, request, context):
             return constant
 
         def CheckBatch(self, request, context):
-            results = [pb.CheckResponse(suppressed=False, scope=pb.SCOPE_NONE)
-                       for _ in request.checks]
-            return pb.CheckBatchResponse(results=results)
+            return check_batch(request)
 
         def CheckColumns(self, request, context):
             return pb.CheckColumnsResponse(scopes=bytes(len(request.numbers) // 8))
@@ -101,13 +121,9 @@ def run_constant_server(port: int, reuseport: bool, ready: Any, threads: int) ->
             for _ in requests:
                 yield constant
 
-    # The write side's floor, for benchmarks/write_bench.py: an acknowledgement of anning's
-    # size (a sequence past segment 1, a time in ms) with nothing made durable.
-    ack = pb.WriteAck(sequence=(1 << 40) | 1_000_000, at_ms=1_700_000_000_000)
-
     class ConstantWrites(rpc.OptOutsServicer):
         def OptOut(self, request, context):
-            return ack
+            return opt_out(request)
 
         def WriteBatch(self, request, context):
             return pb.WriteBatchAck(sequence=ack.sequence, events=len(request.events))
@@ -125,6 +141,85 @@ def run_constant_server(port: int, reuseport: bool, ready: Any, threads: int) ->
     signal.signal(signal.SIGTERM, lambda *_: server.stop(1))
     ready.set()
     server.wait_for_termination()
+
+
+def _serve_constant_aio(port: int, reuseport: bool, ready: Any, constant: Any, ack: Any,
+                        check_batch: Any, opt_out: Any) -> None:
+    """The constant servicer on grpc.aio: anning's stack with nothing to do. A durable OptOut
+    waits in a thread of a pool, so the loop goes on meanwhile (anning's writes wait on a
+    future the same way)."""
+    import asyncio
+
+    import grpc
+
+    from anning.v1 import anning_pb2 as pb
+    from anning.v1 import anning_pb2_grpc as rpc
+
+    class Constant(rpc.SuppressionServicer):
+        async def Check(self, request, context):
+            return constant
+
+        async def CheckBatch(self, request, context):
+            return check_batch(request)
+
+        async def CheckColumns(self, request, context):
+            return pb.CheckColumnsResponse(scopes=bytes(len(request.numbers) // 8))
+
+        async def CheckStream(self, requests, context):
+            async for _ in requests:
+                yield constant
+
+    class ConstantWrites(rpc.OptOutsServicer):
+        async def OptOut(self, request, context):
+            return await asyncio.to_thread(opt_out, request)
+
+        async def WriteBatch(self, request, context):
+            return pb.WriteBatchAck(sequence=ack.sequence, events=len(request.events))
+
+    async def main() -> None:
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 1 if reuseport else 0),
+                                          *CHANNEL_OPTIONS])
+        rpc.add_SuppressionServicer_to_server(Constant(), server)
+        rpc.add_OptOutsServicer_to_server(ConstantWrites(), server)
+        if server.add_insecure_port(f"{HOST}:{port}") == 0:
+            raise SystemExit(f"constant servicer: cannot listen on {HOST}:{port}")
+        await server.start()
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGTERM, lambda: asyncio.ensure_future(server.stop(1)))
+        ready.set()
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
+class GroupCommit:
+    """Appends made durable by an fsync shared with those that queued behind the one running:
+    the textbook group commit, with nothing else (no checksum, no index, no visibility)."""
+
+    def __init__(self, path: Path) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self.lock = threading.Condition()
+        self.appended = self.synced = 0
+        self.syncing = False
+
+    def append(self, data: bytes) -> None:
+        with self.lock:
+            os.write(self.fd, data)
+            self.appended += 1
+            mine = self.appended
+            while self.synced < mine:
+                if self.syncing:  # an fsync that began before our write: wait for the next
+                    self.lock.wait()
+                    continue
+                self.syncing, target = True, self.appended
+                self.lock.release()
+                try:
+                    os.fsync(self.fd)
+                finally:
+                    self.lock.acquire()
+                    self.syncing = False
+                self.synced = target
+                self.lock.notify_all()
 
 
 # -- load generator tasks (run in the spawned client pool) -------------------------------------
@@ -481,13 +576,17 @@ class AnningServer(Server):
 
 
 class ConstantServer(Server):
-    def __init__(self, ctx: Any, procs: int, threads: int) -> None:
+    def __init__(self, ctx: Any, procs: int, threads: int, flavour: str = "sync",
+                 durable_dir: Path | None = None) -> None:
         self.port = free_port()
         self.procs = procs
-        self.name = f"constant x{procs}"
+        self.name = f"constant{'' if flavour == 'sync' else '-' + flavour}" \
+                    f"{'-durable' if durable_dir else ''} x{procs}"
         self.events = [ctx.Event() for _ in range(procs)]
         self.processes = [ctx.Process(target=run_constant_server,
-                                      args=(self.port, procs > 1, ev, threads), daemon=True)
+                                      args=(self.port, procs > 1, ev, threads, flavour,
+                                            str(durable_dir) if durable_dir else None),
+                                      daemon=True)
                           for ev in self.events]
         for p in self.processes:
             p.start()

@@ -1,6 +1,7 @@
 """The write side under load: a real `anning serve` (1 worker, data directory on local disk,
-real fsync) beside the constant servicer of service_bench.py (same proto, answers at once),
-repetitions interleaved, medians and the ratio anning / peer (benchmarks/README.md has more).
+real fsync) beside the constant servicers of service_bench.py (same proto, answers at once;
+synchronous, grpc.aio, and a durable floor that only appends and fsyncs), repetitions
+interleaved, medians and ratios (benchmarks/README.md has more).
 
     python benchmarks/write_bench.py                   # 10M-entry snapshot, 1M logged events
     python benchmarks/write_bench.py --quick           # CI size: 1M entries, 100k events
@@ -268,12 +269,18 @@ class Bench:
         return res
 
     def paced(self, server: Any, path: str, payloads: list[bytes], answers: Any, rate: float,
-              threads: int, load: tuple | None = None) -> dict | None:
-        """The paced run; with `load` (task_closed's arguments) that load runs beside it in
-        the other client process, from WARM before the schedule starts to after it ends."""
+              threads: int, load: tuple | None = None, load_rate: float = 0.0) -> dict | None:
+        """The paced run; with `load` (task_closed's path, payloads, items, threads, channels)
+        that load runs beside it in the other client process, from WARM before the schedule
+        starts to after it ends: closed loop, or paced at `load_rate` calls/s if given."""
         a = self.args
         start_at = time.time() + 0.6
-        if load:
+        if load and load_rate:
+            path_, payloads_, _items, threads_, _channels = load
+            pending = self.pool.apply_async(task_paced, (
+                server.port, path_, payloads_, None, load_rate, a.paced_seconds + 0.3 + WARM,
+                threads_, start_at - WARM))
+        elif load:
             pending = self.pool.apply_async(task_closed, (
                 server.port, *load, start_at - WARM, a.paced_seconds + 0.3))
         res = self._get(f"{server.name} paced {path}", self.pool.apply_async(task_paced, (
@@ -283,7 +290,8 @@ class Bench:
             if res and bg and bg["pid"] == res["pid"]:
                 self.fail("the checker and the writers ran in one process")
             if res:
-                res["load_rate"] = bg["rate"] if bg else 0.0
+                res["load_rate"] = (bg["rate"] if "rate" in bg else
+                                    bg["calls"] / (a.paced_seconds + 0.3 + WARM)) if bg else 0.0
         if res:
             res["p50"], res["p99"] = (float(v) / 1e6 for v in
                                       np.percentile(res.pop("lat_ns"), [50, 99]))
@@ -304,11 +312,12 @@ class Bench:
         return out
 
     def row(self, target: str, unit: str, r: dict[str, list[dict]], key: str, goal: str,
-            note: str = "") -> None:
-        """Of interleaved runs (anning's first, then its peer's) the medians of `key`, the ratio
-        and the goal ("ratio <= 1.5" on the ratio, ">= N" or "<= N" on anning's; "": none)."""
-        (_, runs), (peer, peer_runs) = r.items()
-        ours, theirs = [x[key] for x in runs], [x[key] for x in peer_runs]
+            note: str = "", pair: tuple[str, str] | None = None) -> None:
+        """Of interleaved runs the medians of `key` for a pair (default: the first two, anning's
+        then its peer's), the ratio and the goal ("ratio <= 1.5" on the ratio, ">= N" or
+        "<= N" on the first's; "": none)."""
+        name, peer = pair or tuple(r)[:2]
+        ours, theirs = [x[key] for x in r[name]], [x[key] for x in r[peer]]
         if not ours or not theirs:
             self.fail(f"{target}: no figure")
             return
@@ -319,9 +328,10 @@ class Bench:
             *on, op, limit = goal.split()
             x = ratio if on else value
             met = x >= float(limit) if op == ">=" else x <= float(limit)
-        self.rows.append({"target": target, "unit": unit, "anning": value, "peer": peer,
+        self.rows.append({"target": target, "unit": unit, "who": name, "value": value,
+                          "peer": peer,
                           "peer_value": peer_value, "ratio": ratio, "goal": goal, "met": met,
-                          "anning_reps": ours, "peer_reps": theirs, "note": note})
+                          "reps": ours, "peer_reps": theirs, "note": note})
 
 
 def _brief(r: dict) -> str:
@@ -337,21 +347,32 @@ def _cpu(r: dict[str, list[dict]], items: int) -> str:
         for k, v in r.items() if v)
 
 
-def writes_and_checks(b: Bench, anning: sb.AnningServer, const: sb.ConstantServer) -> None:
+def writes_and_checks(b: Bench, anning: sb.AnningServer, peers: dict[str, Any]) -> None:
+    """`peers`: "constant" (the issue's peer: a synchronous servicer answering at once),
+    "constant-aio" (the same on grpc.aio, anning's stack), "durable floor" (the synchronous
+    constant whose OptOut appends and waits for a group-committed fsync, nothing else)."""
     a, w = b.args, b.w
-    servers = (("anning", anning), ("constant", const))
+    const = peers["constant"]
+    servers = (("anning", anning), *peers.items())
     op = (w["opt_outs"], 1, a.writers, a.channels)
     print(f"1. OptOut, {a.writers} callers", flush=True)
     r = b.interleaved("OptOut closed", [
         (name, lambda s=s: b.closed(s, OPT_OUT, *op)) for name, s in servers])
-    b.row(f"OptOut, {a.writers} callers", "writes/s", r, "rate", "ratio >= 0.8", _cpu(r, 1))
+    target = f"OptOut, {a.writers} callers"
+    b.row(target, "writes/s", r, "rate", "ratio >= 0.8", _cpu(r, 1))
+    b.row(target, "writes/s", r, "rate", "", "the same stack, answering at once",
+          ("anning", "constant-aio"))
+    b.row(target, "writes/s", r, "rate", "", "a record appended and fsync'd, nothing else",
+          ("anning", "durable floor"))
+    b.row(target, "writes/s", r, "rate", "", "what durability alone costs in this stack",
+          ("durable floor", "constant"))
     step = WRITES // a.writers
     readback(b, anning, w["written"][: step * a.writers: step])  # each writer's first
 
     print(f"2. OptOut paced {a.rate:,.0f}/s", flush=True)
     r = b.interleaved("OptOut paced", [
         (name, lambda s=s: b.paced(s, OPT_OUT, w["opt_outs"], None, a.rate, 8))
-        for name, s in servers])
+        for name, s in (("anning", anning), ("constant", const))])
     for p, goal in (("p50", ""), ("p99", "<= 10")):
         b.row(f"OptOut paced {a.rate:,.0f}/s, {p}", "ms", r, p, goal, "" if p == "p50" else
               f"sends > 1 ms late: anning {sum(x['late'] for x in r['anning'])}, "
@@ -361,20 +382,36 @@ def writes_and_checks(b: Bench, anning: sb.AnningServer, const: sb.ConstantServe
         print(f"3. WriteBatch {size:,}", flush=True)
         bt = (w["batches"][size], size, a.batch_callers, 1)
         r = b.interleaved(f"WriteBatch {size}", [
-            (name, lambda s=s, bt=bt: b.closed(s, WRITE_BATCH, *bt)) for name, s in servers])
+            (name, lambda s=s, bt=bt: b.closed(s, WRITE_BATCH, *bt))
+            for name, s in (("anning", anning), ("constant", const))])
         b.row(f"WriteBatch {size:,}, {a.batch_callers} callers", "opt-outs/s", r, "rate",
               ">= 50000", _cpu(r, size))
     readback(b, anning, w["written"][WRITES::4])  # the first of each size's first batch
 
-    print(f"4. Check paced {a.check_rate:,.0f}/s, idle and under OptOut load", flush=True)
-    chk = (CHECK, w["checks"], w["answers"], a.check_rate, 4)
-    r = b.interleaved("Check paced", [
-        ("with writers", lambda: b.paced(anning, *chk, load=(OPT_OUT, *op))),
-        ("no writers", lambda: b.paced(anning, *chk))])
-    for p, goal in (("p50", ""), ("p99", "ratio <= 1.5")):
-        b.row(f"Check {p} at {a.check_rate:,.0f}/s under OptOut load", "ms", r, p, goal,
-              "" if p == "p50" else "OptOut meanwhile (median) "
-              f"{statistics.median([x['load_rate'] for x in r['with writers']] or [0]):,.0f}/s")
+    # Check latency with and without writers, on each server against its own OptOut: the
+    # constant servicers show what the stack and the shared cores do to a check under the
+    # same load when the server itself does nothing.
+    # a constant servicer answers every Check NONE: an empty CheckResponse
+    answers = {name: w["answers"] if name == "anning" else [b""] * len(w["answers"])
+               for name, _ in servers}
+    for step, label, load_rate in (("4", f"{a.writers} closed-loop OptOut callers", 0.0),
+                                   ("5", f"OptOut paced at {a.rate:,.0f}/s", a.rate)):
+        print(f"{step}. Check paced {a.check_rate:,.0f}/s, idle and under {label}", flush=True)
+        whose = (("anning", anning), ("constant", const)) if load_rate else servers[:3]
+        runs = []
+        for name, s in whose:
+            chk = (CHECK, w["checks"], answers[name], a.check_rate, 4)
+            runs += [(f"{name} with writers", lambda s=s, c=chk, lr=load_rate: b.paced(
+                         s, *c, load=(OPT_OUT, *op), load_rate=lr)),
+                     (f"{name} no writers", lambda s=s, c=chk: b.paced(s, *c))]
+        r = b.interleaved(f"Check paced, {label}", runs)
+        for name, _ in whose:
+            pair = (f"{name} with writers", f"{name} no writers")
+            loaded = statistics.median([x["load_rate"] for x in r[pair[0]]] or [0])
+            for p, goal in (("p50", ""), ("p99", "ratio <= 1.5" if name == "anning" else "")):
+                b.row(f"Check {p} at {a.check_rate:,.0f}/s under {label}", "ms", r, p, goal,
+                      "" if p == "p50" else f"OptOut meanwhile (median) {loaded:,.0f}/s",
+                      pair)
 
 
 def readback(b: Bench, server: sb.AnningServer, pairs: list[tuple[str, str]]) -> None:
@@ -436,7 +473,7 @@ def restarts(b: Bench, work: Path) -> None:
     info, logged = b.w["info"], b.w["logged"]
     log_dir = work / "restart-log"
     events = f"{info['events']:,} logged events ({info['log_mb']} MB)"
-    print(f"5. restart: {info['entries']:,} entries, {events}", flush=True)
+    print(f"6. restart: {info['entries']:,} entries, {events}", flush=True)
     peer = ("empty log", lambda: restart(b, work / "restart-empty", "empty", None))
     r = b.interleaved("restart with log", [
         ("with log", lambda: restart(b, log_dir, "log", logged)), peer])
@@ -466,16 +503,17 @@ def print_table(b: Bench, context: dict) -> None:
     print("\n" + "=" * 25, "anning write figures (medians; ratio = anning / peer)", "=" * 25)
     print(", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}"
                     for k, v in context.items()))
-    table = [("target", "unit", "anning", "peer", "peer value", "ratio", "goal", "met")]
-    table += [(r["target"], r["unit"], _fmt(r["anning"]), r["peer"], _fmt(r["peer_value"]),
-               f"{r['ratio']:.2f}x", r["goal"] or "-",
+    table = [("target", "unit", "who", "value", "peer", "peer value", "ratio", "goal", "met")]
+    table += [(r["target"], r["unit"], r["who"], _fmt(r["value"]), r["peer"],
+               _fmt(r["peer_value"]), f"{r['ratio']:.2f}x", r["goal"] or "-",
                {None: "-", True: "yes", False: "NO"}[r["met"]]) for r in b.rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     for row in table:
-        print("  ".join(c.rjust(n) if i in (2, 4, 5) else c.ljust(n)
+        print("  ".join(c.rjust(n) if i in (3, 5, 6) else c.ljust(n)
                         for i, (c, n) in enumerate(zip(row, widths, strict=True))))
     for r in b.rows:
-        print(f"  {r['target']}: reps {', '.join(map(_fmt, r['anning_reps']))} | "
+        print(f"  {r['target']} ({r['who']} | {r['peer']}): reps "
+              f"{', '.join(map(_fmt, r['reps']))} | "
               f"{', '.join(map(_fmt, r['peer_reps']))}" + (f"; {r['note']}" * bool(r["note"])))
 
 
@@ -525,10 +563,14 @@ def run(args: argparse.Namespace) -> int:
         servers: list[Any] = []
         try:
             servers.append(sb.AnningServer(work / "live", 1, work / "anning-live.log"))
-            servers.append(sb.ConstantServer(ctx, 1, 16))  # anning's 16 threads a worker
+            (work / "floor").mkdir()
+            peers = {"constant": sb.ConstantServer(ctx, 1, 16),  # anning's 16 threads
+                     "constant-aio": sb.ConstantServer(ctx, 1, 16, "aio"),
+                     "durable floor": sb.ConstantServer(ctx, 1, 16, durable_dir=work / "floor")}
+            servers += peers.values()
             for s in servers:
                 sb.wait_ready(s)
-            writes_and_checks(b, *servers)
+            writes_and_checks(b, servers[0], peers)
         except Exception:
             b.fail(f"write runs: {traceback.format_exc()}")
         finally:
