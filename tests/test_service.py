@@ -1006,8 +1006,11 @@ def test_sigterm_answers_calls_in_flight(tmp_path, workers):
     drops with CANCELLED the calls it has received but not yet handed to a handler, and those
     that reach it on an old connection while it says goodbye (grpc/grpc#41785; the Python
     server takes up one call at a time, so under load calls wait for it); and it loses an
-    answer that HTTP/2 flow control still holds back when its last call ends (the connection
-    is reset: UNAVAILABLE "Stream removed"). So the raw callers signal only once the server
+    answer still on its way (held back by HTTP/2 flow control, or unread by a slow caller) when
+    the last call on a connection ends after the goodbye (the connection is reset: UNAVAILABLE
+    "Stream removed"; anning's lame duck keeps the goodbye until the calls in flight have
+    ended, which took this test from failing about one run in four on a loaded machine to
+    none in 36). So the raw callers signal only once the server
     has taken up their last calls, advertise a window that takes a whole answer, begin no call
     until every worker drains and the port is closed, and then only on new connections;
     anning.client, which retries CANCELLED, checks straight through on its old connection."""
@@ -1096,7 +1099,7 @@ def test_sigterm_answers_calls_in_flight(tmp_path, workers):
                         ready.wait(30)
                 stream_state["code"] = Code.OK
             except grpc.RpcError as exc:
-                stream_state["code"] = exc.code()
+                stream_state.update(code=exc.code(), details=exc.details(), at=time.time())
 
     client_outcomes: list = []
 
@@ -1155,14 +1158,15 @@ def test_sigterm_answers_calls_in_flight(tmp_path, workers):
                 [(k, round(b - sent, 4), d) for k, b, d in details])  # for a failure's message
     before = [c for c in calls if not c[0].startswith("after")]
     assert len(before) == 2 * hammers and all(c[1] < sent for c in before), timeline
-    for kind, _, _, code, size in before:  # answered, and in full
-        assert code == Code.OK and size == (20_000 if int(kind[-1]) % 3 == 0 else n), timeline
+    short = [(kind, code.name, size) for kind, _, _, code, size in before  # answered, in full
+             if code != Code.OK or size != (20_000 if int(kind[-1]) % 3 == 0 else n)]
+    assert not short, (short, [d for d in details if not d[0].startswith("after")], timeline)
     assert any(ended > drained for _, _, ended, _, _ in before), \
         f"no call was in flight when the server drained: {timeline}"
     after = [c[3] for c in calls if c[0].startswith("after")]
     assert after == [Code.UNAVAILABLE] * hammers, timeline
     h.CODES.extend((f"drain: {c[0]}", c[3]) for c in calls)
-    assert stream_state.get("code") == Code.OK, stream_state
+    assert stream_state.get("code") == Code.OK, (stream_state, drained, server.output())
     assert len(stream_answers) == len(stream_sent) > 10
     assert all(a.error == "" for a in stream_answers)
     assert client_outcomes[0] == 2000

@@ -3,8 +3,9 @@
 The parent maps the binary snapshot and replays the write log *before* any gRPC server exists,
 then forks the workers (grpc's multiprocessing pattern), which share the mapped pages and each
 serve the same port with SO_REUSEPORT. Health is NOT_SERVING, and checks answer UNAVAILABLE,
-until a list is loaded (never "not suppressed"). SIGTERM drains: health goes NOT_SERVING, calls
-in flight are answered, then the process exits.
+until a list is loaded (never "not suppressed"). SIGTERM drains: health goes NOT_SERVING and,
+as a lame duck, the worker serves on until no call is in flight (at most lame_duck_seconds);
+then the port closes, calls still in flight get the rest of the grace, and the process exits.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ log = logging.getLogger("anning.server")
 LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 SWITCH_INTERVAL = 0.0005  # seconds a thread may hold the GIL while another waits for it
 POLL_SECONDS = 0.5  # how often a worker looks for a snapshot or checkpoint another one wrote
+QUIET_SECONDS = 0.25  # SIGTERM: so long without a unary call in flight ends the lame duck
 
 
 @dataclass
@@ -50,7 +52,8 @@ class ServeOptions:
     max_batch: int = 10_000
     max_message_bytes: int = 64 << 20
     max_concurrent_rpcs: int | None = None  # past it: RESOURCE_EXHAUSTED (costs ~100 us a call)
-    grace_seconds: float = 10.0
+    grace_seconds: float = 10.0  # from SIGTERM, for the calls in flight
+    lame_duck_seconds: float = 2.0  # of it, at most, serving on while health says NOT_SERVING
     checkpoint_bytes: int = 8 << 20  # fold the log at this size: ~200k events, ~80 MB of dicts
     checkpoint_every: float = 5.0  # seconds between looks at the log's size
 
@@ -177,7 +180,7 @@ async def _serve_worker(engine: Engine, options: ServeOptions, address: str,
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from anning.server.auth import AuthInterceptor, Tokens
-    from anning.server.servicers import Limits, build_handlers
+    from anning.server.servicers import CallsInFlight, Limits, build_handlers
     from anning.server.writes import WriteQueue
 
     loop = asyncio.get_running_loop()
@@ -205,7 +208,9 @@ async def _serve_worker(engine: Engine, options: ServeOptions, address: str,
         maximum_concurrent_rpcs=options.max_concurrent_rpcs,
     )
     writes = WriteQueue(engine, loop)
-    for service, handlers in build_handlers(engine, metrics, limits, workers, writes).items():
+    calls = CallsInFlight()
+    for service, handlers in build_handlers(engine, metrics, limits, calls, workers,
+                                            writes).items():
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service, handlers)])
         server.add_registered_method_handlers(service, handlers)
     health_servicer = health.HealthServicer()
@@ -262,7 +267,14 @@ async def _serve_worker(engine: Engine, options: ServeOptions, address: str,
         log.info("pid %d draining (signal %d)", os.getpid(), signum)
         done.set()
         await health_servicer.enter_graceful_shutdown()
-        await server.stop(options.grace_seconds)
+        # Lame duck: health says NOT_SERVING (balancers steer away) while the port stays open
+        # and calls in flight end before the goodbye (see CallsInFlight for why).
+        started = time.monotonic()
+        lame_duck = min(options.lame_duck_seconds, options.grace_seconds)
+        if not await calls.quiet(QUIET_SECONDS, lame_duck):
+            log.info("pid %d still busy after %.1fs of lame duck: saying goodbye",
+                     os.getpid(), lame_duck)
+        await server.stop(max(0.0, options.grace_seconds - (time.monotonic() - started)))
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(

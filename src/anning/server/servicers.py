@@ -33,7 +33,7 @@ from anning.server.metrics import Metrics
 from anning.server.writes import WriteQueue
 from anning.v1 import anning_pb2 as pb
 
-__all__ = ["Limits", "build_handlers"]
+__all__ = ["CallsInFlight", "Limits", "build_handlers"]
 
 log = logging.getLogger("anning.server")
 Context = grpc.aio.ServicerContext
@@ -52,6 +52,37 @@ class Limits:
         # other call would otherwise wait behind. Under it, the hand-off costs more than it saves.
         self.inline_bytes = inline_bytes
         self.inline_events = inline_events  # a WriteBatch past it is validated in a thread
+
+
+class CallsInFlight:
+    """The unary calls being answered, and when the last one ended (only the event loop
+    touches it). SIGTERM's drain waits for a quiet moment before gRPC says goodbye: gRPC
+    closes a connection as soon as its last call after the goodbye ends, and an answer still
+    on its way to a caller that reads slowly is then cut off (the caller sees UNAVAILABLE,
+    "Connection reset by peer"); an answer that ended before the goodbye has had time to go."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.last_ended = time.monotonic()
+
+    def __enter__(self) -> None:
+        self.count += 1
+
+    def __exit__(self, *_exc: object) -> None:
+        self.count -= 1
+        self.last_ended = time.monotonic()
+
+    async def quiet(self, settle: float, limit: float) -> bool:
+        """Wait until no unary call has been in flight for `settle` seconds; give up after
+        `limit`. True when it came quiet."""
+        deadline = time.monotonic() + limit
+        while True:
+            now = time.monotonic()
+            if self.count == 0 and now - self.last_ended >= settle:
+                return True
+            if now >= deadline:
+                return False
+            await asyncio.sleep(min(0.02, deadline - now))
 
 
 def _code_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
@@ -80,7 +111,8 @@ def _rpc(name: str) -> Callable:
         async def run(self: _Base, request: Any, context: Context) -> Any:
             started = time.perf_counter()
             try:
-                return await method(self, request, context)
+                with self.calls:
+                    return await method(self, request, context)
             except Exception as exc:
                 mapped = _code_of(exc)
                 if mapped is None:
@@ -97,15 +129,18 @@ def _rpc(name: str) -> Callable:
 
 
 class _Base:
-    def __init__(self, engine: Engine, metrics: Metrics, limits: Limits) -> None:
+    def __init__(self, engine: Engine, metrics: Metrics, limits: Limits,
+                 calls: CallsInFlight) -> None:
         self.engine = engine
         self.metrics = metrics
         self.limits = limits
+        self.calls = calls
 
 
 class Suppression(_Base):
-    def __init__(self, engine: Engine, metrics: Metrics, limits: Limits) -> None:
-        super().__init__(engine, metrics, limits)
+    def __init__(self, engine: Engine, metrics: Metrics, limits: Limits,
+                 calls: CallsInFlight) -> None:
+        super().__init__(engine, metrics, limits, calls)
         self._codec: tuple[Any, _wire.BatchCodec] | None = None
 
     @_rpc("Check")
@@ -216,8 +251,8 @@ _KINDS = {pb.EVENT_KIND_OPT_OUT: OPT_OUT, pb.EVENT_KIND_OPT_IN: OPT_IN,
 
 class OptOuts(_Base):
     def __init__(self, engine: Engine, metrics: Metrics, limits: Limits,
-                 writes: WriteQueue) -> None:
-        super().__init__(engine, metrics, limits)
+                 calls: CallsInFlight, writes: WriteQueue) -> None:
+        super().__init__(engine, metrics, limits, calls)
         self.writes = writes
 
     def _event(self, request: Any, kind: int) -> Any:
@@ -296,8 +331,9 @@ class OptOuts(_Base):
 
 
 class Admin(_Base):
-    def __init__(self, engine: Engine, metrics: Metrics, limits: Limits, workers: int) -> None:
-        super().__init__(engine, metrics, limits)
+    def __init__(self, engine: Engine, metrics: Metrics, limits: Limits,
+                 calls: CallsInFlight, workers: int) -> None:
+        super().__init__(engine, metrics, limits, calls)
         self.workers = workers
 
     @_rpc("LoadSnapshot")
@@ -348,13 +384,14 @@ def _identity(x: bytes) -> bytes:
     return x
 
 
-def build_handlers(engine: Engine, metrics: Metrics, limits: Limits, workers: int,
-                   writes: WriteQueue) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
+def build_handlers(engine: Engine, metrics: Metrics, limits: Limits, calls: CallsInFlight,
+                   workers: int, writes: WriteQueue
+                   ) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
     """service name -> method name -> handler (for server.add_registered_method_handlers,
     grpc's fast path that skips the per-call search of generic handlers)."""
-    suppression = Suppression(engine, metrics, limits)
-    opt_outs = OptOuts(engine, metrics, limits, writes)
-    admin = Admin(engine, metrics, limits, workers)
+    suppression = Suppression(engine, metrics, limits, calls)
+    opt_outs = OptOuts(engine, metrics, limits, calls, writes)
+    admin = Admin(engine, metrics, limits, calls, workers)
 
     def unary(fn: Callable, req: Any, resp: Any) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(
