@@ -236,9 +236,7 @@ class Engine:
             with self._load_lock:
                 self.swap(SuppressionIndex.load(path))
                 self._snapshot_id = identity
-        if self.log is not None and (
-                self.log.behind or
-                _file_identity(self.data_dir / CHECKPOINT_NAME) != self._checkpoint_id):
+        if self.log is not None and self._checkpoint_to_adopt():
             # Another thread of ours adopting it already: a check that is not behind answers
             # from what it has (every event it took is still there) instead of waiting, or
             # of adopting it once more.
@@ -246,15 +244,19 @@ class Engine:
                 return
             self._adopt_checkpoint()
 
+    def _checkpoint_to_adopt(self) -> bool:
+        """The log was retired under this reader, or a checkpoint file it has not served."""
+        assert self.log is not None and self.data_dir is not None
+        return self.log.behind or \
+            _file_identity(self.data_dir / CHECKPOINT_NAME) != self._checkpoint_id
+
     def _adopt_checkpoint(self) -> None:
         """Serve the events of a new checkpoint (another process's or ours) and of the log
         after it, in place of what this process had taken: the same events, held compactly.
         The new overlay is built outside the write lock (checks and writes go on); what the
         old one took meanwhile is put on the new one before it serves."""
         with self._adopt_lock:
-            assert self.log is not None and self.data_dir is not None
-            if not self.log.behind and \
-                    _file_identity(self.data_dir / CHECKPOINT_NAME) == self._checkpoint_id:
+            if not self._checkpoint_to_adopt():
                 return  # adopted by another thread while this one waited
             with self._write_lock:
                 self._backlog = []

@@ -275,13 +275,12 @@ class OptOuts(_Base):
         return await self._ack(request, OPT_IN)
 
     @_rpc("Reassign")
-    async def Reassign(self, request: pb.ReassignRequest,
-                 context: Context) -> pb.WriteAck:
+    async def Reassign(self, request: pb.ReassignRequest, context: Context) -> pb.WriteAck:
         return await self._ack(request, REASSIGN)
 
     @_rpc("WriteBatch")
     async def WriteBatch(self, request: pb.WriteBatchRequest,
-                   context: Context) -> pb.WriteBatchAck:
+                         context: Context) -> pb.WriteBatchAck:
         if len(request.events) > self.limits.max_batch:
             raise OverflowError(f"events: {len(request.events)} in one call, more than "
                                 f"{self.limits.max_batch}")
@@ -310,7 +309,7 @@ class OptOuts(_Base):
 
     @_rpc("ReportReply")
     async def ReportReply(self, request: pb.ReplyRequest,
-                    context: Context) -> pb.ReplyResult:
+                          context: Context) -> pb.ReplyResult:
         outcome = self.engine.read_reply(request.sender, request.number, request.text,
                                          request.at_ms or None)
         if outcome.event is not None:
@@ -338,7 +337,7 @@ class Admin(_Base):
 
     @_rpc("LoadSnapshot")
     async def LoadSnapshot(self, request: pb.LoadSnapshotRequest,
-                     context: Context) -> pb.LoadReport:
+                           context: Context) -> pb.LoadReport:
         if not request.paths:
             raise InvalidInput("paths: no snapshot file given")
         ratio = request.max_reject_ratio
