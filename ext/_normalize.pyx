@@ -32,8 +32,8 @@ COUNTRY_TABLE_VERSION = AN_COUNTRY_TABLE_VERSION.decode()
 MAX_SENDER_LENGTH = 64
 
 
-class InvalidInput(ValueError):
-    """Input that cannot be normalised; the message names the field and the value."""
+# The one class of bad input, defined with the rest of anning's errors (a ValueError too).
+from anning.errors import InvalidInput
 
 
 cdef dict _REASONS = {

@@ -26,8 +26,11 @@ cnp.import_array()
 MAX_CACHED_TEXTS = 1 << 20
 
 
-class MalformedRequest(ValueError):
-    """Bytes that are not a CheckBatchRequest."""
+from anning.errors import InvalidInput, TooLarge
+
+
+class MalformedRequest(InvalidInput):
+    """Bytes that are not a CheckBatchRequest (bad input: INVALID_ARGUMENT)."""
 
 
 cdef inline int read_varint(const unsigned char *buf, Py_ssize_t n, Py_ssize_t *pos,
@@ -127,7 +130,7 @@ cdef class BatchCodec:
                 pos += <Py_ssize_t>length
                 count += 1
                 if count > max_items:
-                    raise OverflowError(f"checks: more than {max_items} in one batch")
+                    raise TooLarge(f"checks: more than {max_items} in one batch")
             elif not skip_field(buf, n, &pos, wire):
                 raise MalformedRequest("request: not a CheckBatchRequest")
         ids_arr = np.empty(count, np.uint32)

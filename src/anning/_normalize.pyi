@@ -3,6 +3,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from anning.errors import InvalidInput as InvalidInput
+
 __all__ = [
     "COUNTRY_TABLE_VERSION",
     "InvalidInput",
@@ -16,7 +18,6 @@ __all__ = [
 COUNTRY_TABLE_VERSION: str
 MAX_SENDER_LENGTH: int
 
-class InvalidInput(ValueError): ...
 
 def normalize_number(text: str | int, default_country: int = 86, field: str = "number") -> int: ...
 def check_e164(value: int, field: str = "number") -> int: ...

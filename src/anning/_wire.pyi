@@ -3,9 +3,11 @@ from collections.abc import Callable
 import numpy as np
 import numpy.typing as npt
 
+from anning.errors import InvalidInput
+
 MAX_CACHED_TEXTS: int
 
-class MalformedRequest(ValueError): ...
+class MalformedRequest(InvalidInput): ...
 
 class BatchCodec:
     def __init__(

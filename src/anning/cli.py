@@ -11,19 +11,21 @@ import time
 from pathlib import Path
 
 from anning import __version__
-from anning.demo import SNAPSHOT_NAME, ensure_snapshot
-from anning.errors import CorruptSnapshot, InvalidInput
+from anning.demo import ensure_snapshot
+from anning.errors import CorruptFile, CorruptSnapshot, InvalidInput
 from anning.index import SuppressionIndex
-from anning.scopes import Scope
+from anning.model.scopes import Scope
+from anning.storage.layout import DataDir
+from anning.storage.snapshot import read_snapshot
 
 DEFAULT_DATA = "./anning-data"
 
 
 def _load(data: str) -> SuppressionIndex:
-    path = Path(data) / SNAPSHOT_NAME
+    path = DataDir(data).snapshot
     if not path.exists():
         raise SystemExit(f"anning: no snapshot at {path} (run `anning demo --data {data}`)")
-    return SuppressionIndex.load(path)
+    return read_snapshot(path)
 
 
 def _status(idx: SuppressionIndex, seconds: float) -> dict:
@@ -43,7 +45,7 @@ def _status(idx: SuppressionIndex, seconds: float) -> dict:
 def cmd_demo(args: argparse.Namespace) -> int:
     path, generated = ensure_snapshot(args.data, args.entries)
     started = time.perf_counter()
-    idx = SuppressionIndex.load(path)
+    idx = read_snapshot(path)
     status = _status(idx, time.perf_counter() - started)
     print(("generated demo list; " if generated else "") + json.dumps(status, ensure_ascii=False))
     numbers, scopes, _ = idx.entries()
@@ -132,11 +134,9 @@ def cmd_reassign(args: argparse.Namespace) -> int:
 
 
 def cmd_checkpoint(args: argparse.Namespace) -> int:
-    from anning.engine import Engine
+    from anning.engine.offline import checkpoint_data_dir
 
-    engine = Engine(data_dir=args.data, recover=False)  # the fold reads the log itself
-    engine.open_snapshot()
-    report = engine.checkpoint()
+    report = checkpoint_data_dir(args.data)  # the fold reads the log itself
     if report is None:
         print("anning: nothing to fold, or a checkpoint is already running", file=sys.stderr)
         return 0
@@ -195,8 +195,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from anning.engine import Engine
-    from anning.loader import LoadOptions, SnapshotRefused, progress_printer
+    from anning.engine.offline import load_into_data_dir
+    from anning.load import LoadOptions, SnapshotRefused, progress_printer
 
     data = Path(args.data)
     options = LoadOptions(
@@ -211,7 +211,7 @@ def cmd_load(args: argparse.Namespace) -> int:
     )
     progress = None if args.json or args.quiet else progress_printer()
     try:
-        report = Engine(data_dir=data).load_snapshot(args.snapshot, options, progress)
+        report = load_into_data_dir(data, args.snapshot, options, progress)
         status = 0
     except SnapshotRefused as refused:
         report = refused.report
@@ -345,8 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except CorruptSnapshot as exc:
-        print(f"anning: refusing the snapshot: {exc}", file=sys.stderr)
+    except CorruptFile as exc:
+        what = "the snapshot" if isinstance(exc, CorruptSnapshot) else "a damaged file"
+        print(f"anning: refusing {what}: {exc}", file=sys.stderr)
         return 3
 
 

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from anning.index import SuppressionIndex
+from anning.storage.layout import DataDir
+from anning.storage.snapshot import write_snapshot
 
-__all__ = ["SNAPSHOT_NAME", "build_demo", "ensure_snapshot"]
+__all__ = ["build_demo", "ensure_snapshot"]
 
-SNAPSHOT_NAME = "index.anx"
 _BRANDS = ["京东", "淘宝", "美团", "拼多多", "携程", "滴滴", "饿了么", "苏宁", "唯品会", "小米"]
 _MOBILE_PREFIXES = np.array(
     [130, 131, 132, 133, 135, 136, 137, 138, 139, 150, 151, 152, 155, 156, 157, 158, 159, 166,
@@ -50,8 +51,8 @@ def ensure_snapshot(data_dir: str | Path, entries: int = 100_000) -> tuple[Path,
     Returns its path and whether it was generated now."""
     data = Path(data_dir)
     data.mkdir(parents=True, exist_ok=True)
-    path = data / SNAPSHOT_NAME
+    path = DataDir(data).snapshot
     if path.exists():
         return path, False
-    build_demo(entries).save(path)
+    write_snapshot(build_demo(entries), path)
     return path, True

@@ -73,18 +73,19 @@ def serve(options: ServeOptions) -> int:
     data = Path(options.data)
     if options.metrics and workers > 1:
         from anning.server.metrics import prepare_multiprocess
+        from anning.storage.layout import DataDir
 
-        prepare_multiprocess(data / ".metrics")
+        prepare_multiprocess(DataDir(data).metrics)
     # Everything below the server first: the list mapped, the log replayed; no gRPC yet.
-    from anning.demo import SNAPSHOT_NAME, ensure_snapshot
-    from anning.engine import Engine
+    from anning.demo import ensure_snapshot
+    from anning.storage.layout import DataDir
 
-    if options.demo and not (data / SNAPSHOT_NAME).exists():
+    if options.demo and not DataDir(data).snapshot.exists():
         path, _ = ensure_snapshot(data, options.demo_entries)
         log.info("generated a demo list of %d entries at %s", options.demo_entries, path)
     engine = Engine(data_dir=data)
     if engine.open_snapshot():
-        log.info("serving %s: %d entries", data / SNAPSHOT_NAME, len(engine.index))
+        log.info("serving %s: %d entries", DataDir(data).snapshot, len(engine.index))
     else:
         log.warning("no snapshot in %s: not ready until Admin.LoadSnapshot", data)
     address = _listen_address(options)
@@ -234,7 +235,7 @@ async def _serve_worker(engine: Engine, options: ServeOptions, address: str,
         for service in ("", "anning.v1.Suppression", "anning.v1.Admin"):
             await health_servicer.set(service, status)
         # the write side says so until an operator restarts after a disk failure
-        writes_ok = engine.log is None or engine.log.failure is None
+        writes_ok = engine.writes_failure is None
         await health_servicer.set("anning.v1.OptOuts", status if writes_ok else not_serving)
 
     # Before the port opens: a new HealthServicer says SERVING for "" until told otherwise.
@@ -326,9 +327,9 @@ def _update_gauges(engine: Engine, metrics: Metrics) -> None:
     except Exception as exc:  # a gauge must never take the worker down
         log.warning("status for metrics failed: %r", exc)
         return
-    metrics.writes_ok.set(1 if status["writes_ok"] else 0)
-    if status["ready"]:
-        metrics.entries.set(status["entries"])
-        metrics.snapshot_age.set(status["age_seconds"])
-        metrics.events.set(status["events"])
+    metrics.writes_ok.set(1 if status.writes_ok else 0)
+    if status.ready:
+        metrics.entries.set(status.entries)
+        metrics.snapshot_age.set(status.age_seconds)
+        metrics.events.set(status.events)
     metrics.log_lag.set(engine.log_lag())

@@ -24,12 +24,12 @@ import numpy as np
 
 from anning import __version__, _wire
 from anning._normalize import normalize_number
-from anning.engine import Engine, NotReady
-from anning.errors import InvalidInput
-from anning.eventlog import DiskFull, WritesStopped
-from anning.events import OPT_IN, OPT_OUT, REASSIGN
-from anning.loader import LoadOptions, SnapshotRefused, parse_time
+from anning.engine import Engine
+from anning.errors import InvalidInput, NotReady, TooLarge
+from anning.load import LoadOptions, SnapshotRefused, parse_time
+from anning.model.events import OPT_IN, OPT_OUT, REASSIGN
 from anning.server.metrics import Metrics
+from anning.server.status import status_of
 from anning.server.writes import WriteQueue
 from anning.v1 import anning_pb2 as pb
 
@@ -85,24 +85,6 @@ class CallsInFlight:
             await asyncio.sleep(min(0.02, deadline - now))
 
 
-def _code_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
-    if isinstance(exc, InvalidInput):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-    if isinstance(exc, NotReady):
-        return grpc.StatusCode.UNAVAILABLE, f"not ready: {exc}"
-    if isinstance(exc, WritesStopped):
-        return grpc.StatusCode.UNAVAILABLE, f"writes stopped: {exc}"
-    if isinstance(exc, SnapshotRefused):
-        return grpc.StatusCode.FAILED_PRECONDITION, f"snapshot refused: {exc.report.refused}"
-    if isinstance(exc, OverflowError):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
-    if isinstance(exc, DiskFull):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, f"disk full, nothing written: {exc}"
-    if isinstance(exc, _wire.MalformedRequest):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-    return None
-
-
 def _rpc(name: str) -> Callable:
     """Errors to status codes, latency and error metrics around a unary method."""
 
@@ -114,7 +96,7 @@ def _rpc(name: str) -> Callable:
                 with self.calls:
                     return await method(self, request, context)
             except Exception as exc:
-                mapped = _code_of(exc)
+                mapped = status_of(exc)
                 if mapped is None:
                     log.error("%s failed: %r", name, exc)
                     mapped = (grpc.StatusCode.INTERNAL, f"{name} failed: {exc}")
@@ -217,7 +199,7 @@ class Suppression(_Base):
         if len(numbers) != len(which):
             raise InvalidInput(f"sender_index: {len(which)} items for {len(numbers)} numbers")
         if len(numbers) > self.limits.max_columns:
-            raise OverflowError(f"numbers: more than {self.limits.max_columns} in one call")
+            raise TooLarge(f"numbers: more than {self.limits.max_columns} in one call")
         if len(which) and int(which.max()) >= len(request.senders):
             raise InvalidInput(f"sender_index: {int(which.max())} is past the "
                                f"{len(request.senders)} senders")
@@ -258,7 +240,7 @@ class OptOuts(_Base):
     def _event(self, request: Any, kind: int) -> Any:
         return self.engine.make_event(
             request.number, getattr(request, "scope", ""),
-            getattr(request, "category", "") or "marketing", kind, request.at_ms or None,
+            getattr(request, "category", ""), kind, request.at_ms or None,
             request.source or "api")
 
     async def _ack(self, request: Any, kind: int) -> pb.WriteAck:
@@ -282,7 +264,7 @@ class OptOuts(_Base):
     async def WriteBatch(self, request: pb.WriteBatchRequest,
                          context: Context) -> pb.WriteBatchAck:
         if len(request.events) > self.limits.max_batch:
-            raise OverflowError(f"events: {len(request.events)} in one call, more than "
+            raise TooLarge(f"events: {len(request.events)} in one call, more than "
                                 f"{self.limits.max_batch}")
         if len(request.events) > self.limits.inline_events:
             # ~10 us an event of Python: a 10,000-event batch built on the loop would hold
@@ -323,9 +305,9 @@ class OptOuts(_Base):
     async def Explain(self, request: pb.CheckRequest, context: Context) -> pb.Explanation:
         why = self.engine.explain(request.sender, request.number, request.category)
         return pb.Explanation(
-            suppressed=why["suppressed"], scope=int(why["scope"]), matched=why["matched"],
-            categories=why["categories"], origin=why["origin"], source=why["source"],
-            at_ms=why["at_ms"], snapshot_as_of=why["snapshot_as_of"] or "",
+            suppressed=why.suppressed, scope=int(why.scope), matched=why.matched,
+            categories=why.categories, origin=why.origin, source=why.source,
+            at_ms=why.at_ms, snapshot_as_of=why.snapshot_as_of or "",
         )
 
 
@@ -371,11 +353,10 @@ class Admin(_Base):
         self.engine.refresh()
         s = self.engine.status()
         return pb.StatusReply(
-            ready=s["ready"], entries=s.get("entries", 0), senders=s.get("senders", 0),
-            bytes=s.get("bytes", 0), snapshot_as_of=s.get("as_of") or "",
-            snapshot_age_seconds=s.get("age_seconds", 0.0), events=s.get("events", 0),
-            writes_ok=s["writes_ok"], writes_error=s["writes_error"],
-            last_refusal=s["last_refusal"], workers=self.workers, version=__version__,
+            ready=s.ready, entries=s.entries, senders=s.senders, bytes=s.bytes,
+            snapshot_as_of=s.as_of or "", snapshot_age_seconds=s.age_seconds, events=s.events,
+            writes_ok=s.writes_ok, writes_error=s.writes_error, last_refusal=s.last_refusal,
+            workers=self.workers, version=__version__,
         )
 
 

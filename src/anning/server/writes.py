@@ -18,7 +18,7 @@ import threading
 from collections.abc import Callable
 
 from anning.engine import Engine
-from anning.events import Event
+from anning.model.events import Event
 
 __all__ = ["WriteQueue"]
 

@@ -1,0 +1,268 @@
+"""The binary snapshot: an index laid out to be memory-mapped, versioned and checksummed.
+
+Layout (little-endian):
+  [0, 4096)   header: magic, format version, file size, index parameters, a table of sections
+              (name, offset, length, CRC-32) and the CRC-32 of the header itself.
+  sections    each at a 4096-byte boundary, in this order: directory (uint32), words (uint64),
+              bloom (uint64), sender_scope (uint32), sender_entity (uint32), meta (UTF-8 JSON:
+              categories, scopes, senders, as_of ...). A section's CRC covers its bytes and the
+              zero padding up to the next section (or the end), so every byte of the file is
+              checked before any of it is served.
+
+Loading maps the file read-only (pages shared between processes) and never parses entries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import mmap
+import os
+import struct
+import time
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from anning.errors import CorruptSnapshot, InvalidInput
+from anning.index import IndexArrays, ScopeTable, SuppressionIndex, hugepages
+from anning.storage.fileio import OS_IO, FileIO
+from anning.storage.layout import sweep_temporaries
+
+__all__ = [
+    "FORMAT_VERSION",
+    "MAGIC",
+    "SnapshotSummary",
+    "read_snapshot",
+    "snapshot_summary",
+    "write_snapshot",
+]
+
+MAGIC = b"ANNINGIX"
+FORMAT_VERSION = 1
+PAGE = 4096
+HEADER_SIZE = PAGE
+# magic, version, header crc, file size, entries, remainder bits, scope bits, bloom k, sections
+_HEADER = struct.Struct("<8sIIQQIIII")
+_SECTION = struct.Struct("<16sQQI4x")
+_SECTIONS = (
+    ("directory", np.uint32),
+    ("words", np.uint64),
+    ("bloom", np.uint64),
+    ("sender_scope", np.uint32),
+    ("sender_entity", np.uint32),
+    ("meta", np.uint8),
+)
+_CRC_OFFSET = 12  # the header CRC field, zero while the CRC is computed
+
+
+def _align(n: int) -> int:
+    return (n + PAGE - 1) // PAGE * PAGE
+
+
+def write_snapshot(index: SuppressionIndex, path: str | PathLike[str],
+                   io: FileIO = OS_IO) -> None:
+    """Write `index` to `path` whole and atomically (FileIO.replace_file: a temporary file,
+    fsync, rename, directory fsync)."""
+    path = Path(path)
+    arrays = index.arrays()
+    meta = {
+        **index.meta,
+        "categories": list(index.categories),
+        "scopes": index.scopes,
+        "senders": index.senders,
+        "written_at": time.time(),
+    }
+    meta.pop("path", None)  # where a loaded copy was mapped from: not part of the list
+    payloads: list[memoryview] = [
+        memoryview(np.ascontiguousarray(arrays.directory)).cast("B"),
+        memoryview(np.ascontiguousarray(arrays.words)).cast("B"),
+        memoryview(np.ascontiguousarray(arrays.bloom)).cast("B"),
+        memoryview(np.ascontiguousarray(arrays.sender_scope)).cast("B"),
+        memoryview(np.ascontiguousarray(arrays.sender_entity)).cast("B"),
+        memoryview(json.dumps(meta, ensure_ascii=False).encode()),
+    ]
+    offsets, offset = [], HEADER_SIZE
+    for payload in payloads:
+        offsets.append(offset)
+        offset = _align(offset + len(payload))
+    file_size = offset
+    table = b""
+    chunks: list[bytes | memoryview] = []
+    for i, payload in enumerate(payloads):
+        end = offsets[i + 1] if i + 1 < len(payloads) else file_size
+        padding = bytes(end - offsets[i] - len(payload))
+        table += _SECTION.pack(_SECTIONS[i][0].encode(), offsets[i], len(payload),
+                               zlib.crc32(padding, zlib.crc32(payload)))
+        chunks += [payload, padding]
+    header = bytearray(HEADER_SIZE)
+    _HEADER.pack_into(
+        header, 0, MAGIC, FORMAT_VERSION, 0, file_size, len(index), arrays.remainder_bits,
+        arrays.scope_bits, arrays.bloom_k, len(payloads),
+    )
+    header[_HEADER.size : _HEADER.size + len(table)] = table
+    struct.pack_into("<I", header, _CRC_OFFSET, zlib.crc32(header))
+    sweep_temporaries(path.parent)  # a load killed mid-way left one as big as an index
+    io.replace_file(path, [header, *chunks])
+
+
+@dataclass(frozen=True)
+class SnapshotSummary:
+    """What a snapshot's header and meta section say, its body unread."""
+
+    entries: int
+    meta: dict[str, Any]
+
+    @property
+    def as_of_ms(self) -> int:
+        return int(self.meta.get("as_of_ms", 0))
+
+
+def snapshot_summary(path: str | PathLike[str]) -> SnapshotSummary:
+    """The entry count and meta of a snapshot, reading only its header and meta section (both
+    checked): for tools that need no list, only facts about it."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            header = bytearray(f.read(HEADER_SIZE))
+            if len(header) < HEADER_SIZE:
+                raise CorruptSnapshot(path, f"truncated: {len(header)} bytes, a header is "
+                                      f"{HEADER_SIZE}")
+            magic, version, crc, file_size, entries, *_rest, count = \
+                _HEADER.unpack_from(header, 0)
+            _check_header(path, header, magic, version, crc, file_size, size, count)
+            _raw, offset, length, section_crc = _SECTION.unpack_from(
+                header, _HEADER.size + (len(_SECTIONS) - 1) * _SECTION.size)
+            f.seek(offset)
+            block = f.read(size - offset)
+    except OSError as exc:
+        raise CorruptSnapshot(path, f"cannot be read: {exc.strerror or exc}") from exc
+    if zlib.crc32(block) != section_crc or length > len(block):
+        raise CorruptSnapshot(path, "section meta checksum mismatch")
+    try:
+        meta = json.loads(block[:length])
+    except ValueError as exc:
+        raise CorruptSnapshot(path, f"meta section is not JSON: {exc}") from None
+    if not isinstance(meta, dict):
+        raise CorruptSnapshot(path, "meta section is not a JSON object")
+    return SnapshotSummary(entries, meta)
+
+
+def read_snapshot(path: str | PathLike[str]) -> SuppressionIndex:
+    """Map and check a binary snapshot; raise CorruptSnapshot naming the file and the fault."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < HEADER_SIZE:
+                raise CorruptSnapshot(path, f"truncated: {size} bytes, a header is {HEADER_SIZE}")
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except OSError as exc:
+        raise CorruptSnapshot(path, f"cannot be read: {exc.strerror or exc}") from exc
+    try:
+        return _read_mapped(path, mm, size)
+    except CorruptSnapshot as exc:
+        # Drop the frames (and the array views into the map they hold), then unmap now.
+        error = exc.with_traceback(None)
+    with contextlib.suppress(BufferError):  # else the map goes with its last reference
+        mm.close()
+    raise error
+
+
+def _read_mapped(path: Path, mm: mmap.mmap, size: int) -> SuppressionIndex:
+    with memoryview(mm) as view:
+        params, spans = _check_layout(path, view, size)
+    arrays = {}
+    for (offset, end, _crc, name), (_name, dtype) in zip(spans, _SECTIONS, strict=True):
+        itemsize = np.dtype(dtype).itemsize
+        if (end - offset) % itemsize:
+            raise CorruptSnapshot(path, f"section {name} is not whole {np.dtype(dtype)} items")
+        arrays[name] = np.frombuffer(mm, dtype, (end - offset) // itemsize, offset)
+    # The parts every check probes at random, off the file's small pages onto huge ones (see
+    # anning.hugepages): 2.3 bytes an entry, private to the process (a worker forked after
+    # the load shares them); the entries stay mapped from the file.
+    for name in ("bloom", "directory"):
+        arrays[name] = hugepages.copy(arrays[name])
+    try:
+        meta = json.loads(arrays.pop("meta").tobytes())
+        index = _assemble(arrays, meta, *params)
+    except (ValueError, KeyError, TypeError, InvalidInput) as exc:
+        raise CorruptSnapshot(path, f"inconsistent contents: {exc}") from None
+    index.meta["path"] = str(path)
+    return index
+
+
+def _check_layout(
+    path: Path, view: memoryview, size: int
+) -> tuple[tuple[int, int, int, int], list[tuple[int, int, int, str]]]:
+    """Header, section table and every checksum; returns index parameters and sections."""
+    magic, version, header_crc, file_size, entries, remainder_bits, scope_bits, bloom_k, count = (
+        _HEADER.unpack_from(view, 0)
+    )
+    _check_header(path, bytearray(view[:HEADER_SIZE]), magic, version, header_crc, file_size,
+                  size, count)
+    spans = []
+    for i, (name, _dtype) in enumerate(_SECTIONS):
+        raw, offset, length, crc = _SECTION.unpack_from(view, _HEADER.size + i * _SECTION.size)
+        end = spans[-1][1] if spans else HEADER_SIZE
+        if raw.rstrip(b"\0") != name.encode() or offset % PAGE or offset < end:
+            raise CorruptSnapshot(path, f"section {i} is {raw!r} at {offset}; expected {name}")
+        if offset + length > size:
+            raise CorruptSnapshot(path, f"section {name} ends past the end of the file")
+        spans.append((offset, offset + length, crc, name))
+    # Each section's CRC covers it and the padding up to the next (or the file's end).
+    regions = [
+        (s[0], spans[i + 1][0] if i + 1 < len(spans) else size, s[2], s[3])
+        for i, s in enumerate(spans)
+    ]
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        crcs = list(pool.map(lambda r: zlib.crc32(view[r[0] : r[1]]), regions))
+    for (_start, _end, expected, name), actual in zip(regions, crcs, strict=True):
+        if actual != expected:
+            raise CorruptSnapshot(path, f"section {name} checksum mismatch")
+    return (entries, remainder_bits, scope_bits, bloom_k), spans
+
+
+def _check_header(path: Path, header: bytearray, magic: bytes, version: int, crc: int,
+                  file_size: int, size: int, count: int) -> None:
+    if magic != MAGIC:
+        raise CorruptSnapshot(path, f"not an anning snapshot (magic {magic!r})")
+    if version != FORMAT_VERSION:
+        raise CorruptSnapshot(
+            path, f"format version {version}; this anning reads version {FORMAT_VERSION}"
+        )
+    struct.pack_into("<I", header, _CRC_OFFSET, 0)
+    if zlib.crc32(header) != crc:
+        raise CorruptSnapshot(path, "header checksum mismatch")
+    if file_size != size:
+        raise CorruptSnapshot(
+            path, f"truncated or extended: the header says {file_size} bytes, the file has {size}"
+        )
+    if count != len(_SECTIONS):
+        raise CorruptSnapshot(path, f"{count} sections; version {version} has {len(_SECTIONS)}")
+
+
+def _assemble(
+    arrays: dict[str, np.ndarray],
+    meta: dict[str, Any],
+    entries: int,
+    remainder_bits: int,
+    scope_bits: int,
+    bloom_k: int,
+) -> SuppressionIndex:
+    categories = tuple(meta.pop("categories"))
+    scopes, senders = meta.pop("scopes"), meta.pop("senders")
+    if len(arrays["words"]) != entries:
+        raise ValueError(f"{len(arrays['words'])} entries, the header says {entries}")
+    table = ScopeTable.restore(scopes, senders, arrays["sender_scope"], arrays["sender_entity"])
+    return SuppressionIndex.from_arrays(
+        IndexArrays(arrays["directory"], arrays["words"], arrays["bloom"],
+                    arrays["sender_scope"], arrays["sender_entity"], remainder_bits,
+                    scope_bits, bloom_k),
+        table, categories, meta)

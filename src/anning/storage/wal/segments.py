@@ -1,0 +1,194 @@
+"""The write log's segment files: opening one, locking it, and reading its records.
+
+A segment `events-NNNNNN.log` holds framed records (anning.storage.records) back to back. The
+frames and checksums are walked in the compiled core; the payloads are decoded as one msgpack
+stream. What a scan meets first that is not a whole good record decides: the end of the data,
+a torn tail (a crash mid-write), or corruption before the end (a bad record followed by more).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import msgpack
+import numpy as np
+import numpy.typing as npt
+
+from anning._events import FRAME_BAD, FRAME_END, FRAME_TORN, join_payloads, scan_frames
+from anning.errors import CorruptLog
+from anning.storage import records
+from anning.storage.fileio import FileIO
+from anning.storage.layout import segment_name, segment_number
+
+__all__ = ["OwnWrites", "Scan", "Segment", "list_segments", "locked", "scan"]
+
+T = TypeVar("T")
+
+
+def list_segments(io: FileIO, directory: Path) -> list[int]:
+    """The segment numbers on disk, in order."""
+    found = (segment_number(name) for name in io.listdir(directory))
+    return sorted(n for n in found if n is not None)
+
+
+class Segment:
+    """One open segment file; its descriptor closes when the last user lets go."""
+
+    def __init__(self, io: FileIO, directory: Path, number: int, create: bool = True) -> None:
+        self.io = io
+        self.number = number
+        self.path = directory / segment_name(number)
+        self.fd = -1
+        self.fd = io.open(self.path) if create or io.exists(self.path) else -1
+        self.synced = 0
+        self.written = -1  # where this process's last write here ended (-1: not known)
+        self.sync_lock = threading.Lock()
+
+    def __del__(self) -> None:
+        fd, self.fd = getattr(self, "fd", -1), -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                self.io.close(fd)
+
+
+def locked(io: FileIO, segment: Segment, action: Callable[[], T],
+           on_error: Callable[[str], BaseException]) -> T:
+    """`action()` under the segment's exclusive flock (records of several processes never
+    interleave). A failing lock is `on_error(why)`, raised."""
+    try:
+        io.lock(segment.fd)
+    except OSError as exc:
+        raise on_error(f"lock of {segment.path} failed: {exc}") from exc
+    try:
+        return action()
+    finally:
+        with contextlib.suppress(OSError):
+            io.unlock(segment.fd)
+
+
+class OwnWrites:
+    """This process's writes not yet passed by its reader: (segment, start) -> end. The reader
+    leaves them out (the engine took their events before writing them)."""
+
+    def __init__(self) -> None:
+        self.spans: dict[tuple[int, int], int] = {}
+
+    def mark(self, segment: int, start: int, end: int) -> None:
+        self.spans[(segment, start)] = end
+
+    def unmark(self, segment: int, start: int) -> None:
+        self.spans.pop((segment, start), None)
+
+    def clear(self) -> None:
+        self.spans.clear()
+
+    def keep(self, segment: int, frames: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+        """Which of the frames starting at `frames` (sorted file offsets) are not our own
+        writes; the own writes met are forgotten. An own write is one write() of one or more
+        frames: from where its first frame starts to where its last one ends."""
+        first, last = int(frames[0]), int(frames[-1])
+        met = [(start, end) for (number, start), end in self.spans.items()
+               if number == segment and first <= start <= last]
+        if not met:
+            return np.ones(len(frames), bool)
+        starts, ends = np.array(met, np.int64).T
+        at = np.searchsorted(frames, starts)
+        met_here = frames[np.minimum(at, len(frames) - 1)] == starts
+        for start in starts[met_here].tolist():
+            del self.spans[(segment, start)]
+        edges = np.zeros(len(frames) + 1, np.int64)
+        np.add.at(edges, at[met_here], 1)
+        np.add.at(edges, np.searchsorted(frames, ends[met_here]), -1)
+        return np.cumsum(edges[:-1]) == 0
+
+
+class Scan:
+    """What a scan of a segment found: the events of whole records, where they end, and the
+    segment a seal points to (None when no seal was met)."""
+
+    __slots__ = ("end", "events", "following")
+
+    def __init__(self, events: list[records.EventFields], end: int,
+                 following: int | None) -> None:
+        self.events = events
+        self.end = end
+        self.following = following
+
+
+def scan(io: FileIO, segment: Segment, start: int, final: bool,
+         own: OwnWrites | None = None) -> Scan:
+    """Whole records from `start`, leaving out this process's `own` writes. Not `final` (a
+    live tail): stops at a seal. `final` (recovery, or a sealed segment): reads past seals, and
+    a bad record with a good one after it raises CorruptLog naming the file and the offset."""
+    size = io.size(segment.fd)
+    data = io.pread(segment.fd, size - start, start) if size > start else b""
+    offsets, lengths, stop, why = scan_frames(data, records.MAX_RECORD)
+    if own is not None and own.spans and len(offsets):
+        # left out before decoding: a 10,000-event batch is 100 ms to decode
+        keep = own.keep(segment.number, start + offsets - records.FRAME.size)
+        offsets, lengths = offsets[keep], lengths[keep]
+    events: list[records.EventFields] = []
+    for i, value in enumerate(_decode(data, offsets, lengths, segment.path, start)):
+        try:
+            decoded = records.decode(value)
+        except records.RecordError as exc:
+            offset = start + int(offsets[i]) - records.FRAME.size
+            raise CorruptLog(segment.path, f"record at offset {offset}: {exc}") from None
+        if isinstance(decoded, int):  # a seal
+            if not final:
+                return Scan(events, start + int(offsets[i] + lengths[i]), decoded)
+            continue
+        events.extend(decoded)
+    if final and why != FRAME_END:
+        bad_end = stop + records.FRAME.size + records.FRAME.unpack_from(data, stop)[0] \
+            if why == FRAME_BAD else len(data)
+        # a bad frame with bytes after it, or a whole good frame after a torn one, is
+        # corruption in the middle; else it is a torn tail
+        if bad_end < len(data) or (why == FRAME_TORN and _later_record_ok(data, stop)):
+            raise CorruptLog(segment.path, f"bad record at offset {start + stop}")
+    return Scan(events, start + stop, None)
+
+
+def _decode(data: bytes, offsets: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64],
+            path: Path, start: int) -> list[object]:
+    """The payloads as one msgpack stream (three times quicker than a call a record); a
+    payload that is not exactly one value is found and named record by record."""
+    unpacker = msgpack.Unpacker(raw=False, use_list=False, max_buffer_size=0)
+    unpacker.feed(join_payloads(data, offsets, lengths))
+    values: list[object] = []
+    try:
+        # a slice at a time: one C call over a whole segment would hold the GIL, and every
+        # check of the process, for a tenth of a second
+        while chunk := list(itertools.islice(unpacker, 4096)):
+            values += chunk
+    except (ValueError, msgpack.UnpackException):
+        values = []
+    if len(values) == len(offsets):
+        return values
+    view = memoryview(data)
+    for offset, length in zip(offsets.tolist(), lengths.tolist(), strict=True):
+        try:
+            msgpack.unpackb(view[offset:offset + length], raw=False)
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise CorruptLog(path, f"undecodable record at offset "
+                             f"{start + offset - records.FRAME.size}: {exc}") from None
+    raise CorruptLog(path, f"records from offset {start} do not decode one value each")
+
+
+def _later_record_ok(data: bytes, pos: int) -> bool:
+    """Whether a whole, valid record follows a bad one (within 64 KiB): then the bad one is
+    not a torn tail but corruption in the middle."""
+    size = records.FRAME.size
+    for k in range(pos + 1, min(len(data), pos + (64 << 10)) - size + 1):
+        length, crc = records.FRAME.unpack_from(data, k)
+        end = k + size + length
+        if 0 < length <= records.MAX_RECORD and end <= len(data) and zlib.crc32(
+                data[k + size : end]) == crc:
+            return True
+    return False

@@ -1,0 +1,266 @@
+"""The write log's writer: appends made durable with one group commit, rotation, retirement.
+
+A write is one write() under an exclusive flock of the current segment (records of several
+processes never interleave, and a write cut short by a full disk can be cut back to the last
+whole record), then an fsync. Group commit: the writes of a process's threads that queue while
+one write is under way go out as one write() and one fsync. A write's sequence is
+(segment << 40) | the offset where its bytes end.
+
+A checkpoint rotates the log: it creates the next segment and appends a seal to the current one
+while holding its lock. A writer looks for a newer segment under the same lock, so nothing but
+seals follows a seal. An fsync or write failure is never retried into a success: the write
+fails and writes stop (WritesStopped) until an operator restarts. The outcome of a write whose
+fsync failed is unknown, as after a timeout: its bytes may be in the file (and be read, here
+and after a restart) or be lost with the page cache; it is not cut out, since the same fsync
+also covered records of other processes that may have been acknowledged. A full disk fails the
+write (DiskFull) with the segment cut back to its last whole record; writes go on once there
+is space again.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+from pathlib import Path
+
+from anning.errors import DiskFull, TooLarge, WritesStopped
+from anning.storage import records
+from anning.storage.fileio import FileIO
+from anning.storage.layout import segment_name
+from anning.storage.wal.segments import OwnWrites, Segment, list_segments, locked
+
+__all__ = ["SEGMENT_SHIFT", "LogWriter", "sequence_of"]
+
+log = logging.getLogger("anning.storage.wal")
+SEGMENT_SHIFT = 40
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def sequence_of(segment: int, offset: int) -> int:
+    return segment << SEGMENT_SHIFT | offset
+
+
+class _Write:
+    """One append waiting in the group commit: its bytes, then its outcome."""
+
+    __slots__ = ("data", "done", "error", "sequence", "wake")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.done = False
+        self.error: BaseException | None = None
+        self.sequence = 0
+        self.wake = threading.Lock()
+        self.wake.acquire()
+
+
+class LogWriter:
+    """Appends to the newest segment of one directory; safe across threads and processes."""
+
+    def __init__(self, directory: Path, io: FileIO, own: OwnWrites, segment: int,
+                 synced: int = 0, failure: str | None = None) -> None:
+        self.directory = directory
+        self.io = io
+        self.own = own
+        self.lock = threading.Lock()  # this process's writes to the segments, and recovery
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Write] = []  # writes waiting for a leader (group commit)
+        self._leading = False
+        self.failure = failure
+        self.segment = Segment(io, directory, segment)
+        self.segment.synced = synced
+
+    # -- appending ---------------------------------------------------------------------------
+    def append(self, framed: list[bytes]) -> int:
+        """Write framed records and make them durable; return the sequence of the last.
+        Raises DiskFull (nothing kept, writes go on), WritesStopped or TooLarge.
+
+        Group commit, leader and followers: the writes that queue while one thread writes
+        and fsyncs go out together, as one write() and one fsync by the next leader, who wakes
+        each of them. Per write that is one hand-off instead of a lock, a write and an fsync
+        each (every syscall gives up the GIL, and the writers queue behind each hand-off)."""
+        if any(len(r) - records.FRAME.size > records.MAX_RECORD for r in framed):
+            raise TooLarge(f"a write log record of more than {records.MAX_RECORD} bytes")
+        write = _Write(b"".join(framed))
+        with self._queue_lock:
+            self._queue.append(write)
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            write.wake.acquire()  # released by a leader: our write is done, or it is our turn
+        if not write.done:
+            self._lead()
+        if write.error is not None:
+            raise write.error
+        return write.sequence
+
+    def _lead(self) -> None:
+        """Write and sync every queued write, wake their threads, hand on to the next."""
+        with self._queue_lock:
+            batch, self._queue = self._queue, []
+        data = b"".join(w.data for w in batch)
+        try:
+            with self.lock:
+                if self.failure:
+                    raise WritesStopped(self.failure)
+                segment, end = self._write_locked(data)
+            try:
+                self._sync(segment, end)
+            except BaseException:
+                # Unknown outcome: the bytes may be read back, here as in every other process.
+                # Not ours to skip any more, or this process would disagree with the others.
+                self.own.unmark(segment.number, end - len(data))
+                raise
+            for w in reversed(batch):  # each write's sequence: where its own bytes end
+                w.sequence = sequence_of(segment.number, end)
+                end -= len(w.data)
+        except BaseException as exc:  # the one outcome of the batch, raised in each thread
+            for w in batch:  # (as a Future's exception is, by every caller of result())
+                w.error = exc
+        finally:
+            with self._queue_lock:
+                following = self._queue[0] if self._queue else None
+                self._leading = following is not None
+            if following is not None:
+                following.wake.release()  # not done: it leads the next batch
+            for w in batch:  # the leader's own lock too: nobody waits on it, no harm
+                w.done = True
+                w.wake.release()
+
+    def current_segment(self) -> Segment:
+        """The newest segment, moving to it (and sealing the old) if a checkpoint rotated."""
+        segment = self.segment
+        if not self.io.exists(segment.path):  # retired under us: checkpoints of others
+            segment = self.segment = Segment(self.io, self.directory,
+                                             list_segments(self.io, self.directory)[-1])
+        while self.io.exists(self.directory / segment_name(segment.number + 1)):
+            newer = Segment(self.io, self.directory, segment.number + 1)
+            self.locked(segment, lambda s=segment, n=newer.number:
+                        self.put(s, records.encode_seal(n)))
+            segment = self.segment = newer
+        return segment
+
+    def _write_locked(self, data: bytes) -> tuple[Segment, int]:
+        segment = self.segment
+        while True:
+            end = self.locked(segment, lambda s=segment: self._append_locked(s, data))
+            if end is not None:
+                return segment, end
+            segment = self.current_segment()
+
+    def _append_locked(self, segment: Segment, data: bytes) -> int | None:
+        """Under the segment's lock: write, unless a checkpoint rotated (None). The rotation
+        is looked for only when the file changed since our last write: a seal or another
+        process's record moved its end (two stats less on the common path)."""
+        start = self.io.size(segment.fd)
+        if start != segment.written and self._rotated(segment):
+            return None
+        end = self.put(segment, data, own=True, start=start)
+        segment.written = end
+        return end
+
+    def _rotated(self, segment: Segment) -> bool:
+        return self.io.exists(self.directory / segment_name(segment.number + 1)) or \
+            not self.io.exists(segment.path)
+
+    def locked(self, segment: Segment, action):  # type: ignore[no-untyped-def]
+        return locked(self.io, segment, action, self.stop)
+
+    def put(self, segment: Segment, data: bytes, own: bool = False,
+            start: int | None = None) -> int:
+        """One write under the segment's lock; on a full disk, cut back and raise DiskFull.
+        An `own` write is marked so that this process's reader skips it: the engine took its
+        events already (before the write, so no reader can meet it unmarked)."""
+        io = self.io
+        if start is None:
+            start = io.size(segment.fd)
+        if own:
+            self.own.mark(segment.number, start, start + len(data))
+        try:
+            try:
+                written = io.write(segment.fd, data)
+            except OSError as exc:
+                if exc.errno not in _NO_SPACE:
+                    raise self.stop(f"write to {segment.path} failed: {exc}") from exc
+                written = -1
+            if written != len(data):
+                self._cut_back(segment, start, written)
+        except BaseException:
+            self.own.unmark(segment.number, start)
+            raise
+        return start + written
+
+    def _cut_back(self, segment: Segment, start: int, written: int) -> None:
+        """A write the disk could not hold: cut the segment back to its last whole record."""
+        try:
+            self.io.truncate(segment.fd, start)
+        except OSError as exc:
+            raise self.stop(f"cutting {segment.path} back to {start} after a full disk "
+                            f"failed: {exc}") from exc
+        kept = "none" if written < 0 else f"{written} bytes"
+        raise DiskFull(f"{segment.path}: no space left for a write ({kept} of it written, cut "
+                       f"back to offset {start})")
+
+    def _sync(self, segment: Segment, end: int) -> None:
+        with segment.sync_lock:
+            if segment.synced >= end:  # another thread's fsync, begun after our write, covered it
+                return
+            if self.failure:
+                raise WritesStopped(self.failure)
+            # what this process has written so far (no stat: every syscall under a lock is a
+            # hand-off of the GIL that the waiting writers queue behind)
+            target = max(end, segment.written)
+            try:
+                self.io.fsync(segment.fd)
+            except OSError as exc:
+                raise self.stop(f"fsync of {segment.path} failed: {exc}") from exc
+            segment.synced = max(segment.synced, target)
+
+    def stop(self, why: str) -> WritesStopped:
+        """Writes stop until a restart; the error to raise."""
+        if self.failure is None:
+            self.failure = why
+            log.error("writes stopped until a restart: %s", why)
+        return WritesStopped(self.failure)
+
+    # -- rotation and retirement (checkpoints) -----------------------------------------------
+    def rotate(self) -> int:
+        """Start a new segment; return the number of the one sealed (for a checkpoint to fold).
+        Every record of the sealed one is whole and on disk when this returns."""
+        with self.lock:
+            if self.failure:
+                raise WritesStopped(self.failure)
+            segment = self.current_segment()
+
+            def seal() -> Segment:
+                newer = Segment(self.io, self.directory, segment.number + 1)
+                self.io.fsync_dir(self.directory)
+                self.put(segment, records.encode_seal(newer.number))
+                return newer
+
+            self.segment = self.locked(segment, seal)
+            self._sync(segment, self.io.size(segment.fd))
+            return segment.number
+
+    def retire(self, upto: int) -> int:
+        """Delete the segments up to `upto` (a checkpoint holds their events now); return the
+        bytes freed."""
+        freed = 0
+        for number in list_segments(self.io, self.directory):
+            if number <= upto:
+                path = self.directory / segment_name(number)
+                try:
+                    size = path.stat().st_size
+                    self.io.unlink(path)
+                except FileNotFoundError:  # another process retired it first
+                    continue
+                freed += size
+        if freed:
+            self.io.fsync_dir(self.directory)
+        return freed
+
+    def size(self) -> int:
+        """Bytes in the segments on disk."""
+        return sum((self.directory / segment_name(n)).stat().st_size
+                   for n in list_segments(self.io, self.directory))
