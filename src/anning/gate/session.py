@@ -219,17 +219,18 @@ class EsmeSession(PduLink):
             self.binding = False
         if self.closed:
             return
-        self.send(P.encode_bind_resp(command, seq, self.gate.system_id, status))
         if status != P.ESME_ROK or account is None:
             log.warning("%s: bind as %r refused: %s", self.name, bind.system_id,
                         P.status_name(status))
+            self.send(P.encode_bind_resp(command, seq, self.gate.system_id, status))
             return
         self.account = account
         self.mode = P.BINDS[command]
         if self._bind_timer is not None:
             self._bind_timer.cancel()
         self.name = f"{self.name} {account.system_id}/{self.mode}"
-        self.gate.bound(self)
+        self.gate.bound(self)  # counted before the ESME hears it is bound
+        self.send(P.encode_bind_resp(command, seq, self.gate.system_id, status))
 
     async def _unbind(self, seq: int) -> None:
         """Answer the submits still in flight, then unbind_resp, then close."""
