@@ -193,6 +193,7 @@ class SmscSimulator:
         if self.loop is not None and self._thread is not None:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
+            self._thread = None
 
     def call(self, coroutine: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
         assert self.loop is not None
