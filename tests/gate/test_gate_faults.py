@@ -21,7 +21,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gate_helpers import (
     CLEAN,
-    HASHED,
     PORT,
     SUPPRESSED_ENTITY,
     SUPPRESSED_SENDER,
