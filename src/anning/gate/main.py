@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import getpass
 import logging
 import signal
@@ -64,6 +65,10 @@ async def _serve(config: GateConfig) -> None:
                            config.anning.data) if config.checks else None
     gate = Gate(config, backend, metrics)
     await gate.start()
+    # what start-up made (modules, the engine's list in-process) out of the collector's
+    # sight: a full collection walking it would stall every session's submits at once
+    gc.collect()
+    gc.freeze()
     print(f"anning smpp-gate listening on {gate.listening}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -95,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"anning: {exc}", file=sys.stderr)
         return 2
+    # grpc.aio polls in a thread of its own: behind it the event loop would wait the default
+    # 5 ms for the GIL after each syscall (the server sets the same, see anning.server.app)
+    sys.setswitchinterval(0.0005)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(config))
     return 0
