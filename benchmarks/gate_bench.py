@@ -301,7 +301,7 @@ max_sessions = 16
         for sim in sims.values():
             await sim.stop()
         server.stop()
-    for name, proc in gates.items():
+    for name in gates:
         log = (work / f"gate-{name}.log").read_text(errors="replace")
         if "Traceback" in log:
             print(f"bench: the {name} gate logged a traceback:\n{log[-3000:]}")

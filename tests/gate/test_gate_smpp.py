@@ -456,3 +456,41 @@ def test_data_sm_is_checked_too(gate: GateThread, sim: SmscSimulator) -> None:
         assert [r.message.command_id for r in sim.wait_for(1)] == [P.DATA_SM]
     finally:
         close(client)
+
+
+def test_the_session_limit_refuses_binds_past_it(sim: SmscSimulator,
+                                                 anning: AnningProcess) -> None:
+    running = GateThread(make_config(sim, anning.target, max_sessions=2)).start()
+    clients = []
+    try:
+        clients = [esme(running.port), esme(running.port, mode="receiver")]
+        third = smpplib.client.Client("127.0.0.1", running.port, timeout=10,
+                                      allow_unknown_opt_params=True)
+        third.connect()
+        with pytest.raises(smpplib.exceptions.PDUError) as refused:
+            third.bind_transmitter(system_id="platform", password=PASSWORD)
+        assert refused.value.args[1] == P.ESME_RBINDFAIL
+        third.disconnect()
+        close(clients.pop())  # one goes: a bind fits again
+        deadline = time.monotonic() + 5
+        while running.metric("anning_gate_sessions") > 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        clients.append(esme(running.port))
+        assert running.metric("anning_gate_sessions") == 2
+    finally:
+        for client in clients:
+            close(client)
+        running.stop()
+
+
+def test_an_oversized_pdu_closes_only_that_session(gate: GateThread) -> None:
+    healthy = esme(gate.port)
+    bad = esme(gate.port)
+    try:
+        bad._socket.sendall((gate.config.max_pdu_bytes + 1).to_bytes(4, "big") + bytes(12))
+        assert bad._socket.recv(16) == b""  # closed by the gate
+        assert gate.metric("anning_gate_sessions_closed_total", {"reason": "malformed"}) == 1
+        assert submit(healthy, CLEAN, ucs2("【京东】on")).status == 0
+    finally:
+        close(healthy)
+        bad.disconnect()
