@@ -29,7 +29,7 @@ import numpy as np
 
 from anning.gate import pdu as P
 from anning.gate.config import hash_password
-from anning.testing.server import AnningProcess, free_port, write_snapshot
+from anning.testing.anning_process import AnningProcess, free_port, write_snapshot
 from anning.testing.smsc import SmscSimulator
 
 PORT = "1069012345"

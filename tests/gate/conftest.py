@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gate_helpers import GateThread, make_config, snapshot
 
-from anning.testing.server import AnningProcess
+from anning.testing.anning_process import AnningProcess
 from anning.testing.smsc import SmscSimulator
 
 

@@ -19,7 +19,7 @@ import smpplib.smpp
 from anning.gate.backend import make_backend
 from anning.gate.config import Account, AnningSettings, GateConfig, Upstream, hash_password
 from anning.gate.gate import Gate
-from anning.testing.server import write_snapshot
+from anning.testing.anning_process import write_snapshot
 from anning.testing.smsc import SmscSimulator
 
 PASSWORD = "secret1"

@@ -38,7 +38,7 @@ from gate_helpers import (
 from anning.client import Client
 from anning.gate import pdu as P
 from anning.gate.config import AnningSettings
-from anning.testing.server import AnningProcess, free_port
+from anning.testing.anning_process import AnningProcess, free_port
 from anning.testing.smsc import SmscSimulator
 
 SUBMITFAIL = 0x45

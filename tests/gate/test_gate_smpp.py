@@ -31,7 +31,7 @@ from gate_helpers import (
 
 from anning.gate import pdu as P
 from anning.gate.text import gsm_encode
-from anning.testing.server import AnningProcess
+from anning.testing.anning_process import AnningProcess
 from anning.testing.smsc import SmscSimulator
 
 SUBMITFAIL = 0x45

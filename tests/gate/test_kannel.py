@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gate_helpers import CLEAN, HASHED, PORT, SUPPRESSED_SENDER, GateThread, make_config, snapshot
 
 from anning.gate.config import Account
-from anning.testing.server import AnningProcess, free_port
+from anning.testing.anning_process import AnningProcess, free_port
 from anning.testing.smsc import SmscSimulator
 
 pytestmark = pytest.mark.skipif(
