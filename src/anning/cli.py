@@ -229,6 +229,12 @@ def cmd_load(args: argparse.Namespace) -> int:
     return status
 
 
+def cmd_smpp_gate(args: argparse.Namespace) -> int:
+    from anning.gate.main import run
+
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="anning", description=__doc__)
     parser.add_argument("--version", action="version", version=f"anning {__version__}")
@@ -341,6 +347,13 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--json", action="store_true", help="print the summary as JSON")
     load.add_argument("--quiet", action="store_true", help="no progress output")
     load.set_defaults(func=cmd_load)
+
+    smpp_gate = sub.add_parser(
+        "smpp-gate", help="the SMPP gate: checks every submit_sm between ESMEs and the SMSC")
+    from anning.gate.main import add_arguments
+
+    add_arguments(smpp_gate)
+    smpp_gate.set_defaults(func=cmd_smpp_gate)
 
     args = parser.parse_args(argv)
     try:

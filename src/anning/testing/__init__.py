@@ -1,1 +1,2 @@
-"""Parts for tests and benchmarks: a crash-simulating file layer and a server process harness."""
+"""Parts for tests and benchmarks that ship with anning: a crash-simulating file layer, an
+`anning serve` process harness, the write-side scenario, and an SMSC simulator."""

@@ -213,9 +213,15 @@ class Server:
     def start(self) -> Server:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed by stop()
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed by stop(); a restart appends
         self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
                                      cwd=self.data.parent, env=env, start_new_session=True)
+        return self
+
+    def serve(self, timeout: float = 30.0) -> Server:
+        """Start (again, after a stop: same port, same data) and wait until it serves."""
+        self.start()
+        self.wait_health(SERVING, timeout)
         return self
 
     def health(self, service: str = "", timeout: float = 1.0) -> int | None:
