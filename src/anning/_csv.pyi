@@ -2,10 +2,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
 COLUMNS: tuple[str, ...]
 MAX_RECORD: int
 
+@disjoint_base
 class SnapshotParser:
     numbers: npt.NDArray[np.uint64]
     scopes: npt.NDArray[np.uint32]

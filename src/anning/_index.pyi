@@ -3,6 +3,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
 DEBUG: bool
 NO_SCOPE: int
@@ -24,6 +25,7 @@ def build_bloom(
     allocate: Callable[[int, npt.DTypeLike], npt.NDArray[Any]] | None = None,
 ) -> npt.NDArray[np.uint64]: ...
 
+@disjoint_base
 class IndexCore:
     directory: npt.NDArray[np.uint32]
     words: npt.NDArray[np.uint64]
@@ -33,12 +35,12 @@ class IndexCore:
     remainder_bits: int
     scope_bits: int
     bloom_k: int
-    def __init__(
-        self, directory: npt.NDArray[np.uint32], words: npt.NDArray[np.uint64],
+    def __new__(
+        cls, directory: npt.NDArray[np.uint32], words: npt.NDArray[np.uint64],
         bloom: npt.NDArray[np.uint64], sender_scope: npt.NDArray[np.uint32],
         sender_entity: npt.NDArray[np.uint32], remainder_bits: int, scope_bits: int,
         bloom_k: int,
-    ) -> None: ...
+    ) -> IndexCore: ...
     def __len__(self) -> int: ...
     def check_ids(
         self, sender_ids: npt.NDArray[np.uint32], numbers: npt.NDArray[np.uint64], bit: int,
@@ -50,3 +52,10 @@ class IndexCore:
         self,
     ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint32], npt.NDArray[np.uint8]]: ...
     def verify(self, scopes: int) -> str | None: ...
+    def first_missing(
+        self, numbers: npt.NDArray[np.uint64], scopes: npt.NDArray[np.uint32],
+        masks: npt.NDArray[np.uint8],
+    ) -> int: ...
+    def bloom_hits(
+        self, sender_ids: npt.NDArray[np.uint32], numbers: npt.NDArray[np.uint64],
+    ) -> int: ...

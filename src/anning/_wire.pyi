@@ -2,6 +2,7 @@ from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
 from anning.errors import InvalidInput
 
@@ -9,6 +10,7 @@ MAX_CACHED_TEXTS: int
 
 class MalformedRequest(InvalidInput): ...
 
+@disjoint_base
 class BatchCodec:
     def __init__(
         self, resolve_sender: Callable[[str], int], resolve_category: Callable[[str], int],

@@ -8,7 +8,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from anning import __version__
 from anning.demo import ensure_snapshot
@@ -18,6 +20,10 @@ from anning.model.scopes import Scope
 from anning.storage.layout import DataDir
 from anning.storage.snapshot import read_snapshot
 
+if TYPE_CHECKING:
+    from anning.client import Client
+
+T = TypeVar("T")
 DEFAULT_DATA = "./anning-data"
 
 
@@ -28,7 +34,7 @@ def _load(data: str) -> SuppressionIndex:
     return read_snapshot(path)
 
 
-def _status(idx: SuppressionIndex, seconds: float) -> dict:
+def _status(idx: SuppressionIndex, seconds: float) -> dict[str, Any]:
     return {
         "entries": len(idx),
         "senders": len(idx.senders),
@@ -57,7 +63,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _answer_lines(idx, sys.stdin)
 
 
-def _answer_lines(idx: SuppressionIndex, lines) -> int:
+def _answer_lines(idx: SuppressionIndex, lines: Iterable[str]) -> int:
     failures = 0
     for line in lines:
         parts = line.split()
@@ -93,7 +99,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if result.suppressed else 0
 
 
-def _client(args: argparse.Namespace):  # -> anning.client.Client
+def _client(args: argparse.Namespace) -> Client:
     from anning.client import Client
 
     token = args.token or os.environ.get("ANNING_TOKEN")
@@ -102,7 +108,7 @@ def _client(args: argparse.Namespace):  # -> anning.client.Client
                   fail_closed=getattr(args, "fail_closed", False))
 
 
-def _remote(args: argparse.Namespace, call):
+def _remote(args: argparse.Namespace, call: Callable[[Client], T]) -> T:
     import grpc
 
     with _client(args) as client:
@@ -113,7 +119,7 @@ def _remote(args: argparse.Namespace, call):
             raise SystemExit(2 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else 3) from None
 
 
-def _print_message(message) -> None:
+def _print_message(message: Any) -> None:
     from google.protobuf.json_format import MessageToDict
 
     print(json.dumps(MessageToDict(message, always_print_fields_with_no_presence=True),
@@ -357,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except CorruptFile as exc:
         what = "the snapshot" if isinstance(exc, CorruptSnapshot) else "a damaged file"
         print(f"anning: refusing {what}: {exc}", file=sys.stderr)

@@ -90,7 +90,7 @@ class Client:
         )
 
     # -- checks ------------------------------------------------------------------------------
-    def _call(self, method: Callable, request: Any, timeout: float | None) -> Any:
+    def _call(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
         deadline = time.monotonic() + (timeout or self.timeout)
         delay = self.backoff
         for attempt in range(self.retries + 1):
@@ -154,7 +154,7 @@ class Client:
         return StreamingChecker(self)
 
     # -- writes and the rest -----------------------------------------------------------------
-    def _write(self, method: Callable, request: Any, timeout: float | None) -> Any:
+    def _write(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
         return method(request, timeout=timeout or max(self.timeout, 5.0), metadata=self.metadata)
 
     def opt_out(self, number: str, scope: str, category: str = "", at_ms: int = 0,
@@ -225,7 +225,7 @@ class StreamingChecker:
     _END = object()
 
     def __init__(self, client: Client) -> None:
-        self._requests: queue.Queue = queue.Queue()
+        self._requests: queue.Queue[Any] = queue.Queue()
         self._responses = client.suppression.CheckStream(iter(self._requests.get, self._END),
                                                          metadata=client.metadata)
         self._lock = threading.Lock()

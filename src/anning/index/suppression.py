@@ -74,7 +74,8 @@ def _as_masks(categories: Any, names: tuple[str, ...], n: int) -> np.ndarray:
     for code, name in enumerate(table):
         first = values.index(name)
         masks[code] = category_mask(names, name, f"categories[{first}]")
-    return masks[codes]
+    out: np.ndarray = masks[codes]
+    return out
 
 
 @dataclass(frozen=True)

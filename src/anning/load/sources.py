@@ -26,9 +26,9 @@ class Source:
         magic = self.raw.read(4)
         self.raw.seek(0)
         if magic.startswith(GZIP_MAGIC):
-            self.stream: BinaryIO = gzip.GzipFile(fileobj=self.raw)
+            self.stream: BinaryIO = gzip.GzipFile(fileobj=self.raw)  # type: ignore[assignment]
         elif magic == ZSTD_MAGIC:
-            self.stream = io.BufferedReader(_ZstdReader(self.raw), 1 << 20)  # type: ignore[assignment]
+            self.stream = io.BufferedReader(_ZstdReader(self.raw), 1 << 20)
         else:
             self.stream = self.raw
 
@@ -98,7 +98,7 @@ class _ZstdReader(io.RawIOBase):
 def open_text(path: Path) -> io.TextIOWrapper:
     source = Source(path)
     # surrogateescape: a row that is not UTF-8 is rejected, not the whole load (_read_entities)
-    return io.TextIOWrapper(source.stream, encoding="utf-8-sig",  # type: ignore[arg-type]
+    return io.TextIOWrapper(source.stream, encoding="utf-8-sig",
                             errors="surrogateescape", newline="")
 
 

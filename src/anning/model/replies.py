@@ -53,8 +53,8 @@ def _trim(text: str) -> str:
 
 def recognise_reply(text: str) -> Reply:
     """What a reply asks for; free text is Reply("none", "")."""
-    if not isinstance(text, str):
-        return Reply(NONE, "")
+    if not isinstance(text, str):  # a caller's garbage: free text, not an error
+        return Reply(NONE, "")  # type: ignore[unreachable]
     s = _trim(unicodedata.normalize("NFKC", text).casefold())
     for _ in range(4):  # politeness may be stacked: "请退订，谢谢！"
         before = s

@@ -22,6 +22,7 @@ import time
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from anning.engine import Engine
 from anning.server.metrics import Metrics
@@ -144,9 +145,9 @@ def _supervise(engine: Engine, options: ServeOptions, address: str, workers: int
             break
         except InterruptedError:
             continue
-        slot = children.pop(pid, None)
-        if slot is None:
+        if pid not in children:
             continue
+        slot = children.pop(pid)
         if not stopping.is_set():
             log.error("worker %d (pid %d) exited with %d; restarting it", slot, pid, code)
             time.sleep(0.5)
@@ -156,7 +157,7 @@ def _supervise(engine: Engine, options: ServeOptions, address: str, workers: int
     return status
 
 
-def _credentials(options: ServeOptions):  # -> grpc.ServerCredentials | None
+def _credentials(options: ServeOptions) -> Any:  # grpc.ServerCredentials | None
     import grpc
 
     if not options.tls_cert:
@@ -262,7 +263,7 @@ async def _serve_worker(engine: Engine, options: ServeOptions, address: str,
     engine.poll_in_background = True
     threading.Thread(target=_housekeeping, args=(engine, options, done), name="housekeeping",
                      daemon=True).start()
-    stopping: list[asyncio.Task] = []
+    stopping: list[asyncio.Task[None]] = []
 
     async def drain(signum: int) -> None:
         log.info("pid %d draining (signal %d)", os.getpid(), signum)
@@ -277,9 +278,12 @@ async def _serve_worker(engine: Engine, options: ServeOptions, address: str,
                      os.getpid(), lame_duck)
         await server.stop(max(0.0, options.grace_seconds - (time.monotonic() - started)))
 
+    def on_signal(signum: int) -> None:
+        if not stopping:  # the first signal drains; another one changes nothing
+            stopping.append(asyncio.create_task(drain(signum)))
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(
-            signum, lambda n=signum: stopping or stopping.append(asyncio.create_task(drain(n))))
+        loop.add_signal_handler(signum, on_signal, signum)
     await server.wait_for_termination()
     done.set()
     watcher.cancel()

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from functools import wraps
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 import numpy as np
@@ -27,7 +27,7 @@ from anning._normalize import normalize_number
 from anning.engine import Engine
 from anning.errors import InvalidInput, NotReady, TooLarge
 from anning.load import LoadOptions, SnapshotRefused, parse_time
-from anning.model.events import OPT_IN, OPT_OUT, REASSIGN
+from anning.model.events import OPT_IN, OPT_OUT, REASSIGN, Event
 from anning.server.metrics import Metrics
 from anning.server.status import status_of
 from anning.server.writes import WriteQueue
@@ -36,8 +36,9 @@ from anning.v1 import anning_pb2 as pb
 __all__ = ["CallsInFlight", "Limits", "build_handlers"]
 
 log = logging.getLogger("anning.server")
-Context = grpc.aio.ServicerContext
-_RESPONSES = tuple(pb.CheckResponse(suppressed=bool(code), scope=code) for code in range(4))
+Context: TypeAlias = Any  # grpc.aio.ServicerContext (grpc has no type information)
+_RESPONSES = tuple(pb.CheckResponse(suppressed=bool(code), scope=pb.Scope.Name(code))
+                   for code in range(4))
 
 
 class Limits:
@@ -85,10 +86,10 @@ class CallsInFlight:
             await asyncio.sleep(min(0.02, deadline - now))
 
 
-def _rpc(name: str) -> Callable:
+def _rpc(name: str) -> Callable[..., Any]:
     """Errors to status codes, latency and error metrics around a unary method."""
 
-    def decorate(method: Callable) -> Callable:
+    def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(method)
         async def run(self: _Base, request: Any, context: Context) -> Any:
             started = time.perf_counter()
@@ -161,9 +162,11 @@ class Suppression(_Base):
             codes = np.zeros(len(numbers), np.uint8)
             for bit in np.unique(bits):
                 where = np.flatnonzero(bits == bit)
-                codes[where] = engine.check_ids(
-                    ids[where], numbers[where], index.categories[bit],
-                    lambda j, where=where: sender_of(int(where[j])), state)
+                def sender_in(j: int, where: np.ndarray = where) -> str:
+                    return sender_of(int(where[j]))
+
+                codes[where] = engine.check_ids(ids[where], numbers[where],
+                                                index.categories[bit], sender_in, state)
         if errors:
             codes[bad] = 0
         self._count(codes)
@@ -276,7 +279,7 @@ class OptOuts(_Base):
         sequence = await self.writes.write(events)
         return pb.WriteBatchAck(sequence=sequence, events=len(events))
 
-    def _events(self, request: pb.WriteBatchRequest) -> list:
+    def _events(self, request: pb.WriteBatchRequest) -> list[Event]:
         events = []
         for i, item in enumerate(request.events):
             try:
@@ -305,7 +308,7 @@ class OptOuts(_Base):
     async def Explain(self, request: pb.CheckRequest, context: Context) -> pb.Explanation:
         why = self.engine.explain(request.sender, request.number, request.category)
         return pb.Explanation(
-            suppressed=why.suppressed, scope=int(why.scope), matched=why.matched,
+            suppressed=why.suppressed, scope=pb.Scope.Name(int(why.scope)), matched=why.matched,
             categories=why.categories, origin=why.origin, source=why.source,
             at_ms=why.at_ms, snapshot_as_of=why.snapshot_as_of or "",
         )
@@ -373,7 +376,7 @@ def build_handlers(engine: Engine, metrics: Metrics, limits: Limits, calls: Call
     opt_outs = OptOuts(engine, metrics, limits, calls, writes)
     admin = Admin(engine, metrics, limits, calls, workers)
 
-    def unary(fn: Callable, req: Any, resp: Any) -> grpc.RpcMethodHandler:
+    def unary(fn: Callable[..., Any], req: Any, resp: Any) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(
             fn, request_deserializer=req.FromString, response_serializer=resp.SerializeToString)
 

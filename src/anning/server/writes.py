@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
 
 from anning.engine import Engine
 from anning.model.events import Event
@@ -31,16 +30,16 @@ class WriteQueue:
     def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
         self._engine = engine
         self._loop = loop
-        self._pending: list[tuple[list[Event], asyncio.Future]] = []
+        self._pending: list[tuple[list[Event], asyncio.Future[int]]] = []
         self._wake = threading.Condition()
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="writes", daemon=True)
         self._thread.start()
 
-    def submit(self, events: list[Event]) -> asyncio.Future:
+    def submit(self, events: list[Event]) -> asyncio.Future[int]:
         """A future of the write's sequence, set once it is durable and visible; its exception
         is the write's error (InvalidInput, DiskFull, WritesStopped, ...)."""
-        future = self._loop.create_future()
+        future: asyncio.Future[int] = self._loop.create_future()
         with self._wake:
             if self._closing:
                 raise RuntimeError("the write queue is closed")
@@ -68,7 +67,8 @@ class WriteQueue:
                 if not batch:
                     return
             try:
-                outcomes: list = self._engine.apply_each([events for events, _ in batch])
+                writes = [events for events, _ in batch]
+                outcomes: list[int | BaseException] = [*self._engine.apply_each(writes)]
             except BaseException as exc:  # a disk error: the one outcome of the whole batch
                 outcomes = [exc] * len(batch)
             futures = [future for _, future in batch]
@@ -78,10 +78,11 @@ class WriteQueue:
                 log.warning("%d writes made durable after the server stopped", len(batch))
 
 
-def _settle(futures: list[asyncio.Future], outcomes: list) -> None:
+def _settle(futures: list[asyncio.Future[int]], outcomes: list[int | BaseException]) -> None:
     for future, outcome in zip(futures, outcomes, strict=True):
         if future.done():  # cancelled: the caller's deadline passed (the write may be kept)
             continue
-        settle: Callable = future.set_exception if isinstance(outcome, BaseException) \
-            else future.set_result
-        settle(outcome)
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)

@@ -60,7 +60,7 @@ def temporary_name(path: str | PathLike[str]) -> str:
 def sweep_temporaries(directory: str | PathLike[str]) -> list[str]:
     """Delete the temporary files of writers that died (a load or checkpoint killed mid-way:
     as big as what they were writing). Returns the names removed."""
-    removed = []
+    removed: list[str] = []
     try:
         names = os.listdir(directory)
     except FileNotFoundError:

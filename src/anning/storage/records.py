@@ -96,7 +96,7 @@ def _checked(item: Iterable[Any]) -> EventFields:
     if len(fields) != 6 or not all(isinstance(f, t) for f, t in
                                    zip(fields, (int, int, str, int, int, str), strict=True)):
         raise RecordError(f"not the fields of an event: {_short(fields)}")
-    return fields  # type: ignore[return-value]
+    return fields  # type: ignore[return-value,unused-ignore]  # checked field by field
 
 
 def _short(value: Any) -> str:

@@ -65,6 +65,10 @@ def _align(n: int) -> int:
     return (n + PAGE - 1) // PAGE * PAGE
 
 
+def _bytes_of(array: np.ndarray) -> memoryview:
+    return np.ascontiguousarray(array).view(np.uint8).data
+
+
 def write_snapshot(index: SuppressionIndex, path: str | PathLike[str],
                    io: FileIO = OS_IO) -> None:
     """Write `index` to `path` whole and atomically (FileIO.replace_file: a temporary file,
@@ -80,11 +84,8 @@ def write_snapshot(index: SuppressionIndex, path: str | PathLike[str],
     }
     meta.pop("path", None)  # where a loaded copy was mapped from: not part of the list
     payloads: list[memoryview] = [
-        memoryview(np.ascontiguousarray(arrays.directory)).cast("B"),
-        memoryview(np.ascontiguousarray(arrays.words)).cast("B"),
-        memoryview(np.ascontiguousarray(arrays.bloom)).cast("B"),
-        memoryview(np.ascontiguousarray(arrays.sender_scope)).cast("B"),
-        memoryview(np.ascontiguousarray(arrays.sender_entity)).cast("B"),
+        *(_bytes_of(a) for a in (arrays.directory, arrays.words, arrays.bloom,
+                                 arrays.sender_scope, arrays.sender_entity)),
         memoryview(json.dumps(meta, ensure_ascii=False).encode()),
     ]
     offsets, offset = [], HEADER_SIZE
@@ -207,7 +208,7 @@ def _check_layout(
     )
     _check_header(path, bytearray(view[:HEADER_SIZE]), magic, version, header_crc, file_size,
                   size, count)
-    spans = []
+    spans: list[tuple[int, int, int, str]] = []
     for i, (name, _dtype) in enumerate(_SECTIONS):
         raw, offset, length, crc = _SECTION.unpack_from(view, _HEADER.size + i * _SECTION.size)
         end = spans[-1][1] if spans else HEADER_SIZE

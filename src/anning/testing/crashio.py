@@ -28,8 +28,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from os import PathLike
+from typing import Any
 
-from anning.storage.fileio import FileIO
+from anning.storage.fileio import Buffer, FileIO
 
 __all__ = ["CrashIO", "PowerLoss"]
 
@@ -62,7 +63,7 @@ class CrashIO(FileIO):
         self._lock = threading.RLock()  # one call at a time against a crash
         self._fds: dict[int, int] = {}  # fd -> inode
         self._files: dict[int, _File] = {}  # inode -> state
-        self._journal: dict[str, list[tuple]] = {}  # directory -> name changes not yet durable
+        self._journal: dict[str, list[tuple[Any, ...]]] = {}  # directory -> name changes not yet durable
         self._stash: str | None = None
         self._names = itertools.count()
         self.calls = 0  # every call so far (crash points are counted in these)
@@ -174,7 +175,7 @@ class CrashIO(FileIO):
             self._fds.pop(fd, None)
             os.close(fd)
 
-    def write(self, fd: int, data: bytes) -> int:
+    def write(self, fd: int, data: Buffer) -> int:
         self._before("write")
         with self._lock:
             self._enter("write")
@@ -301,7 +302,7 @@ class CrashIO(FileIO):
             self._log(target, ("rename", source, target, stash))
 
     # -- bookkeeping -------------------------------------------------------------------------
-    def _log(self, path: str, op: tuple) -> None:
+    def _log(self, path: str, op: tuple[Any, ...]) -> None:
         directory = os.path.dirname(os.path.abspath(path))
         self._journal.setdefault(directory, []).append(op)
 
@@ -317,7 +318,7 @@ class CrashIO(FileIO):
                 state.path = new
 
 
-def _undo(op: tuple) -> None:
+def _undo(op: tuple[Any, ...]) -> None:
     """Undo one name change at a crash (each tolerates what later undos already did)."""
     if op[0] == "create":
         if os.path.exists(op[1]):
@@ -332,7 +333,7 @@ def _undo(op: tuple) -> None:
             os.replace(stash, path)
 
 
-def _forget(op: tuple) -> None:
+def _forget(op: tuple[Any, ...]) -> None:
     """A name change became durable: drop what was kept to undo it."""
     stash = op[2] if op[0] == "unlink" else op[3] if op[0] == "rename" else None
     if stash is not None and os.path.exists(stash):

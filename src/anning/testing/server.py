@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,8 @@ CODES: list[tuple[str, grpc.StatusCode]] = []
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def accepts(port: int) -> bool:
@@ -52,7 +53,8 @@ def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat()
 
 
-def write_snapshot(data: Path, numbers: list[int], scopes: list[str], categories: Any = None,
+def write_snapshot(data: Path, numbers: Sequence[int | str], scopes: list[str],
+                   categories: Any = None,
                    entities: dict[str, str] | None = None, as_of_ms: int | None = None) -> Path:
     """A binary snapshot in `data` (what `anning serve` maps at start)."""
     as_of_ms = as_of_ms if as_of_ms is not None else int(time.time() * 1000) - 3_600_000
@@ -69,22 +71,22 @@ def write_snapshot(data: Path, numbers: list[int], scopes: list[str], categories
 
 class _Recorder(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientInterceptor,
                 grpc.UnaryStreamClientInterceptor, grpc.StreamUnaryClientInterceptor):
-    def intercept_unary_unary(self, continuation, details, request):
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         call = continuation(details, request)
         with contextlib.suppress(Exception):
             CODES.append((details.method, call.code()))
         return call
 
-    def intercept_stream_unary(self, continuation, details, requests):
+    def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
         call = continuation(details, requests)
         with contextlib.suppress(Exception):
             CODES.append((details.method, call.code()))
         return call
 
-    def intercept_unary_stream(self, continuation, details, request):
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return _RecordedStream(details.method, continuation(details, request))
 
-    def intercept_stream_stream(self, continuation, details, requests):
+    def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
         return _RecordedStream(details.method, continuation(details, requests))
 
 
@@ -207,7 +209,7 @@ class Server:
             self.args += ["--threads", str(threads)]
         self.args += extra_args or []  # e.g. ["--checkpoint-bytes", "4096"]
         self.log_path = self.data.parent / f"{self.data.name}-server-{self.port}.log"
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.first_health: int | None = None  # the first answer of the health service
 
     def start(self) -> Server:
@@ -227,8 +229,9 @@ class Server:
     def health(self, service: str = "", timeout: float = 1.0) -> int | None:
         with grpc.insecure_channel(self.target) as ch:
             try:
-                return health_pb2_grpc.HealthStub(ch).Check(
+                status: int = health_pb2_grpc.HealthStub(ch).Check(
                     health_pb2.HealthCheckRequest(service=service), timeout=timeout).status
+                return status
             except grpc.RpcError:
                 return None
 
@@ -357,10 +360,11 @@ def write_main_snapshot(data: Path) -> None:
 
 def metrics_text(port: int) -> str:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return response.read().decode()
+        text: str = response.read().decode()
+        return text
 
 
-def samples(text: str, name: str) -> dict[tuple, float]:
+def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
     """Sample `name` of a Prometheus exposition: {sorted label items: value}."""
     from prometheus_client.parser import text_string_to_metric_families
 

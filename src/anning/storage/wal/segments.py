@@ -105,7 +105,8 @@ class OwnWrites:
         edges = np.zeros(len(frames) + 1, np.int64)
         np.add.at(edges, at[met_here], 1)
         np.add.at(edges, np.searchsorted(frames, ends[met_here]), -1)
-        return np.cumsum(edges[:-1]) == 0
+        keep: npt.NDArray[np.bool_] = np.cumsum(edges[:-1]) == 0
+        return keep
 
 
 class Scan:
