@@ -63,7 +63,8 @@ class CrashIO(FileIO):
         self._lock = threading.RLock()  # one call at a time against a crash
         self._fds: dict[int, int] = {}  # fd -> inode
         self._files: dict[int, _File] = {}  # inode -> state
-        self._journal: dict[str, list[tuple[Any, ...]]] = {}  # directory -> name changes not yet durable
+        # directory -> name changes not yet durable
+        self._journal: dict[str, list[tuple[Any, ...]]] = {}
         self._stash: str | None = None
         self._names = itertools.count()
         self.calls = 0  # every call so far (crash points are counted in these)
