@@ -28,13 +28,15 @@ cdef extern from "eventtime.h" nogil:
     int an_parse_time(const unsigned char *s, size_t n, int default_offset_minutes,
                       int64_t *out_ms)
 
-COLUMNS = ("number", "sender", "category", "at", "source")
+COLUMNS = ("number", "sender", "category", "at", "source", "action", "seq")
 cdef enum:
     COL_NUMBER = 0
     COL_SENDER = 1
     COL_CATEGORY = 2
     COL_AT = 3
     COL_SOURCE = 4
+    COL_ACTION = 5
+    COL_SEQ = 6         # an exported event's sequence: read back, not kept
     MAX_FIELDS = 16
     RAW_LIMIT = 256     # bytes of a rejected record kept in the rejects file
     REC_OK = 0
@@ -53,13 +55,19 @@ cdef class SnapshotParser:
     cdef Py_ssize_t flen[MAX_FIELDS]
     cdef bint fescaped[MAX_FIELDS]
     cdef unsigned char *scratch
-    cdef an_strtab senders, categories, sources
-    cdef object resolve_sender, resolve_category, resolve_source, normalize_text_number
+    cdef an_strtab senders, categories, sources, actions_seen
+    cdef object resolve_sender, resolve_category, resolve_source, resolve_action
+    cdef object normalize_text_number
     cdef list reasons
     cdef readonly object numbers, scopes, masks
+    # a row's time (Unix ms, 0: not given) and action (1 opt-out, 2 opt-in, 3 reassignment):
+    # kept only once a file of the load has the column (a list without them costs nothing)
+    cdef readonly object ats, actions
     cdef uint64_t *p_numbers
     cdef uint32_t *p_scopes
     cdef uint8_t *p_masks
+    cdef int64_t *p_ats
+    cdef uint8_t *p_actions
     cdef Py_ssize_t capacity
     cdef readonly Py_ssize_t length, rows, rejected, blank_lines, line
     cdef readonly int64_t newest_at
@@ -72,15 +80,19 @@ cdef class SnapshotParser:
         an_strtab_init(&self.senders, 1 << 12)
         an_strtab_init(&self.categories, 16)
         an_strtab_init(&self.sources, 16)
+        an_strtab_init(&self.actions_seen, 16)
 
     def __init__(self, columns, str delimiter, int default_mask, resolve_sender,
                  resolve_category, resolve_source, normalize_text_number, int default_country=86,
-                 int offset_minutes=480, Py_ssize_t first_line=2, Py_ssize_t capacity=1 << 20):
-        self.start_file(columns, delimiter, first_line)
+                 int offset_minutes=480, Py_ssize_t first_line=2, Py_ssize_t capacity=1 << 20,
+                 resolve_action=None):
+        self.ats = None
+        self.actions = None
         self.default_mask = default_mask
         self.resolve_sender = resolve_sender
         self.resolve_category = resolve_category
         self.resolve_source = resolve_source
+        self.resolve_action = resolve_action or _action_code
         self.normalize_text_number = normalize_text_number
         self.default_cc = default_country
         self.offset_minutes = offset_minutes
@@ -95,17 +107,22 @@ cdef class SnapshotParser:
         self.scopes = np.empty(self.capacity, np.uint32)
         self.masks = np.empty(self.capacity, np.uint8)
         self._refresh()
+        self.start_file(columns, delimiter, first_line)
 
     def __dealloc__(self):
         free(self.scratch)
         an_strtab_free(&self.senders)
         an_strtab_free(&self.categories)
         an_strtab_free(&self.sources)
+        an_strtab_free(&self.actions_seen)
 
     cdef void _refresh(self):
         self.p_numbers = <uint64_t *>cnp.PyArray_DATA(self.numbers)
         self.p_scopes = <uint32_t *>cnp.PyArray_DATA(self.scopes)
         self.p_masks = <uint8_t *>cnp.PyArray_DATA(self.masks)
+        self.p_ats = <int64_t *>cnp.PyArray_DATA(self.ats) if self.ats is not None else NULL
+        self.p_actions = <uint8_t *>cnp.PyArray_DATA(self.actions) \
+            if self.actions is not None else NULL
 
     cdef int _grow(self) except -1:
         # resize in place: realloc (mremap for large blocks) rather than a copy beside it
@@ -113,6 +130,10 @@ cdef class SnapshotParser:
         self.numbers.resize(self.capacity, refcheck=False)
         self.scopes.resize(self.capacity, refcheck=False)
         self.masks.resize(self.capacity, refcheck=False)
+        if self.ats is not None:
+            self.ats.resize(self.capacity, refcheck=False)
+        if self.actions is not None:
+            self.actions.resize(self.capacity, refcheck=False)
         self._refresh()
         return 0
 
@@ -126,12 +147,22 @@ cdef class SnapshotParser:
         self.delimiter = ord(delimiter)
         self.line = first_line
         self.skipping = False
+        if COL_AT in [self.roles[i] for i in range(self.n_columns)] and self.ats is None:
+            self.ats = np.zeros(self.capacity, np.int64)  # 0: the rows before had no time
+        if COL_ACTION in [self.roles[i] for i in range(self.n_columns)] and self.actions is None:
+            self.actions = np.ones(self.capacity, np.uint8)  # the rows before: opt-outs
+        self._refresh()
 
     def arrays(self):
-        """The parsed rows as (numbers, scope ids, masks), trimmed to their length."""
+        """The parsed rows as (numbers, scope ids, masks), trimmed to their length (and so are
+        `ats` and `actions`, where a file had those columns)."""
         self.numbers.resize(self.length, refcheck=False)
         self.scopes.resize(self.length, refcheck=False)
         self.masks.resize(self.length, refcheck=False)
+        if self.ats is not None:
+            self.ats.resize(self.length, refcheck=False)
+        if self.actions is not None:
+            self.actions.resize(self.length, refcheck=False)
         self.capacity = self.length
         self._refresh()
         return self.numbers, self.scopes, self.masks
@@ -293,7 +324,7 @@ cdef class SnapshotParser:
         cdef Py_ssize_t n
         cdef const unsigned char *s
         cdef uint64_t number = 0
-        cdef int64_t scope = -1, mask = self.default_mask, value, at = 0
+        cdef int64_t scope = -1, mask = self.default_mask, value, at = 0, action = 1
         cdef size_t bad_at
         cdef object reason
         if self.stray_quote:
@@ -339,6 +370,14 @@ cdef class SnapshotParser:
                     if not an_parse_time(s, n, self.offset_minutes, &at):
                         self._reject(raw, raw_len, "at", "is not a time (an ISO date-time or Unix seconds)")
                         return
+            elif role == COL_ACTION:
+                if n and not _blank(s, n):
+                    if not an_strtab_get(&self.actions_seen, s, n, &value):
+                        value = self._resolve(&self.actions_seen, self.resolve_action, s, n)
+                    if value < 0:
+                        self._reject(raw, raw_len, "action", self.reasons[-value - 1])
+                        return
+                    action = value
             elif role == COL_SOURCE:
                 if n:
                     if not an_strtab_get(&self.sources, s, n, &value):
@@ -353,6 +392,10 @@ cdef class SnapshotParser:
         self.p_numbers[self.length] = number
         self.p_scopes[self.length] = <uint32_t>scope
         self.p_masks[self.length] = <uint8_t>mask
+        if self.p_ats != NULL:
+            self.p_ats[self.length] = at
+        if self.p_actions != NULL:
+            self.p_actions[self.length] = <uint8_t>action
         self.length += 1
 
     cdef int64_t _resolve(self, an_strtab *table, object resolve, const unsigned char *s,
@@ -405,6 +448,18 @@ cdef inline bint _blank(const unsigned char *s, Py_ssize_t n) noexcept:
         if s[i] != 32:
             return False
     return True
+
+
+ACTIONS = {"opt_out": 1, "opt-out": 1, "optout": 1, "opt_in": 2, "opt-in": 2, "optin": 2,
+           "reassign": 3}
+
+
+def _action_code(str text):
+    """A row's action: opt_out (the default), opt_in, or reassign; ValueError otherwise."""
+    code = ACTIONS.get(text.strip().lower())
+    if code is None:
+        raise ValueError(f"action: {text!r} is not opt_out, opt_in or reassign")
+    return code
 
 
 def parse_time(const unsigned char[::1] text, int offset_minutes=480):

@@ -225,3 +225,222 @@ def join_payloads(const uint8_t[::1] data, const int64_t[::1] offsets,
             memcpy(dest + at, &data[offsets[i]], lengths[i])
             at += lengths[i]
     return out
+
+
+# -- the change feed's formats: CSV rows and protobuf messages, written in one pass ----------
+
+cdef extern from *:
+    """
+    /* Howard Hinnant's civil_from_days: days since 1970-01-01 -> y, m, d */
+    static inline void anning_civil(int64_t z, int64_t *y, int *m, int *d) {
+        z += 719468;
+        int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+        int64_t doe = z - era * 146097;
+        int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+        int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        int64_t mp = (5 * doy + 2) / 153;
+        *d = (int)(doy - (153 * mp + 2) / 5 + 1);
+        *m = (int)(mp < 10 ? mp + 3 : mp - 9);
+        *y = yoe + era * 400 + (*m <= 2);
+    }
+    static inline char *anning_digits(char *o, uint64_t v, int width) {
+        char tmp[24];
+        int n = 0;
+        do { tmp[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+        while (n < width) tmp[n++] = '0';
+        while (n) *o++ = tmp[--n];
+        return o;
+    }
+    /* UTC ISO 8601 with milliseconds: 2026-12-06T10:31:00.123Z (24 bytes for years 0-9999) */
+    static inline char *anning_iso(char *o, int64_t ms) {
+        int64_t s = ms >= 0 ? ms / 1000 : (ms - 999) / 1000;
+        int64_t frac = ms - s * 1000, days = s >= 0 ? s / 86400 : (s - 86399) / 86400;
+        int64_t sod = s - days * 86400, y;
+        int m, d;
+        anning_civil(days, &y, &m, &d);
+        o = anning_digits(o, (uint64_t)y, 4); *o++ = '-';
+        o = anning_digits(o, (uint64_t)m, 2); *o++ = '-';
+        o = anning_digits(o, (uint64_t)d, 2); *o++ = 'T';
+        o = anning_digits(o, (uint64_t)(sod / 3600), 2); *o++ = ':';
+        o = anning_digits(o, (uint64_t)(sod / 60 % 60), 2); *o++ = ':';
+        o = anning_digits(o, (uint64_t)(sod % 60), 2); *o++ = '.';
+        o = anning_digits(o, (uint64_t)frac, 3); *o++ = 'Z';
+        return o;
+    }
+    static inline char *anning_varint(char *o, uint64_t v) {
+        while (v >= 0x80) { *o++ = (char)(v | 0x80); v >>= 7; }
+        *o++ = (char)v;
+        return o;
+    }
+    static inline int anning_varint_size(uint64_t v) {
+        int n = 1;
+        while (v >= 0x80) { v >>= 7; n++; }
+        return n;
+    }
+    static inline int anning_digit_count(uint64_t v) {
+        int n = 1;
+        while (v >= 10) { v /= 10; n++; }
+        return n;
+    }
+    """
+    char *anning_digits(char *o, uint64_t v, int width) nogil
+    char *anning_iso(char *o, int64_t ms) nogil
+    char *anning_varint(char *o, uint64_t v) nogil
+    int anning_varint_size(uint64_t v) nogil
+    int anning_digit_count(uint64_t v) nogil
+
+
+cdef enum:
+    _REASSIGN = 3
+    _ALL = 0xFF
+
+
+cdef inline Py_ssize_t _rows_of(uint8_t kind, uint8_t mask) noexcept nogil:
+    """The CSV rows of one event: one a category, one for `all` or a reassignment."""
+    cdef Py_ssize_t rows = 0
+    if kind == _REASSIGN or mask == _ALL:
+        return 1
+    while mask:
+        rows += mask & 1
+        mask >>= 1
+    return rows
+
+
+def format_csv(const uint64_t[::1] sequence, const uint64_t[::1] number,
+               const int64_t[::1] at, const uint32_t[::1] scope, const uint8_t[::1] mask,
+               const uint8_t[::1] kind, const uint8_t[::1] source, list scopes,
+               list categories, list sources, list actions):
+    """The rows `number,sender,category,action,at,source,seq` of events as columns (one row a
+    category bit, or `all`; a reassignment's sender `*`, its category empty), as bytes.
+    `scopes`, `categories` (8, by bit), `sources` and `actions` (by kind) are the fields'
+    bytes, already quoted where a name needs it."""
+    cdef Py_ssize_t n = sequence.shape[0], i, size = 0, b, total_rows = 0
+    cdef Py_ssize_t longest_scope = 1
+    for field in scopes:
+        longest_scope = max(longest_scope, len(field))
+    for i in range(n):
+        if kind[i] != _REASSIGN and scope[i] >= <uint32_t>len(scopes):
+            raise ValueError(f"events[{i}]: scope {scope[i]} of {len(scopes)}")
+        if source[i] >= len(sources) or kind[i] >= len(actions):
+            raise ValueError(f"events[{i}]: source {source[i]} or kind {kind[i]} unknown")
+        total_rows += _rows_of(kind[i], mask[i])
+    cdef Py_ssize_t row_bytes = 20 + 1 + longest_scope + 1 + 64 + 1 + 16 + 1 + 24 + 1 + 32 + 1
+    row_bytes += 20 + 1
+    cdef bytearray out = bytearray(total_rows * row_bytes)
+    cdef char *o = out
+    cdef char *start = o
+    cdef const char *p
+    cdef bytes f
+    cdef uint8_t m
+    for i in range(n):
+        m = mask[i] if kind[i] != _REASSIGN else 0
+        for b in range(9):
+            if kind[i] == _REASSIGN or m == _ALL:
+                if b:
+                    break
+            elif b == 8 or not (m >> b) & 1:
+                continue
+            o = anning_digits(o, number[i], 1)
+            o[0] = 44
+            o += 1
+            f = b"*" if kind[i] == _REASSIGN else scopes[scope[i]]
+            p = f
+            memcpy(o, p, len(f))
+            o += len(f)
+            o[0] = 44
+            o += 1
+            if kind[i] != _REASSIGN:
+                f = b"all" if m == _ALL else categories[b]
+                p = f
+                memcpy(o, p, len(f))
+                o += len(f)
+            o[0] = 44
+            o += 1
+            f = actions[kind[i]]
+            p = f
+            memcpy(o, p, len(f))
+            o += len(f)
+            o[0] = 44
+            o += 1
+            o = anning_iso(o, at[i])
+            o[0] = 44
+            o += 1
+            f = sources[source[i]]
+            p = f
+            memcpy(o, p, len(f))
+            o += len(f)
+            o[0] = 44
+            o += 1
+            o = anning_digits(o, sequence[i], 1)
+            o[0] = 10
+            o += 1
+    return bytes(out[:o - start])
+
+
+def encode_changes(const uint64_t[::1] sequence, const uint64_t[::1] number,
+                   const int64_t[::1] at, const uint32_t[::1] scope, const uint8_t[::1] mask,
+                   const uint8_t[::1] kind, const uint8_t[::1] source, list scopes,
+                   list categories, list sources):
+    """The bytes of an anning.v1.ChangesResponse holding these events: repeated Change{1:
+    sequence, 2: kind, 3: number (E.164 digits), 4: sender, 5: categories, 6: at_ms, 7:
+    source}, in one pass. `scopes`, `categories` (8, by bit; b"" where no category) and
+    `sources` are the strings' UTF-8 bytes."""
+    cdef Py_ssize_t n = sequence.shape[0], i, b, body, size = 0
+    cdef uint8_t m
+    for i in range(n):
+        if kind[i] != _REASSIGN and scope[i] >= <uint32_t>len(scopes):
+            raise ValueError(f"events[{i}]: scope {scope[i]} of {len(scopes)}")
+        if source[i] >= len(sources):
+            raise ValueError(f"events[{i}]: source {source[i]} unknown")
+    cdef list bodies = [0] * n
+    for i in range(n):
+        body = 1 + anning_varint_size(sequence[i]) + 2 + 2 + anning_digit_count(number[i])
+        if at[i] >= 0:
+            body += 1 + anning_varint_size(<uint64_t>at[i])
+        else:
+            body += 11
+        body += 2 + len(<bytes>sources[source[i]])
+        if kind[i] != _REASSIGN:
+            body += 1 + anning_varint_size(len(<bytes>scopes[scope[i]])) + \
+                len(<bytes>scopes[scope[i]])
+            m = mask[i]
+            for b in range(8):
+                if (m >> b) & 1 and len(<bytes>categories[b]):
+                    body += 2 + len(<bytes>categories[b])
+        bodies[i] = body
+        size += 1 + anning_varint_size(body) + body
+    cdef bytearray out = bytearray(size)
+    cdef char *o = out
+    cdef bytes f
+    for i in range(n):
+        o[0] = 0x0A  # field 1, length-delimited: one Change
+        o = anning_varint(o + 1, <uint64_t>bodies[i])
+        o[0] = 0x08
+        o = anning_varint(o + 1, sequence[i])
+        o[0] = 0x10
+        o[1] = <char>kind[i]
+        o[2] = 0x1A
+        o[3] = <char>anning_digit_count(number[i])
+        o = anning_digits(o + 4, number[i], 1)
+        if kind[i] != _REASSIGN:
+            f = scopes[scope[i]]
+            o[0] = 0x22
+            o = anning_varint(o + 1, len(f))
+            memcpy(o, <const char *>f, len(f))
+            o += len(f)
+            m = mask[i]
+            for b in range(8):
+                f = categories[b]
+                if (m >> b) & 1 and len(f):
+                    o[0] = 0x2A
+                    o[1] = <char>len(f)
+                    memcpy(o + 2, <const char *>f, len(f))
+                    o += 2 + len(f)
+        o[0] = 0x30
+        o = anning_varint(o + 1, <uint64_t>at[i])
+        f = sources[source[i]]
+        o[0] = 0x3A
+        o[1] = <char>len(f)
+        memcpy(o + 2, <const char *>f, len(f))
+        o += 2 + len(f)
+    return bytes(out)

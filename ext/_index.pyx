@@ -17,7 +17,7 @@ Nothing here knows files, names or the network: ids in, scope codes out.
 
 cimport numpy as cnp
 import numpy as np
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport qsort
 
 from number cimport AN_NUM_OK, AN_NUMBER_LIMIT, an_check_e164
@@ -71,6 +71,7 @@ cdef struct IndexView:
     const uint32_t *sender_scope
     const uint32_t *sender_entity
     uint64_t senders
+    uint64_t extended    # sender ids past `senders` that only events know (unknown here)
     uint64_t bloom_blocks
     uint64_t remainder_mask
     uint64_t scope_mask
@@ -176,7 +177,8 @@ cdef inline int prepare(const IndexView *v, Group *grp, const uint32_t *sender_i
         if sid < v.senders:
             grp.own[j] = v.sender_scope[sid]
             grp.entity[j] = v.sender_entity[sid]
-        elif sid == C_NO_SCOPE:  # UNKNOWN_SENDER: only global entries can match
+        elif sid == C_NO_SCOPE or sid - v.senders < v.extended:
+            # UNKNOWN_SENDER, or a sender only events know: only global entries can match
             grp.own[j] = C_NO_SCOPE
             grp.entity[j] = C_NO_SCOPE
         else:
@@ -247,137 +249,8 @@ cdef int check_kernel(const IndexView *v, const uint32_t *sender_ids, const uint
     return 0
 
 
-cdef int sort_words(const void *a, const void *b) noexcept nogil:
-    cdef uint64_t x = (<const uint64_t *>a)[0], y = (<const uint64_t *>b)[0]
-    return (x > y) - (x < y)
-
-
-cdef inline void sort_bucket(uint64_t *w, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i, j
-    cdef uint64_t x
-    if n > 32:
-        qsort(w, n, sizeof(uint64_t), sort_words)
-        return
-    for i in range(1, n):
-        x = w[i]
-        j = i
-        while j > 0 and w[j - 1] > x:
-            w[j] = w[j - 1]
-            j -= 1
-        w[j] = x
-
-
-def directory_bits(Py_ssize_t entries, int scope_bits):
-    """Directory size: about 4-8 entries per bucket, and enough bits that remainder, scope and
-    mask fit one 64-bit word."""
-    cdef int d = 0
-    while (entries >> (d + 3)) > 0 and d < 32:
-        d += 1
-    return max(d, AN_NUMBER_BITS + scope_bits + 8 - 64)
-
-
-def build(const uint64_t[::1] numbers, const uint32_t[::1] scopes, const uint8_t[::1] masks,
-          int scope_bits, double bloom_bits_per_entry=10.0, bint validate=True,
-          allocate=None):
-    """Build the arrays of an index from entries (number, scope id, category mask).
-
-    Duplicate (number, scope) entries are folded, their masks OR-ed. Returns a dict of the
-    arrays and parameters; raises ValueError naming the first bad entry. `allocate(n, dtype)`
-    (np.zeros by default) gives the arrays checks probe at random: the caller picks the memory."""
-    cdef Py_ssize_t n = numbers.shape[0], i, b, lo, hi, out_pos, k
-    if scopes.shape[0] != n or masks.shape[0] != n:
-        raise ValueError(f"numbers, scopes and masks differ in length: "
-                         f"{n}, {scopes.shape[0]}, {masks.shape[0]}")
-    if n > MAX_ENTRIES:
-        raise ValueError(f"entries: {n} is more than an index holds ({MAX_ENTRIES})")
-    if scope_bits < 1 or scope_bits > 31:
-        raise ValueError(f"scope_bits: {scope_bits} is outside 1..31")
-    cdef int d = directory_bits(n, scope_bits)
-    cdef int remainder_bits = AN_NUMBER_BITS - d
-    cdef int shift = scope_bits + 8
-    cdef uint64_t remainder_mask = (1ULL << remainder_bits) - 1
-    cdef uint64_t buckets = 1ULL << d
-    cdef Py_ssize_t bad = -1
-    cdef int why = 0
-    cdef uint64_t h, scope_limit = 1ULL << scope_bits
-
-    with nogil:
-        for i in range(n):
-            if numbers[i] == 0 or numbers[i] >= AN_NUMBER_LIMIT or (
-                    validate and an_check_e164(numbers[i]) != AN_NUM_OK):
-                bad = i
-                why = 1
-                break
-            if scopes[i] >= scope_limit:
-                bad = i
-                why = 2
-                break
-            if masks[i] == 0:
-                bad = i
-                why = 3
-                break
-    if bad >= 0:
-        value = (numbers[bad], scopes[bad], masks[bad])[why - 1]
-        what = ("is not an E.164 number", f"is not below 2^{scope_bits}",
-                "is an empty category mask")[why - 1]
-        field = ("numbers", "scopes", "masks")[why - 1]
-        raise ValueError(f"{field}[{bad}]: {value} {what}")
-
-    allocate = allocate or np.zeros
-    directory_arr = allocate(buckets + 1, np.uint32)
-    cursor_arr = np.empty(buckets, dtype=np.uint32)
-    words_arr = np.empty(n, dtype=np.uint64)
-    cdef uint32_t[::1] directory = directory_arr
-    cdef uint32_t[::1] cursor = cursor_arr
-    cdef uint64_t[::1] words = words_arr
-    cdef uint64_t word
-    with nogil:
-        # Counting sort on the bucket (top bits), which also yields the directory.
-        for i in range(n):
-            directory[(an_perm50(numbers[i]) >> remainder_bits) + 1] += 1
-        for b in range(<Py_ssize_t>buckets):
-            directory[b + 1] += directory[b]
-            cursor[b] = directory[b]
-        for i in range(n):
-            h = an_perm50(numbers[i])
-            b = h >> remainder_bits
-            words[cursor[b]] = ((h & remainder_mask) << shift) | (
-                <uint64_t>scopes[i] << 8) | masks[i]
-            cursor[b] += 1
-        # Sort each bucket, fold duplicates, compact in place.
-        out_pos = 0
-        lo = 0
-        for b in range(<Py_ssize_t>buckets):
-            hi = directory[b + 1]
-            sort_bucket(&words[lo], hi - lo)
-            directory[b] = out_pos
-            k = lo
-            while k < hi:
-                word = words[k]
-                k += 1
-                while k < hi and (words[k] >> 8) == (word >> 8):
-                    word |= words[k] & 0xFF
-                    k += 1
-                words[out_pos] = word
-                out_pos += 1
-            lo = hi
-        directory[buckets] = out_pos
-    # Release the buffer views before resizing in place (no copy of the entries).
-    cursor = None
-    cursor_arr = None
-    words = None
-    if out_pos < n:
-        words_arr.resize(out_pos, refcheck=False)
-    bloom_arr = build_bloom(directory_arr, words_arr, remainder_bits, scope_bits,
-                            bloom_bits_per_entry, allocate)
-    return {
-        "directory": directory_arr,
-        "words": words_arr,
-        "bloom": bloom_arr,
-        "remainder_bits": remainder_bits,
-        "scope_bits": scope_bits,
-        "bloom_k": BLOOM_K,
-    }
+include "index_build.pxi"
+include "index_overlay.pxi"
 
 
 def build_bloom(const uint32_t[::1] directory, const uint64_t[::1] words, int remainder_bits,
@@ -434,6 +307,7 @@ cdef class IndexCore:
         self.v.sender_scope = &s[0] if s.shape[0] else NULL
         self.v.sender_entity = &e[0] if e.shape[0] else NULL
         self.v.senders = s.shape[0]
+        self.v.extended = 0
         self.v.bloom_blocks = f.shape[0] // AN_BLOOM_BLOCK_WORDS
         self.v.remainder_bits = remainder_bits
         self.v.remainder_mask = (1ULL << remainder_bits) - 1
@@ -445,10 +319,21 @@ cdef class IndexCore:
         return self.words.shape[0]
 
     def check_ids(self, const uint32_t[::1] sender_ids, const uint64_t[::1] numbers, int bit,
-                  uint8_t[::1] out=None):
-        """Scope codes for n checks of category bit `bit`; the GIL is released throughout."""
+                  uint8_t[::1] out=None, DecisionTable decisions=None,
+                  const uint32_t[::1] extra=None):
+        """Scope codes for n checks of category bit `bit`; the GIL is released throughout.
+
+        With `decisions`, the checks of numbers that have real-time events are decided with
+        them in the same pass; `extra[i]` is the scope id of sender id `senders + i`, a sender
+        only events know."""
         cdef Py_ssize_t n = numbers.shape[0], bad = -1
         cdef int status
+        cdef IndexView view = self.v
+        cdef const uint64_t[::1] keys
+        cdef const uint64_t[::1] held
+        cdef Py_ssize_t extras = extra.shape[0] if extra is not None else 0
+        cdef const uint32_t *extra_p = &extra[0] if extras else NULL
+        view.extended = extras
         if sender_ids.shape[0] != n:
             raise ValueError(f"sender_ids has {sender_ids.shape[0]} items, numbers {n}")
         if bit < 0 or bit > 7:
@@ -459,8 +344,17 @@ cdef class IndexCore:
             raise ValueError(f"out has {out.shape[0]} items, numbers {n}")
         if n == 0:
             return np.asarray(out)
-        with nogil:
-            status = check_kernel(&self.v, &sender_ids[0], &numbers[0], n, bit, &out[0], &bad)
+        if decisions is not None and decisions.keys:
+            keys = decisions._keys
+            held = decisions._numbers
+            with nogil:
+                status = check_kernel(&view, &sender_ids[0], &numbers[0], n, bit, &out[0], &bad)
+                if status == 0:
+                    overlay_pass(&view, &keys[0], keys.shape[0] // 2, &held[0], held.shape[0],
+                                 &sender_ids[0], &numbers[0], n, bit, extra_p, extras, &out[0])
+        else:
+            with nogil:
+                status = check_kernel(&view, &sender_ids[0], &numbers[0], n, bit, &out[0], &bad)
         if status == ERR_NUMBER:
             raise ValueError(f"numbers[{bad}]: {numbers[bad]} is not an E.164 number")
         if status == ERR_SENDER:
@@ -480,6 +374,79 @@ cdef class IndexCore:
         if status == ERR_SENDER:
             raise ValueError(f"sender_id: {sender_id} is not a sender id")
         return out
+
+    def positions(self, const uint64_t[::1] numbers, const uint32_t[::1] scopes):
+        """Where each (number, scope id) entry stands in `words` (-1: none), and its mask."""
+        cdef Py_ssize_t n = numbers.shape[0], i, lo, hi, k
+        cdef uint64_t h, key
+        if scopes.shape[0] != n:
+            raise ValueError("numbers and scopes differ in length")
+        at_arr = np.full(n, -1, np.int64)
+        mask_arr = np.zeros(n, np.uint8)
+        cdef int64_t[::1] at = at_arr
+        cdef uint8_t[::1] mask = mask_arr
+        with nogil:
+            for i in range(n):
+                if numbers[i] == 0 or numbers[i] >= AN_NUMBER_LIMIT:
+                    continue
+                h = an_perm50(numbers[i])
+                lo = self.v.directory[h >> self.v.remainder_bits]
+                hi = self.v.directory[(h >> self.v.remainder_bits) + 1]
+                key = ((h & self.v.remainder_mask) << self.v.shift) | (<uint64_t>scopes[i] << 8)
+                k = lower_bound(self.v.words, lo, hi, key)
+                if k < hi and (self.v.words[k] >> 8) == (key >> 8):
+                    at[i] = k
+                    mask[i] = <uint8_t>(self.v.words[k] & 0xFF)
+        return at_arr, mask_arr
+
+    def entries_at(self, const int64_t[::1] positions):
+        """The entries at these positions of `words`: (numbers, scope ids, masks)."""
+        cdef Py_ssize_t n = positions.shape[0], i, b, lo, hi, at
+        cdef Py_ssize_t buckets = self.directory.shape[0] - 1
+        numbers_arr = np.empty(n, dtype=np.uint64)
+        scopes_arr = np.empty(n, dtype=np.uint32)
+        masks_arr = np.empty(n, dtype=np.uint8)
+        cdef uint64_t[::1] numbers = numbers_arr
+        cdef uint32_t[::1] scopes = scopes_arr
+        cdef uint8_t[::1] masks = masks_arr
+        cdef uint64_t w
+        for i in range(n):
+            if positions[i] < 0 or positions[i] >= self.words.shape[0]:
+                raise ValueError(f"positions[{i}]: {positions[i]} is not an entry")
+        with nogil:
+            for i in range(n):
+                at = positions[i]
+                lo, hi = 0, buckets  # the bucket holding entry `at`: the last b with dir[b] <= at
+                while hi - lo > 1:
+                    b = (lo + hi) >> 1
+                    if self.v.directory[b] <= at:
+                        lo = b
+                    else:
+                        hi = b
+                w = self.v.words[at]
+                numbers[i] = an_unperm50((<uint64_t>lo << self.v.remainder_bits) |
+                                         (w >> self.v.shift))
+                scopes[i] = <uint32_t>((w >> 8) & self.v.scope_mask)
+                masks[i] = <uint8_t>(w & 0xFF)
+        return numbers_arr, scopes_arr, masks_arr
+
+    def number_entries(self, uint64_t number):
+        """Every entry of one number: (scope ids, masks, positions in `words`)."""
+        cdef uint64_t h
+        cdef Py_ssize_t lo, hi, k
+        if number == 0 or number >= AN_NUMBER_LIMIT:
+            raise ValueError(f"number: {number} is not an E.164 number")
+        h = an_perm50(number)
+        lo = self.v.directory[h >> self.v.remainder_bits]
+        hi = self.v.directory[(h >> self.v.remainder_bits) + 1]
+        scopes, masks, where = [], [], []
+        for k in range(lo, hi):
+            if (self.v.words[k] >> self.v.shift) == (h & self.v.remainder_mask):
+                scopes.append(<uint32_t>((self.v.words[k] >> 8) & self.v.scope_mask))
+                masks.append(<uint8_t>(self.v.words[k] & 0xFF))
+                where.append(k)
+        return (np.array(scopes, np.uint32), np.array(masks, np.uint8),
+                np.array(where, np.int64))
 
     def mask(self, uint64_t number, uint32_t scope):
         """The category mask stored for (number, scope); 0 when there is no entry."""

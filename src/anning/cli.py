@@ -45,6 +45,8 @@ def _status(idx: SuppressionIndex, seconds: float) -> dict[str, Any]:
         "load_seconds": round(seconds, 4),
         "snapshot": idx.meta.get("path"),
         "as_of": idx.meta.get("as_of"),
+        "events_through": idx.events_through,
+        "folded_through": idx.folded_through,
     }
 
 
@@ -190,6 +192,28 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_events_export(args: argparse.Namespace) -> int:
+    """The change feed as CSV (`number,sender,category,action,at,source,seq`), readable by
+    `anning load` itself; safe beside running servers."""
+    from anning.engine.export import export_csv
+
+    data = DataDir(args.data)
+    if not data.path.is_dir():
+        print(f"anning: data: {args.data!r} is not a data directory", file=sys.stderr)
+        return 2
+    if args.until is not None and args.until < args.since:
+        print(f"anning: until: {args.until} is before since {args.since}", file=sys.stderr)
+        return 2
+    if args.out:
+        with open(args.out, "wb") as out:
+            count, last = export_csv(data, args.since, args.until, out)
+    else:
+        count, last = export_csv(data, args.since, args.until, sys.stdout.buffer)
+    print(f"anning: {count:,} events, sequences {args.since + 1 if count else '-'} to "
+          f"{last if count else '-'}", file=sys.stderr)
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     idx = _load(args.data)
@@ -214,6 +238,7 @@ def cmd_load(args: argparse.Namespace) -> int:
         allow_shrink=args.allow_shrink,
         categories=tuple(args.categories.split(",")),
         default_country=args.default_country,
+        events_through=args.events_through,
     )
     progress = None if args.json or args.quiet else progress_printer()
     try:
@@ -330,6 +355,18 @@ def main(argv: list[str] | None = None) -> int:
     token.add_argument("--roles", required=True, help="check,write,admin (comma-separated)")
     token.set_defaults(func=cmd_token)
 
+    events = sub.add_parser("events", help="the events anning took (the change feed)")
+    events_sub = events.add_subparsers(dest="events_command", required=True)
+    export = events_sub.add_parser(
+        "export", help="events past a sequence as CSV, for upstream (readable by `anning load`)")
+    export.add_argument("--data", default=DEFAULT_DATA)
+    export.add_argument("--since", type=int, default=0, metavar="SEQ",
+                        help="the events after this sequence (default 0: all there are)")
+    export.add_argument("--until", type=int, default=None, metavar="SEQ",
+                        help="up to this sequence (default: the last there is)")
+    export.add_argument("--out", help="a file to write (default: standard output)")
+    export.set_defaults(func=cmd_events_export)
+
     info = sub.add_parser("info", help="what the snapshot in --data holds")
     info.add_argument("--data", default=DEFAULT_DATA)
     info.add_argument("--verify", action="store_true", help="also check every invariant")
@@ -350,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("--categories", default="marketing,notification",
                       help="category names, comma-separated (default %(default)s)")
     load.add_argument("--default-country", type=int, default=86)
+    load.add_argument("--events-through", type=int, default=None, metavar="SEQ",
+                      help="the snapshot already reflects every anning event up to this "
+                      "sequence (from `anning events export`); default: it declares none")
     load.add_argument("--json", action="store_true", help="print the summary as JSON")
     load.add_argument("--quiet", action="store_true", help="no progress output")
     load.set_defaults(func=cmd_load)

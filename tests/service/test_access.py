@@ -26,17 +26,20 @@ Code = grpc.StatusCode
 
 # -- access ------------------------------------------------------------------------------------
 
-METHOD_ROLES = {
-    "/anning.v1.Suppression/Check": "check",
-    "/anning.v1.Suppression/CheckBatch": "check",
-    "/anning.v1.Suppression/CheckStream": "check",
-    "/anning.v1.Suppression/CheckColumns": "check",
-    "/anning.v1.OptOuts/Explain": "check",
-    "/anning.v1.OptOuts/OptOut": "write",
-    "/anning.v1.OptOuts/OptIn": "write",
-    "/anning.v1.OptOuts/ReportReply": "write",
-    "/anning.v1.Admin/LoadSnapshot": "admin",
-    "/anning.v1.Admin/Status": "admin",
+METHOD_ROLES = {  # the roles a method takes (any one will do); None: open
+    "/anning.v1.Suppression/Check": ("check",),
+    "/anning.v1.Suppression/CheckBatch": ("check",),
+    "/anning.v1.Suppression/CheckStream": ("check",),
+    "/anning.v1.Suppression/CheckColumns": ("check",),
+    "/anning.v1.OptOuts/Explain": ("check",),
+    "/anning.v1.OptOuts/OptOut": ("write",),
+    "/anning.v1.OptOuts/OptIn": ("write",),
+    "/anning.v1.OptOuts/Reassign": ("write",),
+    "/anning.v1.OptOuts/WriteBatch": ("write",),
+    "/anning.v1.OptOuts/ReportReply": ("write",),
+    "/anning.v1.OptOuts/Changes": ("write", "admin"),
+    "/anning.v1.Admin/LoadSnapshot": ("admin",),
+    "/anning.v1.Admin/Status": ("admin",),
     "/grpc.health.v1.Health/Check": None,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": None,
 }
@@ -103,6 +106,13 @@ def _calls(s: h.Stubs, csv: str) -> dict:
         "/anning.v1.OptOuts/OptIn": lambda: s.opt_outs.OptIn(write, timeout=T, metadata=md),
         "/anning.v1.OptOuts/ReportReply": lambda: s.opt_outs.ReportReply(pb.ReplyRequest(
             sender="京东", number="13900000051", text="TD"), timeout=T, metadata=md),
+        "/anning.v1.OptOuts/Reassign": lambda: s.opt_outs.Reassign(pb.ReassignRequest(
+            number="13900000052"), timeout=T, metadata=md),
+        "/anning.v1.OptOuts/WriteBatch": lambda: s.opt_outs.WriteBatch(pb.WriteBatchRequest(
+            events=[pb.WriteEvent(kind=pb.EVENT_KIND_OPT_OUT, number="13900000053",
+                                  scope="京东")]), timeout=T, metadata=md),
+        "/anning.v1.OptOuts/Changes": lambda: list(s.opt_outs.Changes(pb.ChangesRequest(
+            since=0, until=1), timeout=T, metadata=md)),
         "/anning.v1.Admin/LoadSnapshot": lambda: s.admin.LoadSnapshot(pb.LoadSnapshotRequest(
             paths=[csv], allow_shrink=True), timeout=60, metadata=md),
         "/anning.v1.Admin/Status": lambda: s.admin.Status(pb.StatusRequest(), timeout=T,
@@ -130,7 +140,7 @@ def test_auth_matrix(auth_server, principal):
             elif granted is None:
                 want[method] = Code.UNAUTHENTICATED
             else:
-                want[method] = Code.OK if role in granted else Code.PERMISSION_DENIED
+                want[method] = Code.PERMISSION_DENIED if granted.isdisjoint(role) else Code.OK
             got[method] = h.code_of(call)
         assert got == want
 

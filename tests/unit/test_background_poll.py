@@ -1,7 +1,7 @@
 """A server polls for new files in a thread of its own (Engine.poll_in_background): its checks
-then take in the write log only, never load a snapshot or adopt a checkpoint that nothing
-forces, and still never answer without what an acknowledged write made durable. Real files;
-two engines on one directory stand for two worker processes."""
+then take in the write log only, never load a snapshot or catch up from a checkpoint that
+nothing forces, and still never answer without what an acknowledged write made durable. Real
+files; two engines on one directory stand for two worker processes."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_checks_take_the_log_and_leave_a_new_snapshot_to_poll(tmp_path, monkeypa
     assert a.check("s3", number) != 0  # the event is later than the new list's as_of
 
 
-def test_a_check_behind_retired_segments_adopts_the_checkpoint(tmp_path):
+def test_a_check_behind_retired_segments_catches_up_from_the_checkpoint(tmp_path):
     a, b = background(engine_on(tmp_path)), engine_on(tmp_path)
     numbers = [BASE + 6000 + 2 * i for i in range(60)]
     written = opt_outs(b, numbers[:20])
@@ -40,19 +40,21 @@ def test_a_check_behind_retired_segments_adopts_the_checkpoint(tmp_path):
     written += opt_outs(b, numbers[20:40], seconds=20)
     b.checkpoint()  # segment 2, which `a` never opened, retired too
     written += opt_outs(b, numbers[40:], seconds=30)
-    # `a` never polled: its check finds the log retired under it and must adopt first
+    # `a` never polled: its check finds the log retired under it and must catch up first
     assert answers(a, numbers) == expected(written, numbers)
 
 
-def test_a_checkpoint_adopted_once_is_not_adopted_again(tmp_path):
+def test_a_checkpoint_changes_nothing_a_process_serves(tmp_path):
+    """The events a process took stay in its overlay: a checkpoint (its own or another's)
+    only moves them on disk; nothing is taken up again unless its reader fell behind."""
     engine = background(engine_on(tmp_path))
     numbers = [BASE + 7000 + 2 * i for i in range(20)]
     written = opt_outs(engine, numbers)
-    engine.checkpoint()  # folds and adopts in this thread
     serving = engine.serving()
-    engine.poll()  # sees the same checkpoint file: nothing to do
+    engine.checkpoint()  # folds the log in this thread
+    engine.poll()  # sees the new checkpoint file: nothing to do
     assert engine.serving().overlay is serving.overlay
-    # a thread that was waiting while another adopted it finds nothing left to do
-    engine.follower.reload()
+    # a thread that was waiting to catch up while another did finds nothing left to do
+    engine.follower.catch_up()
     assert engine.serving().overlay is serving.overlay
     assert answers(engine, numbers) == expected(written, numbers)

@@ -251,7 +251,8 @@ def anning(*args: object) -> subprocess.CompletedProcess:
 
 REPORT_FIELDS = {"files", "rows", "loaded", "duplicates", "rejected", "rejected_by_reason",
                  "blank_lines", "senders", "entity_links", "entries_before", "entries_after",
-                 "as_of", "newest_event", "seconds", "rejects_file", "refused"}
+                 "as_of", "newest_event", "seconds", "rejects_file", "refused",
+                 "events_through", "events_folded"}
 
 
 def test_cli_shrink_refusal_allow_shrink_and_json(tmp_path):

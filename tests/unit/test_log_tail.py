@@ -1,6 +1,7 @@
 """A process's tail of the write log leaves out its own writes (it took their events already)
 before decoding them, and takes every other process's records, in order. Real files; two
-EventLog instances on one directory stand for two worker processes."""
+EventLog instances on one directory stand for two worker processes, whose events get dense
+sequences."""
 
 from __future__ import annotations
 
@@ -27,23 +28,30 @@ def test_tail_takes_the_other_process_records_and_never_its_own(tmp_path):
     rng = random.Random(7)
     seen_by = {id(a): [], id(b): []}
     written_by = {id(a): [], id(b): []}
+    sequences: list[int] = []  # every event's, from the writers' acknowledgements
     number = 8613800000000
     for _ in range(300):
         writer = rng.choice((a, b))
         numbers = [number + i for i in range(rng.choice((1, 1, 2, 5)))]
         number += len(numbers)
         if rng.random() < 0.3:  # one record of many events (a WriteBatch)
-            writer.append([encode_events([Event(n, "s1", 1, OPT_OUT, AT, "api")
-                                          for n in numbers])])
+            (first,) = writer.append([encode_events([Event(n, "s1", 1, OPT_OUT, AT, "api")
+                                                     for n in numbers])], [len(numbers)])
+            sequences += range(first, first + len(numbers))
         else:  # several records in one write() (a group commit)
-            writer.append([record(n) for n in numbers])
+            sequences += writer.append([record(n) for n in numbers], [1] * len(numbers))
         written_by[id(writer)] += numbers
         if rng.random() < 0.4:
             reader = rng.choice((a, b))
-            seen_by[id(reader)] += [r[1] for r in reader.tail()]
+            seen_by[id(reader)] += [e.number for e in reader.tail()]
     for log, other in ((a, b), (b, a)):
-        seen_by[id(log)] += [r[1] for r in log.tail()]
+        seen_by[id(log)] += [e.number for e in log.tail()]
         assert seen_by[id(log)] == written_by[id(other)]
+    # two processes writing one log: dense sequences, 1..n, none twice
+    assert sorted(sequences) == list(range(1, number - 8613800000000 + 1))
+    # and a reader of its own sees them all, in order, with the sequences acknowledged
+    everything = EventLog(tmp_path).tail()
+    assert [e.sequence for e in everything] == list(range(1, len(sequences) + 1))
     assert not a.own.spans and not b.own.spans  # every own write met was let go
 
 
@@ -75,6 +83,6 @@ def test_not_own_against_a_model(case):
                 for f in frames.tolist()]
     left = {k: v for k, v in own.items() if k[0] != 3 or k[1] not in set(frames.tolist())}
     marks = OwnWrites()
-    marks.spans = dict(own)
-    assert marks.keep(3, frames).tolist() == expected
-    assert marks.spans == left
+    marks.spans = {key: (end, 0) for key, end in own.items()}
+    assert marks.keep(3, frames)[0].tolist() == expected
+    assert marks.spans == {key: (end, 0) for key, end in left.items()}

@@ -199,7 +199,7 @@ def test_consistent_checksums_but_inconsistent_contents_are_refused(saved, tmp_p
     data = bytearray(saved.read_bytes())
     bad = tmp_path / "bad.anx"
     _name, meta_offset, meta_length, _ = _SECTION.unpack_from(
-        data, _HEADER.size + 5 * _SECTION.size)
+        data, _HEADER.size + (len(_SECTIONS) - 1) * _SECTION.size)  # the meta: last
     meta = json.loads(bytes(data[meta_offset:meta_offset + meta_length]))
 
     def with_meta(change):

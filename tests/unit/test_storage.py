@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import zlib
+from dataclasses import replace
 
 import msgpack
 import numpy as np
@@ -16,9 +18,11 @@ import anning.storage.snapshot as snapshot_module
 from anning.engine import Engine
 from anning.engine.offline import checkpoint_data_dir, load_into_data_dir
 from anning.errors import CorruptLog
+from anning.index import SuppressionIndex
 from anning.load import LoadOptions
-from anning.model.events import OPT_IN, OPT_OUT, REASSIGN, Event, EventTable
+from anning.model.events import OPT_IN, OPT_OUT, REASSIGN, Event, EventColumns, EventTable
 from anning.storage import records
+from anning.storage.checkpoint import read_checkpoint
 from anning.storage.layout import DataDir, segment_name, sweep_temporaries
 from anning.storage.snapshot import snapshot_summary
 from anning.storage.wal import EventLog
@@ -35,16 +39,38 @@ def _payload(framed: bytes) -> object:
 
 @pytest.mark.parametrize("events", [EVENTS[:1], EVENTS[1:2], EVENTS])
 def test_a_write_is_one_record_that_decodes_to_its_events(events):
-    framed = records.encode_events(events)
-    assert [records.event_of(f) for f in records.decode(_payload(framed))] == events
+    framed = records.stamp(records.encode_events(events), 41)
+    write = records.decode(_payload(framed))
+    assert write.first_sequence == 41
+    assert [records.event_of(f) for f in write.events] == events
 
 
-def test_a_seal_decodes_to_the_next_segment():
-    assert records.decode(_payload(records.encode_seal(7))) == 7
+def test_a_stamp_changes_only_the_sequence_and_keeps_the_frame_whole():
+    framed = records.encode_events(EVENTS)
+    for sequence in (1, 2**32 + 5, 2**63):
+        stamped = records.stamp(framed, sequence)
+        assert len(stamped) == len(framed)
+        length, crc = records.FRAME.unpack_from(stamped)
+        assert length == len(stamped) - records.FRAME.size
+        assert crc == zlib.crc32(stamped[records.FRAME.size:])
+        assert records.decode(_payload(stamped)).first_sequence == sequence
+
+
+def test_a_seal_and_a_header_decode_to_where_the_sequences_go_on():
+    assert records.decode(_payload(records.encode_seal(7, 42))) == records.Seal(7, 42)
+    assert records.decode(_payload(records.encode_header(43))) == records.Header(43)
+    # what earlier versions wrote is still read: a seal without a sequence, one event, a batch
+    legacy = records.decode(msgpack.unpackb(msgpack.packb([0, 7])))
+    assert legacy == records.Seal(7, 0)
+    one = records.decode([1, *records.fields_of(EVENTS[0])])
+    assert one == records.Write(0, [records.fields_of(EVENTS[0])])
+    batch = records.decode([2, [list(records.fields_of(e)) for e in EVENTS]])
+    assert batch == records.Write(0, [records.fields_of(e) for e in EVENTS])
 
 
 @pytest.mark.parametrize("value", [
     None, 5, "text", (), (9, 1, 2), (1, 1, 2, 3), (2, 5), (2, [(1, 2)]), (0, "next"),
+    (3, 0, [(OPT_OUT, BASE, "s1", 1, 1, "api")]), (3, 5, []), (3, 5), (4, 0), (4, "x"),
     (1, OPT_OUT, BASE, "s1", 1, at(1), 7), (2, [(OPT_OUT, BASE, 3, 1, at(1), "api")]),
     ("1", OPT_OUT, BASE, "s1", 1, at(1), "api"),
 ])
@@ -92,7 +118,7 @@ def test_a_log_reopened_after_a_fork_is_built_whole(tmp_path):
     """A worker's log is made by the constructor from the parent's position, never field by
     field: every part a new log has, a reopened one has too, at the same position."""
     log = EventLog(tmp_path)
-    log.append([records.encode_events(EVENTS[:1])])
+    log.append([records.encode_events(EVENTS[:1])], [1])
     log.tail()
     reopened = log.reopen()
     fresh = EventLog(tmp_path)
@@ -101,8 +127,8 @@ def test_a_log_reopened_after_a_fork_is_built_whole(tmp_path):
         assert set(vars(got)) == set(vars(want)), type(got)
     assert reopened.position() == log.position()
     assert reopened.writer.segment.fd != log.writer.segment.fd  # descriptors of its own
-    log.append([records.encode_events(EVENTS[1:2])])
-    assert [records.event_of(f) for f in reopened.tail()] == EVENTS[1:2]
+    log.append([records.encode_events(EVENTS[1:2])], [1])
+    assert reopened.tail() == [replace(EVENTS[1], sequence=2)]
 
 
 @pytest.fixture
@@ -132,21 +158,28 @@ def test_a_load_from_cron_reads_no_log_and_maps_nothing(tmp_path, never_maps):
 
 
 def test_a_checkpoint_from_the_command_line_maps_nothing(tmp_path, never_maps):
-    """`anning checkpoint` needs the snapshot's as_of only: it reads the header and meta."""
+    """`anning checkpoint` needs the snapshot's watermark only: it reads the header and meta,
+    and keeps the events past it (upstream has the others)."""
     data = DataDir(tmp_path)
-    snapshot_module.write_snapshot(INDEX, data.snapshot)
     writer = Engine(data_dir=tmp_path)  # serves nothing: only writes
-    writer.apply([Event(BASE + 2, "s3", 1, OPT_OUT, at(5), "api"),
-                  Event(BASE + 4, "s3", 1, OPT_OUT, AS_OF_MS - 1, "api")])
+    writer.apply([Event(BASE + 2, "s3", 1, OPT_OUT, at(5), "api")])
+    writer.apply([Event(BASE + 4, "s3", 1, OPT_OUT, AS_OF_MS - 1, "api")])
+    numbers, scopes, masks = INDEX.entries()
+    snapshot_module.write_snapshot(SuppressionIndex.build(
+        numbers, [INDEX.scopes[s] for s in scopes], masks,
+        meta={"as_of_ms": AS_OF_MS, "events_through": 1}), data.snapshot)
     report = checkpoint_data_dir(tmp_path)
-    assert report is not None and report.rows == 1  # the event before as_of is superseded
+    assert report is not None and report.rows == 1  # the event upstream has is left out
+    (kept,) = read_checkpoint(data.checkpoint).events.events()
+    assert (kept.sequence, kept.number) == (2, BASE + 4)
 
 
 def test_a_number_s_events_are_found_with_the_column_s_own_type(monkeypatch):
     """A search of the event table's number column with a Python int converts the whole
     uint64 column first, on every check of a number with events (770 us at a million rows,
     against 2.6 us): the key must be a numpy uint64."""
-    table = EventTable.empty().fold(EVENTS)
+    table = EventTable.of(EventColumns.from_events([replace(e, sequence=i + 1)
+                                                    for i, e in enumerate(EVENTS)]))
     searched: list[type] = []
     real = np.searchsorted
 
@@ -155,6 +188,6 @@ def test_a_number_s_events_are_found_with_the_column_s_own_type(monkeypatch):
         return real(array, value, *args, **kwargs)
 
     monkeypatch.setattr(np, "searchsorted", spy)
-    assert table.latest(BASE + 1, "s1", 0) == EVENTS[0]
+    assert table.latest(BASE + 1, "s1", 0) == replace(EVENTS[0], sequence=1)
     assert table.reassignment(BASE + 3).at_ms == EVENTS[2].at_ms
     assert searched and all(t is np.uint64 for t in searched), searched

@@ -126,7 +126,8 @@ def test_swap_under_concurrent_checks(tmp_path, two_lists):
             name = "AB"[(loads + swaps) % 2]
             if (loads + swaps) % 8 == 0:  # through the file: parse, guards, write, map, swap
                 report = engine.load_snapshot([files[name]], options[name])
-                assert report.entries_after == FILLER + K
+                # the list's rows and the real-time opt-out of U, folded in (SPEC §5)
+                assert (report.entries_after, report.events_folded) == (FILLER + K + 1, 1)
                 loads += 1
             else:
                 engine.swap(prebuilt[name])
@@ -144,7 +145,7 @@ def test_swap_under_concurrent_checks(tmp_path, two_lists):
     # the file on disk is a whole list, and the last load's
     on_disk = read_snapshot(tmp_path / "data" / SNAPSHOT_NAME)
     on_disk.verify()
-    assert len(on_disk) == FILLER + K
+    assert len(on_disk) == FILLER + K + 1  # with the real-time opt-out of U folded in
 
 
 def test_writes_under_concurrent_checks_and_swaps(two_lists):
@@ -231,7 +232,10 @@ def snapshot_file(path: Path, rows: list[tuple[int, str]]) -> Path:
 
 
 @pytest.mark.parametrize("with_data_dir", [False, True])
-def test_events_later_than_as_of_survive_a_load(tmp_path, with_data_dir):
+def test_no_event_is_undone_by_a_silent_list(tmp_path, with_data_dir):
+    """SPEC §4-§5: an acknowledged event stays in force until a later explicit statement (an
+    event, or a row with a later `at`; a row without `at` counts as of the list's as_of), a
+    reassignment, or a list whose watermark covers it - never because a list is silent."""
     A, B, C, D, E, G, H, J, K, L = (13300000000 + i for i in range(10))
     now = int(time.time() * 1000)
     entities = tmp_path / "entities.csv"
@@ -239,42 +243,44 @@ def test_events_later_than_as_of_survive_a_load(tmp_path, with_data_dir):
     data_dir = tmp_path / "data" if with_data_dir else None
     engine = Engine(data_dir=data_dir)
 
-    # taken before any list is loaded: kept when later than the first list's as_of
+    # taken before any list is loaded, before and after its as_of: the list is silent on both
     engine.opt_out(str(K), "shop", at_ms=now - 10 * 60_000)
     engine.opt_out(str(L), "shop", at_ms=now - 4 * HOUR)
     v1 = snapshot_file(tmp_path / "v1.csv", [(A, "shop"), (B, "shop")])
     engine.load_snapshot([v1], LoadOptions(entities=entities, as_of=str(now - 3 * HOUR)))
     assert engine.check("shop", str(K)) is Scope.SENDER
-    assert engine.check("shop", str(L)) is Scope.NONE
+    assert engine.check("shop", str(L)) is Scope.SENDER
 
-    engine.opt_out(str(C), "shop", at_ms=now - 10 * 60_000)  # after the next as_of: kept
-    engine.opt_in(str(A), "shop", at_ms=now - 10 * 60_000)  # after: hides the next list's A
-    engine.opt_out(str(D), "shop", at_ms=now - 2 * HOUR)  # before: the next list drops it
-    engine.opt_in(str(B), "shop", at_ms=now - 2 * HOUR)  # before: the next list holds B
+    engine.opt_out(str(C), "shop", at_ms=now - 10 * 60_000)  # the next list is silent: kept
+    engine.opt_in(str(A), "shop", at_ms=now - 10 * 60_000)  # later than A's row: A opted in
+    engine.opt_out(str(D), "shop", at_ms=now - 2 * HOUR)  # before the next as_of: still kept
+    engine.opt_in(str(B), "shop", at_ms=now - 2 * HOUR)  # older than B's row (as_of): B stays
     engine.opt_out(str(G), "*", "all", at_ms=now - 10 * 60_000)
     engine.opt_out(str(H), "entity:grp", at_ms=now - 10 * 60_000)
-    engine.opt_out(str(J), "shop", at_ms=now - HOUR)  # exactly at the next as_of: not later
-    before = {n: engine.check("shop", str(n)) for n in (A, B, C, D, E, G, H, J, K)}
+    engine.opt_out(str(J), "shop", at_ms=now - HOUR)  # at the next as_of: kept all the same
+    before = {n: engine.check("shop", str(n)) for n in (A, B, C, D, E, G, H, J, K, L)}
     assert before == {A: Scope.NONE, B: Scope.NONE, C: Scope.SENDER, D: Scope.SENDER,
                       E: Scope.NONE, G: Scope.GLOBAL, H: Scope.ENTITY, J: Scope.SENDER,
-                      K: Scope.SENDER}
+                      K: Scope.SENDER, L: Scope.SENDER}
 
     v2 = snapshot_file(tmp_path / "v2.csv", [(A, "shop"), (B, "shop"), (E, "shop")])
     report = engine.load_snapshot([v2], LoadOptions(entities=entities, as_of=str(now - HOUR)))
-    assert report.entries_after == 203
-    after = {n: engine.check("shop", str(n)) for n in (A, B, C, D, E, G, H, J, K)}
-    assert after == {A: Scope.NONE, B: Scope.SENDER, C: Scope.SENDER, D: Scope.NONE,
-                     E: Scope.SENDER, G: Scope.GLOBAL, H: Scope.ENTITY, J: Scope.NONE,
-                     K: Scope.SENDER}
+    # the rows less A (its opt-in won) and the events folded in: K, L, C, D, G, H, J
+    assert (report.entries_after, report.events_folded) == (203 - 1 + 7, 9)
+    after = {n: engine.check("shop", str(n)) for n in (A, B, C, D, E, G, H, J, K, L)}
+    assert after == {A: Scope.NONE, B: Scope.SENDER, C: Scope.SENDER, D: Scope.SENDER,
+                     E: Scope.SENDER, G: Scope.GLOBAL, H: Scope.ENTITY, J: Scope.SENDER,
+                     K: Scope.SENDER, L: Scope.SENDER}
     assert engine.check("other", str(G), "notification") is Scope.GLOBAL
     assert engine.check("other", str(C)) is Scope.NONE
-    assert engine.index.mask(str(A), "shop") == 1  # the list holds A; the opt-in hides it
+    assert engine.index.mask(str(A), "shop") == 0  # the list holds A's opt-in, not its row
     # the batch path agrees with the one-by-one path
     numbers = np.array([8600000000000 + n for n in after], np.uint64)
     sids = engine.index.sender_ids(["shop"] * len(numbers))
     assert engine.check_ids(sids, numbers).tolist() == [int(s) for s in after.values()]
 
-    # a newer opt-out of A wins over the older opt-in; an older one does not
+    # against the list's own statement of A (the opt-in folded in, at its time): a newer
+    # opt-out wins, an older one does not
     engine.opt_out(str(A), "shop", at_ms=now - 20 * 60_000)
     assert engine.check("shop", str(A)) is Scope.NONE
     engine.opt_out(str(A), "shop", at_ms=now - 5 * 60_000)
@@ -283,8 +289,28 @@ def test_events_later_than_as_of_survive_a_load(tmp_path, with_data_dir):
     if data_dir is not None:  # a restart: the log replayed over the binary snapshot
         restarted = Engine(data_dir=data_dir)
         assert restarted.open_snapshot()
-        again = {n: restarted.check("shop", str(n)) for n in (A, B, C, D, E, G, H, J, K)}
+        again = {n: restarted.check("shop", str(n)) for n in (A, B, C, D, E, G, H, J, K, L)}
         assert again == {**after, A: Scope.SENDER}
+        engine = restarted
+
+    # a list that declares it has every event up to C's and is silent on C and K: those two
+    # (covered) are upstream's to keep or drop; D, J and the rest (after the watermark) stay
+    c_sequence = _sequence_of(engine, C)
+    v3 = snapshot_file(tmp_path / "v3.csv", [(E, "shop")])
+    engine.load_snapshot([v3], LoadOptions(entities=entities, as_of=str(now), allow_shrink=True,
+                                           events_through=c_sequence))
+    assert engine.index.events_through == c_sequence
+    covered = {n: engine.check("shop", str(n)) for n in (K, L, C, D, J, E)}
+    assert covered == {K: Scope.NONE, L: Scope.NONE, C: Scope.NONE, D: Scope.SENDER,
+                       J: Scope.SENDER, E: Scope.SENDER}
+
+
+def _sequence_of(engine: Engine, national: int) -> int:
+    """The sequence of the last event of a number (from the events the engine holds or the
+    ones on disk)."""
+    number = 8600000000000 + national
+    events = engine._events_after(0, engine._held_events())
+    return max(e.sequence for e in events.events() if e.number == number)
 
 
 # -- a load killed with SIGKILL --------------------------------------------------------------
@@ -424,18 +450,21 @@ def _half(old_csv: Path, tmp_path: Path) -> Path:
     return path
 
 
-def test_a_late_write_is_superseded_alike_in_every_process(tmp_path):
-    """An event not later than the serving snapshot's as_of: the snapshot decides, in the
-    process that took the write as in one that reads it from the log."""
+def test_a_late_write_stays_in_force_alike_in_every_process(tmp_path):
+    """An event older than the serving snapshot's as_of for a key the snapshot is silent on
+    stays in force (SPEC §4); a late opt-in of a key the snapshot lists (as of its as_of)
+    yields to it: alike in the process that took the write and in one that reads the log."""
     as_of = 1_700_000_000_000
     index = SuppressionIndex.build(["13812345678"], ["shop"],
                                    meta={"as_of_ms": as_of, "as_of": "2023-11-14"})
     writer, reader = Engine(index, data_dir=tmp_path), Engine(index, data_dir=tmp_path)
     writer.opt_out("13900000001", "shop", at_ms=as_of - 1000)  # late: before the snapshot
     writer.opt_out("13900000002", "shop", at_ms=as_of + 1000)  # after it
+    writer.opt_in("13812345678", "shop", at_ms=as_of - 1000)  # older than the listed row
     for engine in (writer, reader):
-        assert engine.check("shop", "13900000001") is Scope.NONE
+        assert engine.check("shop", "13900000001") is Scope.SENDER
         assert engine.check("shop", "13900000002") is Scope.SENDER
+        assert engine.check("shop", "13812345678") is Scope.SENDER
 
 
 def test_own_writes_are_taken_once(tmp_path):
@@ -458,3 +487,4 @@ def test_own_writes_are_taken_once(tmp_path):
     assert other.status().events == 5
     assert writer.check("shop", "13900000001") == other.check("shop", "13900000005") == \
         Scope.SENDER
+

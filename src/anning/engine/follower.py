@@ -1,10 +1,11 @@
-"""Taking up what other processes wrote: a new binary snapshot, new events, a new checkpoint.
+"""Taking up what other processes wrote: a new binary snapshot, new events.
 
-Every worker process serves the same data directory. A snapshot another process loaded, or a
-checkpoint it folded, is looked for twice a second (a server does it in a housekeeping thread,
-off the path of its checks: every byte of a snapshot is checked before it serves); the events
-it appended are taken before every check, so a write acknowledged by any process is seen by
-every check that starts after it.
+Every worker process serves the same data directory. A snapshot another process loaded is
+looked for twice a second (a server does it in a housekeeping thread, off the path of its
+checks: every byte of a snapshot is checked before it serves); the events others appended are
+taken before every check, so a write acknowledged by any process is seen by every check that
+starts after it. When a checkpoint retired segments this process had not read yet, it catches
+up from the checkpoint before it answers.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Follower"]
 
-POLL_SECONDS = 0.5  # how often a process looks for a new snapshot or checkpoint file
+POLL_SECONDS = 0.5  # how often a process looks for a new snapshot file
 
 
 class Follower:
@@ -32,13 +33,13 @@ class Follower:
         self.engine = engine
         self.snapshot_id: FileIdentity | None = None
         self.polled = 0.0
-        self.reloading = threading.Lock()
+        self.catching_up = threading.Lock()
         # checks poll for new files themselves unless a thread of the caller's does (poll())
         self.in_background = False
 
     def refresh(self) -> None:
-        """Before a check: take the source's new events; look for new files too, unless a
-        background thread does that."""
+        """Before a check: take the source's new events; look for a new snapshot too, unless
+        a background thread does that."""
         if self.engine.data is not None and not self.in_background and \
                 time.monotonic() - self.polled > POLL_SECONDS:
             self.poll()
@@ -46,7 +47,7 @@ class Follower:
         self.take_events()
 
     def poll(self) -> None:
-        """Look for a new snapshot file and serve it, take up a checkpoint, take the events."""
+        """Look for a new snapshot file and serve it, then take the events."""
         engine = self.engine
         if engine.data is not None:
             self.polled = time.monotonic()
@@ -56,13 +57,6 @@ class Follower:
                 with engine.loading:
                     engine.swap(read_snapshot(engine.data.snapshot))
                     self.snapshot_id = identity
-        source = engine.source
-        # Another thread of ours taking it up already: a check that need not wait answers from
-        # what it has (every event it took is still there) instead of waiting, or of taking
-        # it up once more.
-        if source is not None and source.reload_due() and \
-                not (self.reloading.locked() and not source.poll_blocked()):
-            self.reload()
         self.take_events()
 
     def snapshot_served(self, path: Path) -> None:
@@ -72,20 +66,19 @@ class Follower:
         source = self.engine.source
         if source is None:
             return
-        if source.poll_blocked():
-            self.reload()
+        if source.behind():
+            self.catch_up()
         update = source.poll()
         if update.events:
             self.engine.take(update.events)
-        if update.reload:
-            self.reload()
+        if update.behind:
+            self.catch_up()
 
-    def reload(self) -> None:
-        """Serve everything the source holds again (a new checkpoint, or what the reader missed)
-        in place of what this process had taken: the same events, held compactly."""
+    def catch_up(self) -> None:
+        """What the reader missed, from the checkpoint (one thread at a time; another that
+        waited finds nothing left to do)."""
         source = self.engine.source
         assert source is not None
-        with self.reloading:
-            if not source.reload_due():
-                return  # taken up by another thread while this one waited
-            self.engine.rebuild_events(source.reload)
+        with self.catching_up:
+            if source.behind():
+                self.engine.take_columns(source.catch_up())

@@ -9,10 +9,12 @@ reads the snapshot's header for its as_of and folds the log, never the list itse
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from os import PathLike
 
 from anning.engine.engine import Engine
 from anning.load import (
+    FoldIn,
     LoadOptions,
     LoadReport,
     ProgressFn,
@@ -20,8 +22,11 @@ from anning.load import (
     check_shrink,
     read_snapshot_files,
 )
+from anning.model.scopes import keep_categories
+from anning.storage.checkpoint import read_checkpoint
 from anning.storage.fileio import OS_IO, FileIO
 from anning.storage.layout import DataDir
+from anning.storage.local import read_events
 from anning.storage.snapshot import snapshot_summary, write_snapshot
 from anning.storage.source import CheckpointReport
 
@@ -35,15 +40,38 @@ def load_into_data_dir(data_dir: str | PathLike[str], paths: Sequence[str | Path
     atomically. Raises SnapshotRefused (the old file untouched)."""
     data = DataDir(data_dir)
     data.path.mkdir(parents=True, exist_ok=True)
-    index, report = read_snapshot_files(paths, options, progress)
-    before = snapshot_summary(data.snapshot).entries if data.snapshot.exists() else None
-    check_shrink(report, before, options)
+    previous = snapshot_summary(data.snapshot) if data.snapshot.exists() else None
+    options = replace(options, categories=keep_categories(
+        tuple(previous.meta.get("categories", ())) if previous else (), options.categories))
+    fold_in = _fold_in(data, io, options.events_through,
+                       previous.events_through if previous else 0)
+    index, report = read_snapshot_files(paths, options, progress, fold_in)
+    check_shrink(report, previous.entries if previous else None, options)
     with data.lock("load") as mine:
         if not mine:
             report.refused = "another snapshot load into this data directory is running"
             raise SnapshotRefused(report)
         write_snapshot(index, data.snapshot, io)
     return report
+
+
+def _fold_in(data: DataDir, io: FileIO, declared: int | None, previous: int) -> FoldIn:
+    """The events to fold in: past the watermark (declared, else the previous list's), every
+    event on disk up to the last (the log is read as it stands: servers may write on)."""
+    watermark = previous if declared is None else declared
+    events = read_events(data, min(watermark, previous), io)
+    last = int(events.sequence[-1]) if len(events) else previous
+    if data.checkpoint.exists():
+        last = max(last, read_checkpoint(data.checkpoint).last_sequence)
+    report = LoadReport(files=[])
+    if watermark > last:
+        report.refused = f"events_through {watermark} is past the last event there is ({last})"
+        raise SnapshotRefused(report)
+    if watermark < previous:
+        report.refused = (f"events_through {watermark} goes back past the snapshot's "
+                          f"{previous}: the events between were left to upstream already")
+        raise SnapshotRefused(report)
+    return FoldIn(events.after(watermark), watermark, last)
 
 
 def checkpoint_data_dir(data_dir: str | PathLike[str]) -> CheckpointReport | None:

@@ -1,28 +1,27 @@
 """What is served: one immutable pair (index, overlay) and the checks and explanations over it.
 
 A check reads the pair once, so it sees the whole old list or the whole new one, never a mix.
-Real-time events (SPEC §4) live in the overlay: level by level (sender, entity of the sender,
-global) an event decides where there is one, the snapshot where there is not; a reassignment
-of the number takes the snapshot's entries (all older) out of play.
+The overlay holds the real-time events past the list's fold, resolved against it and kept in a
+compiled table the batch kernel consults in its GIL-free pass (anning.engine.overlay): a check
+is the same compiled code whether or not its number has events, and a scalar check is the batch
+path with one item.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
 from anning._normalize import normalize_number, normalize_sender
-from anning.errors import InvalidInput
+from anning.engine.overlay import Overlay
 from anning.index import UNKNOWN_SENDER, SuppressionIndex
-from anning.model.events import Event, Overlay
 from anning.model.scopes import DEFAULT_CATEGORY, GLOBAL, Scope
 
 __all__ = ["Explanation", "ServingState", "check", "check_ids", "explain"]
 
-_LEVELS = ((Scope.SENDER, 0), (Scope.ENTITY, 1), (Scope.GLOBAL, 2))
+_SCOPES = tuple(Scope)
 
 
 @dataclass(frozen=True)
@@ -36,6 +35,16 @@ class ServingState:
     def as_of_ms(self) -> int:
         return int(self.index.meta.get("as_of_ms", 0))
 
+    def sender_ids(self, texts: list[str]) -> npt.NDArray[np.uint32]:
+        """Sender ids for `check_ids` (the list's, or those only events know)."""
+        return self.overlay.sender_ids(texts)
+
+    def sender_id(self, text: str) -> int:
+        sid = self.index._sender_id(text)
+        if sid == UNKNOWN_SENDER and self.overlay.extra_senders:
+            sid = self.overlay.extra_senders.get(normalize_sender(text), UNKNOWN_SENDER)
+        return sid
+
 
 @dataclass(frozen=True)
 class Explanation:
@@ -44,7 +53,7 @@ class Explanation:
     suppressed: bool
     scope: Scope
     matched: str  # the scope key: a sender, entity:NAME, or *
-    categories: list[str]  # of that entry (snapshot) or opted out by events (event)
+    categories: list[str]  # the categories that key is opted out of
     origin: str  # "snapshot", "event", or "" when nothing matched
     source: str  # of the deciding event; "snapshot" for a snapshot entry
     at_ms: int  # of the deciding event (events only)
@@ -53,91 +62,44 @@ class Explanation:
 
 def check(state: ServingState, sender: str, number: str | int,
           category: str = DEFAULT_CATEGORY) -> Scope:
-    scope = state.index.check(sender, number, category)
-    if state.overlay.empty:
-        return scope
+    """One check: the batch kernel with one item."""
     num = normalize_number(number, state.index.default_country)
-    if not state.overlay.has(num):
-        return scope
-    bit = state.index.category_bit(category)
-    return decide(state, normalize_sender(sender), num, bit)[0]
+    codes = state.overlay.check_ids(np.array([state.sender_id(sender)], np.uint32),
+                                    np.array([num], np.uint64), category)
+    return _SCOPES[int(codes[0])]
 
 
 def check_ids(state: ServingState, sender_ids: npt.NDArray[np.uint32],
-              numbers: npt.NDArray[np.uint64], category: str = DEFAULT_CATEGORY,
-              sender_of: Callable[[int], str] | None = None) -> npt.NDArray[np.uint8]:
-    """The batch path: the index's kernel, then the few numbers with events redone.
-
-    `sender_of(i)` gives the sender of check i as the caller wrote it: a sender the index does
-    not know (UNKNOWN_SENDER) may still have real-time events of its own, which only its name
-    can find."""
-    idx = state.index
-    codes = idx.check_ids(sender_ids, numbers, category)
-    if not state.overlay.empty:
-        numbers = np.asarray(numbers, np.uint64)
-        bit = idx.category_bit(category)
-        for i in np.flatnonzero(state.overlay.contains(numbers)):
-            sid = int(sender_ids[i])
-            name = idx.senders[sid] if sid != UNKNOWN_SENDER else _name_of(sender_of, int(i))
-            codes[i] = decide(state, name, int(numbers[i]), bit)[0]
-    return codes
+              numbers: npt.NDArray[np.uint64],
+              category: str = DEFAULT_CATEGORY) -> npt.NDArray[np.uint8]:
+    """The batch path: scope codes for sender ids (from `state.sender_ids`) and numbers."""
+    return state.overlay.check_ids(sender_ids, numbers, category)
 
 
 def explain(state: ServingState, sender: str, number: str | int,
             category: str = DEFAULT_CATEGORY) -> Explanation:
-    idx = state.index
+    idx, overlay = state.index, state.overlay
     name = normalize_sender(sender)
     num = normalize_number(number, idx.default_country)
     bit = idx.category_bit(category)
     as_of = idx.meta.get("as_of")
-    level, key, event, mask = decide(state, name, num, bit)
-    if event is not None:  # an opt-out decided, or a reassignment cleared the number
-        # the categories this scope is opted out of by events (one per stored row, so the
-        # answer is the same before and after a checkpoint folds the event)
-        opted = sum(1 << b for b in range(len(idx.categories))
-                    if level and (e := state.overlay.latest(num, key, b)) and e.opt_out)
-        return Explanation(level != Scope.NONE, level, key, _category_names(idx, opted),
-                           "event", event.source, event.at_ms, as_of)
-    if level != Scope.NONE:
-        return Explanation(True, level, key, _category_names(idx, mask), "snapshot",
-                           "snapshot", 0, as_of)
-    return Explanation(False, Scope.NONE, "", [], "", "", 0, as_of)
-
-
-def decide(state: ServingState, sender: str | None, number: int,
-           bit: int) -> tuple[Scope, str, Event | None, int]:
-    """Level by level, an event decides where there is one, the snapshot where there is not;
-    after a reassignment of the number, the snapshot's entries (all older) no longer count.
-    Returns (scope, matched key, the deciding opt-out event or the reassignment when nothing
-    matched, the snapshot entry's category mask)."""
-    idx, overlay = state.index, state.overlay
-    reassigned = overlay.reassignment(number)
-    keys = (sender, idx.entity_of(sender) if sender else None, GLOBAL)
-    for level, i in _LEVELS:
-        key = keys[i]
+    levels = ((Scope.SENDER, name), (Scope.ENTITY, idx.entity_of(name)),
+              (Scope.GLOBAL, GLOBAL))
+    for level, key in levels:
         if key is None:
             continue
-        event = overlay.latest(number, key, bit)
-        if event is not None:
-            if event.opt_out:
-                return level, key, event, 0
+        statement = overlay.resolve(num, key, bit)
+        if statement is None or not statement.opted_out:
             continue
-        if reassigned is None:
-            mask = idx.mask(number, key)
-            if mask >> bit & 1:
-                return level, key, None, mask
-    return Scope.NONE, "", reassigned, 0
-
-
-def _category_names(idx: SuppressionIndex, mask: int) -> list[str]:
-    return [name for bit, name in enumerate(idx.categories) if mask >> bit & 1]
-
-
-def _name_of(sender_of: Callable[[int], str] | None, i: int) -> str | None:
-    """The normalised name of an unknown sender, when the caller can tell it."""
-    if sender_of is None:
-        return None
-    try:
-        return normalize_sender(sender_of(i))
-    except InvalidInput:  # a bad item of a batch: it is answered with its error anyway
-        return None
+        categories = [c for b, c in enumerate(idx.categories)
+                      if (s := overlay.resolve(num, key, b)) is not None and s.opted_out]
+        if statement.origin == "event":
+            return Explanation(True, level, key, categories, "event", statement.source,
+                               statement.at_ms, as_of)
+        return Explanation(True, level, key, categories, "snapshot", "snapshot", 0, as_of)
+    moved = overlay.reassignment(num)
+    if moved is not None and moved.at_ms >= idx.statements.reassigned_at(num):
+        # the number went to someone new: what came before does not count
+        return Explanation(False, Scope.NONE, "", [], "event", moved.source, moved.at_ms,
+                           as_of)
+    return Explanation(False, Scope.NONE, "", [], "", "", 0, as_of)

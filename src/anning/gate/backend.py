@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -160,15 +160,11 @@ class EngineBackend:
 
     def _check(self, batch: CheckColumns) -> np.ndarray:
         engine = self.engine
-        state: Any = engine.serving()  # one list for the batch: its sender ids are its own
-        ids = state.index.sender_ids(batch.senders)[batch.sender_index]
+        state = engine.serving()  # one list for the batch: its sender ids are its own
+        ids = engine.sender_ids(list(batch.senders), state)[batch.sender_index]
         codes = np.zeros(len(batch.numbers), np.uint8)
         for category, where in _groups(batch):
-            def sender_of(i: int, where: np.ndarray = where) -> str:
-                return batch.senders[int(batch.sender_index[where[i]])]
-
-            codes[where] = engine.check_ids(ids[where], batch.numbers[where], category,
-                                            sender_of, state)
+            codes[where] = engine.check_ids(ids[where], batch.numbers[where], category, state)
         return codes
 
     async def check_many(self, batch: CheckColumns) -> np.ndarray:

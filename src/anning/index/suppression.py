@@ -18,6 +18,7 @@ from anning._normalize import normalize_number, normalize_numbers, normalize_sen
 from anning.errors import InvalidInput, InvariantError
 from anning.index import hugepages
 from anning.index.scopetable import NO_SCOPE, ScopeTable
+from anning.index.statements import RowStatements
 from anning.model.scopes import (
     DEFAULT_CATEGORIES,
     DEFAULT_CATEGORY,
@@ -105,6 +106,7 @@ class SuppressionIndex:
         table: ScopeTable,
         categories: tuple[str, ...],
         meta: Mapping[str, Any] | None = None,
+        statements: RowStatements | None = None,
     ) -> None:
         self._core = core
         self._table = table
@@ -112,8 +114,12 @@ class SuppressionIndex:
         self._bits = {name: bit for bit, name in enumerate(categories)}
         self.meta = dict(meta or {})
         self.default_country = int(self.meta.setdefault("default_country", 86))
+        # when its statements were made: only what real-time events are compared with
+        self.statements = statements or RowStatements(int(self.meta.get("as_of_ms", 0)))
+        self.statements.check_against(len(core))
         self._python_bytes = _python_size(table)
         self._raw_sender_ids: dict[str, int] = {}
+        self._mixed = np.empty(0, np.int64)  # entries built from rows of different times
         if _index.DEBUG:
             self.verify()
 
@@ -183,13 +189,21 @@ class SuppressionIndex:
         categories: tuple[str, ...],
         meta: Mapping[str, Any] | None = None,
         bloom_bits_per_entry: float = 12.0,
+        times: np.ndarray | None = None,
+        statements: RowStatements | None = None,
     ) -> SuppressionIndex:
-        """Build from arrays whose scope ids are `table`'s (the loader's path: no remapping)."""
+        """Build from arrays whose scope ids are `table`'s (the loader's path: no remapping).
+        `times` (Unix ms per entry) become the entries' times in `statements` (an entry folded
+        from rows of different times gets the latest; `statements.bit_times` says better)."""
         try:
             arrays = _index.build(numbers, scope_ids, masks, table.scope_bits,
-                                  bloom_bits_per_entry, allocate=hugepages.zeros)
+                                  bloom_bits_per_entry, allocate=hugepages.zeros, times=times)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
+        if times is not None:
+            statements = statements or RowStatements(int((meta or {}).get("as_of_ms", 0)))
+            statements.times = arrays["times"]
+        mixed = np.flatnonzero(arrays["mixed"]) if times is not None else None
         sender_scope, sender_entity = table.arrays()
         core = _index.IndexCore(
             arrays["directory"], arrays["words"], arrays["bloom"], sender_scope, sender_entity,
@@ -199,11 +213,15 @@ class SuppressionIndex:
             missing = core.first_missing(numbers, scope_ids, masks)
             if missing >= 0:
                 raise InvariantError(f"entry {missing} of the input is missing from the index")
-        return cls(core, table, categories, meta)
+        index = cls(core, table, categories, meta, statements)
+        if mixed is not None:
+            index._mixed = mixed
+        return index
 
     @classmethod
     def from_arrays(cls, arrays: IndexArrays, table: ScopeTable, categories: tuple[str, ...],
-                    meta: Mapping[str, Any] | None = None) -> SuppressionIndex:
+                    meta: Mapping[str, Any] | None = None,
+                    statements: RowStatements | None = None) -> SuppressionIndex:
         """An index over arrays made before (a snapshot's, mapped); ValueError when they do not
         fit together."""
         core = _index.IndexCore(
@@ -212,7 +230,7 @@ class SuppressionIndex:
         )
         if (1 << arrays.scope_bits) < len(table.scopes):
             raise ValueError(f"{len(table.scopes)} scopes do not fit {arrays.scope_bits} bits")
-        return cls(core, table, validate_categories(categories), meta)
+        return cls(core, table, validate_categories(categories), meta, statements)
 
     def arrays(self) -> IndexArrays:
         """The arrays and parameters of the index (for writing a snapshot)."""
@@ -255,15 +273,19 @@ class SuppressionIndex:
         return out
 
     def check_ids(
-        self, sender_ids: Any, numbers: Any, category: str = "marketing", out: Any = None
+        self, sender_ids: Any, numbers: Any, category: str = DEFAULT_CATEGORY, out: Any = None,
+        decisions: _index.DecisionTable | None = None, extra: np.ndarray | None = None,
     ) -> np.ndarray:
-        """The raw batch path: scope codes (uint8) for uint32 sender ids and uint64 numbers."""
+        """The raw batch path: scope codes (uint8) for uint32 sender ids and uint64 numbers.
+        With `decisions` (real-time events resolved against this index), the numbers that
+        have them are decided in the same pass; `extra` gives the scope ids of the sender ids
+        past this index's senders (senders only events know)."""
         try:
             return self._core.check_ids(
                 np.ascontiguousarray(sender_ids, dtype=np.uint32),
                 np.ascontiguousarray(numbers, dtype=np.uint64),
                 self.category_bit(category),
-                out,
+                out, decisions, extra,
             )
         except ValueError as exc:
             if isinstance(exc, InvalidInput):
@@ -327,6 +349,53 @@ class SuppressionIndex:
         if sid is None:
             return 0
         return self._core.mask(normalize_number(number, self.default_country), sid)
+
+    @property
+    def events_through(self) -> int:
+        """The watermark this list declares: upstream had every anning event up to it."""
+        return int(self.meta.get("events_through", 0))
+
+    @property
+    def folded_through(self) -> int:
+        """The last anning event whose outcome this list holds (folded in at its load)."""
+        return int(self.meta.get("folded_through", 0))
+
+    def scope_id(self, key: str) -> int | None:
+        """The id of a canonical scope key, or None when the list does not name it."""
+        return self._table.scope_ids.get(key)
+
+    def positions(self, numbers: np.ndarray,
+                  scope_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Where each (number, scope id) entry stands (-1: none), and its category mask."""
+        at: np.ndarray
+        masks: np.ndarray
+        at, masks = self._core.positions(np.ascontiguousarray(numbers, np.uint64),
+                                         np.ascontiguousarray(scope_ids, np.uint32))
+        return at, masks
+
+    def entries_of(self, number: int) -> tuple[np.ndarray, np.ndarray]:
+        """(scope ids, masks) of every entry of one number."""
+        scopes, masks, _ = self._core.number_entries(number)
+        return scopes, masks
+
+    def entries_at(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The entries at these positions: (numbers, scope ids, masks)."""
+        out: tuple[np.ndarray, np.ndarray, np.ndarray] = self._core.entries_at(
+            np.ascontiguousarray(positions, np.int64))
+        return out
+
+    def mixed_entries(self) -> np.ndarray:
+        """Positions of the entries built from rows of different times (build time only)."""
+        return self._mixed
+
+    def statement(self, number: int, scope_id: int, bit: int) -> tuple[int, int]:
+        """(kind, at) of what the list says of one key (anning.index.statements)."""
+        return self.statements.statement(self._core, number, scope_id, bit)
+
+    def statements_of(self, numbers: np.ndarray, scope_ids: np.ndarray,
+                      bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`statement` of many keys: (kinds, times)."""
+        return self.statements.statements(self._core, numbers, scope_ids, bits)
 
     def verify(self) -> None:
         """Check the core's invariants; raise InvariantError naming the first one broken."""

@@ -3,6 +3,7 @@ the guards that refuse a load (guards), what it reports (report)."""
 
 from anning.load.guards import SnapshotRefused, check_shrink
 from anning.load.parse import (
+    FoldIn,
     LoadOptions,
     ParsedSnapshot,
     parse_snapshot_files,
@@ -12,6 +13,7 @@ from anning.load.parse import (
 from anning.load.report import LoadReport, ProgressFn, iso, progress_printer
 
 __all__ = [
+    "FoldIn",
     "LoadOptions",
     "LoadReport",
     "ParsedSnapshot",

@@ -23,9 +23,11 @@ from anning import _csv
 from anning._normalize import normalize_number
 from anning.errors import InvalidInput
 from anning.index import ScopeTable, SuppressionIndex
+from anning.load.fold import Rows, fold
 from anning.load.guards import Refusal, SnapshotRefused, check_rejects
 from anning.load.report import LoadReport, ProgressFn, Rejects, iso
 from anning.load.sources import BOM, Source, open_text
+from anning.model.events import EventColumns
 from anning.model.scopes import (
     DEFAULT_CATEGORIES,
     DEFAULT_CATEGORY,
@@ -36,6 +38,7 @@ from anning.model.scopes import (
 )
 
 __all__ = [
+    "FoldIn",
     "LoadOptions",
     "ParsedSnapshot",
     "parse_snapshot_files",
@@ -57,6 +60,9 @@ class LoadOptions:
     categories: Sequence[str] = DEFAULT_CATEGORIES
     default_country: int = 86
     utc_offset_minutes: int = 480  # for times written without a zone: China
+    # the watermark the snapshot declares: upstream had every anning event up to this
+    # sequence (None: it declares none, and the previous list's stands)
+    events_through: int | None = None
 
 
 def parse_time(text: str, utc_offset_minutes: int = 480) -> int:
@@ -100,25 +106,49 @@ def _header(first: bytes, path: Path) -> tuple[list[str], str, int]:
     return names, delimiter, min(end + 1, len(first))
 
 
+@dataclass(frozen=True)
+class FoldIn:
+    """anning's own events for a load to fold in (SPEC §5): those past the watermark the
+    snapshot declares (`events_through`), up to `folded_through`, the last one there was."""
+
+    events: EventColumns
+    events_through: int
+    folded_through: int
+
+    @classmethod
+    def none(cls) -> FoldIn:
+        return cls(EventColumns.empty(), 0, 0)
+
+
 def read_snapshot_files(
     paths: Sequence[str | PathLike[str]],
     options: LoadOptions | None = None,
     progress: ProgressFn | None = None,
+    fold_in: FoldIn | None = None,
 ) -> tuple[SuppressionIndex, LoadReport]:
-    """Parse snapshot files into a new index; raise SnapshotRefused when a guard refuses.
+    """Parse snapshot files into a new index, with `fold_in`'s events folded in; raise
+    SnapshotRefused when a guard refuses.
 
     The reject-ratio and empty-input guards are checked here; the shrink guard needs the list
     that is serving and is checked by `check_shrink`."""
     parsed = parse_snapshot_files(paths, options, progress)
     report = parsed.report
-    index = SuppressionIndex.from_scope_ids(
-        parsed.numbers, parsed.scopes, parsed.masks, parsed.table, parsed.categories,
-        {"as_of": report.as_of, "as_of_ms": parsed.as_of_ms,
-         "default_country": parsed.default_country, "files": report.files},
-    )
+    fold_in = fold_in or FoldIn.none()
+    events = fold_in.events.after(fold_in.events_through)
+    uncovered = int(events.columns["at"][0]) if len(events) else 0
+    meta = {"as_of": report.as_of, "as_of_ms": parsed.as_of_ms,
+            "default_country": parsed.default_country, "files": report.files,
+            "events_through": fold_in.events_through,
+            "folded_through": max(fold_in.folded_through, fold_in.events_through),
+            "oldest_uncovered_at_ms": uncovered}
+    report.events_folded = len(events)
+    report.events_through = fold_in.events_through
+    index = fold(parsed.rows, events, parsed.table, parsed.categories, parsed.as_of_ms, meta)
     del parsed
     report.entries_after = len(index)
-    report.duplicates = report.loaded - len(index)
+    # rows that made no entry of their own (a duplicate key, or undone by a later statement);
+    # events folded in may add entries the rows do not have
+    report.duplicates = max(0, report.loaded - len(index))
     report.seconds = time.perf_counter() - report.started
     return index, report
 
@@ -127,9 +157,7 @@ def read_snapshot_files(
 class ParsedSnapshot:
     """Rows parsed and checked, not yet an index: arrays whose scope ids are `table`'s."""
 
-    numbers: Any
-    scopes: Any
-    masks: Any
+    rows: Rows
     table: ScopeTable
     categories: tuple[str, ...]
     as_of_ms: int
@@ -186,8 +214,8 @@ def parse_snapshot_files(
     check_rejects(report, options.max_reject_ratio)
     numbers, scopes, masks = parser.arrays()
     report.seconds = time.perf_counter() - started
-    return ParsedSnapshot(numbers, scopes, masks, table, categories, as_of_ms,
-                          options.default_country, report)
+    return ParsedSnapshot(Rows(numbers, scopes, masks, parser.ats, parser.actions), table,
+                          categories, as_of_ms, options.default_country, report)
 
 
 def _as_of(options: LoadOptions, paths: Sequence[str | PathLike[str]]) -> int:

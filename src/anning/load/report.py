@@ -35,6 +35,8 @@ class LoadReport:
     entries_after: int | None = None
     as_of: str | None = None
     newest_event: str | None = None
+    events_through: int = 0  # the watermark the snapshot declared
+    events_folded: int = 0  # anning's events past it, folded in
     seconds: float = 0.0
     rejects_file: str | None = None
     refused: str | None = None
@@ -56,6 +58,8 @@ class LoadReport:
         before = "none" if self.entries_before is None else f"{self.entries_before:,}"
         after = "-" if self.entries_after is None else f"{self.entries_after:,}"
         lines.append(f"entries before: {before}; after: {after}; as of {self.as_of}")
+        lines.append(f"events through: {self.events_through:,}; anning events folded in: "
+                     f"{self.events_folded:,}")
         lines.append(f"seconds: {self.seconds:.2f}")
         if self.rejects_file:
             lines.append(f"rejects: {self.rejects_file}")

@@ -1,39 +1,33 @@
-"""Real-time events on top of a snapshot (SPEC §4): what they are and how they are held.
+"""Real-time events (SPEC §4): what they are, and how many of them are held compactly.
 
 For one (number, scope, category) the latest event time wins, whatever order events arrive in;
 an opt-in is a tombstone; at a tie the opt-out wins (the side that keeps a promise). A number
-reassignment at T drops every entry and event of that number older than T.
+reassignment at T drops every entry and event of that number older than T. Every event has a
+sequence: its place among all the events of the data directory (dense, from 1).
 
-Events live in two parts. `EventTable` is compact and immutable: numpy columns, one row per
-(number, scope, category bit) holding the latest event, plus one row per reassigned number; a
-checkpoint writes it to disk and a restart maps it back. `Overlay` is that table plus the events
-taken since (a dict), and an exact set of every number with an event, which a batch of checks
-asks in one call without the GIL.
+`EventColumns` holds events as they were taken, as numpy columns (the write log's checkpoint,
+a night's events folded into a load, the change feed). `EventTable` holds the latest event per
+(number, scope, category bit), sorted, and the latest reassignment per number: what decides.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from anning._events import NumberSet
 from anning.errors import InvalidInput
 from anning.model.scopes import SOURCES
 
-__all__ = ["COLUMNS", "OPT_IN", "OPT_OUT", "REASSIGN", "Event", "EventTable", "Overlay",
-           "validate_event"]
+__all__ = ["OPT_IN", "OPT_OUT", "REASSIGN", "REASSIGN_SCOPE", "Event", "EventColumns",
+           "EventTable", "validate_event"]
 
 OPT_OUT, OPT_IN, REASSIGN = 1, 2, 3
 REASSIGN_SCOPE = 0xFFFFFFFF  # the scope column of a reassignment row
-_CHUNK = 1 << 16
 EARLIEST_MS = 946_684_800_000  # 2000-01-01: no event is older
 FUTURE_SLACK_MS = 24 * 3600 * 1000  # a clock a day fast is tolerated, no more
-COLUMNS = (("number", np.uint64), ("at", np.int64), ("scope", np.uint32), ("bit", np.uint8),
-            ("kind", np.uint8), ("source", np.uint8))
 
 
 @dataclass(frozen=True)
@@ -47,15 +41,16 @@ class Event:
     kind: int
     at_ms: int
     source: str
+    sequence: int = 0  # its place among every event of the data directory (0: not yet made)
 
     @property
     def opt_out(self) -> bool:
         return self.kind == OPT_OUT
 
     def wins_over(self, other: Event | None) -> bool:
-        """Latest event time wins; at a tie, the opt-out."""
-        return other is None or (self.at_ms, self.kind == OPT_OUT) >= \
-            (other.at_ms, other.kind == OPT_OUT)
+        """Latest event time wins; at a tie, the opt-out; at a full tie, the later sequence."""
+        return other is None or (self.at_ms, self.kind == OPT_OUT, self.sequence) >= \
+            (other.at_ms, other.kind == OPT_OUT, other.sequence)
 
 
 def validate_event(e: Event) -> None:
@@ -78,8 +73,107 @@ def validate_event(e: Event) -> None:
         raise InvalidInput(f"source: {e.source!r} is not one of {', '.join(SOURCES[1:])}")
 
 
+
+class EventColumns:
+    """Events as numpy columns, one row per event, in sequence order. `scope` indexes `scopes`
+    (REASSIGN_SCOPE for a reassignment); `source` indexes SOURCES."""
+
+    FIELDS = (("sequence", np.uint64), ("number", np.uint64), ("at", np.int64),
+              ("scope", np.uint32), ("mask", np.uint8), ("kind", np.uint8),
+              ("source", np.uint8))
+
+    def __init__(self, columns: dict[str, np.ndarray], scopes: list[str]) -> None:
+        self.columns = columns
+        self.sequence: np.ndarray = columns["sequence"]
+        self.scopes = scopes
+
+    @classmethod
+    def empty(cls) -> EventColumns:
+        return cls({name: np.empty(0, dtype) for name, dtype in cls.FIELDS}, [])
+
+    @classmethod
+    def from_events(cls, events: Sequence[Event]) -> EventColumns:
+        """The events (with their sequences), as they come."""
+        ids: dict[str, int] = {}
+        scope_of = [REASSIGN_SCOPE if e.kind == REASSIGN else ids.setdefault(e.scope, len(ids))
+                    for e in events]
+        source_ids = {name: i for i, name in enumerate(SOURCES)}
+        n = len(events)
+        columns = {
+            "sequence": np.fromiter((e.sequence for e in events), np.uint64, n),
+            "number": np.fromiter((e.number for e in events), np.uint64, n),
+            "at": np.fromiter((e.at_ms for e in events), np.int64, n),
+            "scope": np.array(scope_of, np.uint32),
+            "mask": np.fromiter((e.mask for e in events), np.uint8, n),
+            "kind": np.fromiter((e.kind for e in events), np.uint8, n),
+            "source": np.fromiter((source_ids[e.source] for e in events), np.uint8, n),
+        }
+        return cls(columns, list(ids))
+
+    @classmethod
+    def concat(cls, parts: Sequence[EventColumns]) -> EventColumns:
+        """The rows of every part, their scope names made one table (no sorting)."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        if len(parts) == 1:
+            return parts[0]
+        names: dict[str, int] = {}
+        remapped = []
+        for part in parts:
+            table = np.array([names.setdefault(s, len(names)) for s in part.scopes] or [0],
+                             np.uint32)
+            scope = part.columns["scope"]
+            real = scope != REASSIGN_SCOPE
+            mapped = np.full(len(scope), REASSIGN_SCOPE, np.uint32)
+            mapped[real] = table[scope[real]]
+            remapped.append({**part.columns, "scope": mapped})
+        columns = {name: np.concatenate([c[name] for c in remapped])
+                   for name, _ in cls.FIELDS}
+        return cls(columns, list(names))
+
+    def __len__(self) -> int:
+        return len(self.sequence)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.nbytes for c in self.columns.values())
+
+    def take(self, rows: np.ndarray) -> EventColumns:
+        """These rows (a boolean mask or indices), same scope names."""
+        return EventColumns({name: c[rows] for name, c in self.columns.items()}, self.scopes)
+
+    def after(self, sequence: int) -> EventColumns:
+        """The events with a sequence past `sequence` (the columns are in sequence order)."""
+        if not len(self) or int(self.sequence[0]) > sequence:
+            return self
+        start = int(np.searchsorted(self.sequence, np.uint64(sequence), "right"))
+        return EventColumns({name: c[start:] for name, c in self.columns.items()}, self.scopes)
+
+    def until(self, sequence: int) -> EventColumns:
+        """The events with a sequence up to `sequence`."""
+        end = int(np.searchsorted(self.sequence, np.uint64(sequence), "right"))
+        if end == len(self):
+            return self
+        return EventColumns({name: c[:end] for name, c in self.columns.items()}, self.scopes)
+
+    def events(self) -> list[Event]:
+        c = self.columns
+        scopes = [*self.scopes]
+        return [Event(int(n), "" if s == REASSIGN_SCOPE else scopes[s], int(m), int(k), int(a),
+                      SOURCES[int(src)], int(q))
+                for q, n, a, s, m, k, src in zip(
+                    c["sequence"].tolist(), c["number"].tolist(), c["at"].tolist(),
+                    c["scope"].tolist(), c["mask"].tolist(), c["kind"].tolist(),
+                    c["source"].tolist(), strict=True)]
+
+
 class EventTable:
-    """The latest event per (number, scope, bit), sorted by those three: immutable columns."""
+    """What decides, among some events: the latest per (number, scope, bit), sorted by those
+    three, and the latest reassignment per number (scope REASSIGN_SCOPE, bit 0)."""
+
+    FIELDS = (("number", np.uint64), ("at", np.int64), ("scope", np.uint32), ("bit", np.uint8),
+              ("kind", np.uint8), ("source", np.uint8), ("sequence", np.uint64))
 
     def __init__(self, columns: dict[str, np.ndarray], scopes: list[str]) -> None:
         self.columns = columns
@@ -89,7 +183,22 @@ class EventTable:
 
     @classmethod
     def empty(cls) -> EventTable:
-        return cls({name: np.empty(0, dtype) for name, dtype in COLUMNS}, [])
+        return cls({name: np.empty(0, dtype) for name, dtype in cls.FIELDS}, [])
+
+    @classmethod
+    def of(cls, events: EventColumns) -> EventTable:
+        """The latest statement per key among `events` (vectorised: no object per event)."""
+        c = events.columns
+        mask = c["mask"]
+        bits = np.unpackbits(mask[:, None], axis=1, bitorder="little")  # rows x 8
+        reassign = c["kind"] == REASSIGN
+        bits[reassign] = 0
+        bits[reassign, 0] = 1  # a reassignment is one row, bit 0
+        row, bit = np.nonzero(bits)
+        cols = {"number": c["number"][row], "at": c["at"][row], "scope": c["scope"][row],
+                "bit": bit.astype(np.uint8), "kind": c["kind"][row], "source": c["source"][row],
+                "sequence": c["sequence"][row]}
+        return _latest(cols, list(events.scopes))
 
     def __len__(self) -> int:
         return len(self.number)
@@ -106,57 +215,6 @@ class EventTable:
         keep[1:] = n[1:] != n[:-1]
         return n[keep]
 
-    def fold(self, events: Iterable[Event], after_ms: int = 0) -> EventTable:
-        """This table with `events` on top (latest wins per key), keeping rows later than
-        `after_ms` only."""
-        return self.fold_records(((e.kind, e.number, e.scope, e.mask, e.at_ms, e.source)
-                                  for e in events), after_ms)
-
-    def fold_records(self, records: Iterable[Sequence[Any]], after_ms: int = 0) -> EventTable:
-        """`fold` for events as the write log holds them: (kind, number, scope, mask, at_ms,
-        source) (anning.storage.records.EventFields). Rows are made a chunk at a time, so memory
-        goes with the rows, not with Python objects for every event of the log."""
-        scopes = list(self.scopes)
-        ids = dict(self.scope_ids)
-        parts = [self.columns]
-        chunk: list[tuple[int, int, int, int, int, int]] = []
-        add = chunk.append
-        source_ids = {name: i for i, name in enumerate(SOURCES)}
-        for record in records:
-            kind, number, scope_name, mask, at_ms, source_name = record
-            if at_ms <= after_ms:
-                continue
-            source = source_ids[source_name]
-            if kind == REASSIGN:
-                add((number, at_ms, REASSIGN_SCOPE, 0, REASSIGN, source))
-            else:
-                scope = ids.get(scope_name)
-                if scope is None:
-                    scope = ids[scope_name] = len(scopes)
-                    scopes.append(scope_name)
-                if mask == 1:  # the common case: marketing only
-                    add((number, at_ms, scope, 0, kind, source))
-                else:
-                    chunk.extend((number, at_ms, scope, bit, kind, source)
-                                 for bit in range(8) if mask >> bit & 1)
-            if len(chunk) >= _CHUNK:
-                parts.append(_rows(chunk))
-                chunk.clear()
-        if chunk:
-            parts.append(_rows(chunk))
-        cols = {name: np.concatenate([p[name] for p in parts]) for name, _ in COLUMNS}
-        if after_ms:
-            later = cols["at"] > after_ms
-            cols = {name: c[later] for name, c in cols.items()}
-        return _latest(cols, scopes)
-
-    def after(self, as_of_ms: int) -> EventTable:
-        """The rows later than `as_of_ms`: what a new snapshot cut then does not know yet."""
-        if len(self) == 0 or int(self.columns["at"].min()) > as_of_ms:
-            return self
-        later = self.columns["at"] > as_of_ms
-        return _compact({name: c[later] for name, c in self.columns.items()}, self.scopes)
-
     def _rows(self, number: int) -> range:
         # The key as the column's own type: searchsorted with a Python int converts the whole
         # uint64 column first (770 us at a million rows, against 2.6 us), on every check of a
@@ -169,8 +227,10 @@ class EventTable:
 
     def _event(self, row: int, scope: str) -> Event:
         c = self.columns
-        return Event(int(c["number"][row]), scope, 1 << int(c["bit"][row]), int(c["kind"][row]),
-                     int(c["at"][row]), SOURCES[int(c["source"][row])])
+        kind = int(c["kind"][row])
+        return Event(int(c["number"][row]), scope, 0 if kind == REASSIGN else
+                     1 << int(c["bit"][row]), kind, int(c["at"][row]),
+                     SOURCES[int(c["source"][row])], int(c["sequence"][row]))
 
     def latest(self, number: int, scope: str, bit: int) -> Event | None:
         sid = self.scope_ids.get(scope)
@@ -189,6 +249,12 @@ class EventTable:
                 return self._event(row, "")
         return None
 
+    def keys_of(self, number: int) -> list[tuple[str, int]]:
+        """(scope, bit) of every key of the number that has an event."""
+        c = self.columns
+        return [(self.scopes[int(c["scope"][r])], int(c["bit"][r])) for r in self._rows(number)
+                if int(c["scope"][r]) != REASSIGN_SCOPE]
+
     def events(self) -> list[Event]:
         """Every row as an event (one category bit each): for tests and explain tools."""
         c = self.columns
@@ -196,18 +262,12 @@ class EventTable:
                             else self.scopes[int(c["scope"][r])]) for r in range(len(self))]
 
 
-def _rows(rows: list[tuple[int, int, int, int, int, int]]) -> dict[str, np.ndarray]:
-    # an E.164 number has at most 15 digits: every field fits an int64
-    block = np.array(rows, np.int64).reshape(-1, len(COLUMNS))
-    return {name: block[:, i].astype(dtype) for i, (name, dtype) in enumerate(COLUMNS)}
-
-
 def _latest(cols: dict[str, np.ndarray], scopes: list[str]) -> EventTable:
     """Sort by (number, scope, bit) and keep the winner of each key: the latest time, at a tie
-    the opt-out (kind 1 sorts after 2 once negated)."""
+    the opt-out (kind 1 sorts after 2 once negated), at a full tie the later sequence."""
     if len(cols["number"]):
-        order = np.lexsort((-cols["kind"].astype(np.int16), cols["at"], cols["bit"],
-                            cols["scope"], cols["number"]))
+        order = np.lexsort((cols["sequence"], -cols["kind"].astype(np.int16), cols["at"],
+                            cols["bit"], cols["scope"], cols["number"]))
         cols = {name: c[order] for name, c in cols.items()}
         n, s, b = cols["number"], cols["scope"], cols["bit"]
         last = np.ones(len(n), bool)
@@ -229,76 +289,3 @@ def _compact(cols: dict[str, np.ndarray], scopes: list[str]) -> EventTable:
     new_scope[is_event] = remap[scope[is_event]]
     # ids keep their order, so (number, scope, bit) stays sorted
     return EventTable({**cols, "scope": new_scope}, [scopes[i] for i in used.tolist()])
-
-
-class Overlay:
-    """The events on top of one serving snapshot: a compact table plus those taken since."""
-
-    def __init__(self, table: EventTable | None = None) -> None:
-        self.table = table if table is not None else EventTable.empty()
-        self.live: dict[tuple[int, str], dict[int, Event]] = {}
-        self.live_reassigned: dict[int, Event] = {}
-        self.numbers = NumberSet(self.table.unique_numbers())
-        self.live_count = 0
-
-    @property
-    def empty(self) -> bool:
-        return len(self.numbers) == 0
-
-    def apply_many(self, events: list[Event]) -> None:
-        """Take events (the caller holds the engine's write lock). Their numbers enter the set
-        last: a check that finds a number there finds its events too."""
-        for event in events:
-            if event.kind == REASSIGN:
-                if event.wins_over(self.live_reassigned.get(event.number)):
-                    self.live_reassigned[event.number] = event
-            else:
-                per_bit = self.live.setdefault((event.number, event.scope), {})
-                for bit in range(8):
-                    if event.mask >> bit & 1 and event.wins_over(per_bit.get(bit)):
-                        per_bit[bit] = event
-        self.live_count += len(events)
-        if events:
-            self.numbers.add_many([e.number for e in events])
-
-    def has(self, number: int) -> bool:
-        return number in self.numbers
-
-    def contains(self, numbers: np.ndarray) -> np.ndarray:
-        return self.numbers.contains(numbers)
-
-    def latest(self, number: int, scope: str, bit: int) -> Event | None:
-        """The event that decides (number, scope, bit), or None; one older than a reassignment
-        of the number does not count."""
-        per_bit = self.live.get((number, scope))
-        live = per_bit.get(bit) if per_bit else None
-        stored = self.table.latest(number, scope, bit) if len(self.table) else None
-        event = live if live is not None and live.wins_over(stored) else stored
-        if event is not None:
-            reassigned = self.reassignment(number)
-            if reassigned is not None and event.at_ms < reassigned.at_ms:
-                return None
-        return event
-
-    def reassignment(self, number: int) -> Event | None:
-        """The latest reassignment of the number since the snapshot, if any."""
-        live = self.live_reassigned.get(number)
-        stored = self.table.reassignment(number) if len(self.table) else None
-        return live if live is not None and live.wins_over(stored) else stored
-
-    def live_events(self) -> list[Event]:
-        out = list(self.live_reassigned.values())
-        for per_bit in list(self.live.values()):
-            out.extend(per_bit.values())
-        return out
-
-    def after(self, as_of_ms: int) -> Overlay:
-        """The events later than as_of, folded into one table (for a new snapshot)."""
-        live = self.live_events()
-        if not live:
-            table = self.table.after(as_of_ms)
-            return self if table is self.table else Overlay(table)
-        return Overlay(self.table.fold(live, as_of_ms))
-
-    def __len__(self) -> int:
-        return len(self.table) + self.live_count

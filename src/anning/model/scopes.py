@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from enum import IntEnum
 
 from anning._normalize import normalize_sender
@@ -20,6 +20,7 @@ __all__ = [
     "Scope",
     "category_bit",
     "category_mask",
+    "keep_categories",
     "parse_scope",
     "validate_categories",
 ]
@@ -85,6 +86,19 @@ def validate_categories(names: Iterable[str]) -> tuple[str, ...]:
         raise InvalidInput(f"categories: {list(result)!r} lacks {missing[0]!r} (every list has "
                            f"{' and '.join(REQUIRED_CATEGORIES)})")
     return result
+
+
+def keep_categories(previous: Sequence[str], wanted: Iterable[str]) -> tuple[str, ...]:
+    """The categories of a new list over a data directory whose events hold category bits in
+    `previous`'s order: that order kept, the new names after it (events are never renumbered;
+    a name of `previous` that `wanted` lacks stays, with no entries)."""
+    merged = list(previous) or list(wanted)
+    merged += [name for name in wanted if name not in merged]
+    if len(merged) > MAX_CATEGORIES:
+        raise InvalidInput(
+            f"categories: {merged!r}: the list's events already use {list(previous)!r}, in "
+            f"that order, and more than {MAX_CATEGORIES} categories do not fit")
+    return validate_categories(merged)
 
 
 def category_bit(categories: tuple[str, ...], name: object, field: str = "category") -> int:

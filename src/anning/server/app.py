@@ -332,8 +332,11 @@ def _update_gauges(engine: Engine, metrics: Metrics) -> None:
         log.warning("status for metrics failed: %r", exc)
         return
     metrics.writes_ok.set(1 if status.writes_ok else 0)
+    metrics.last_sequence.set(status.last_sequence)
     if status.ready:
         metrics.entries.set(status.entries)
         metrics.snapshot_age.set(status.age_seconds)
         metrics.events.set(status.events)
+        metrics.feed_lag.set(status.feed_lag)
+        metrics.oldest_uncovered.set(status.oldest_uncovered_age_seconds)
     metrics.log_lag.set(engine.log_lag())

@@ -21,22 +21,24 @@ __all__ = ["ROLES", "AuthInterceptor", "Tokens", "new_token", "required_role"]
 
 ROLES = ("check", "write", "admin")
 _METHOD_ROLES = {
-    "/anning.v1.Suppression/": "check",
-    "/anning.v1.OptOuts/Explain": "check",
-    "/anning.v1.OptOuts/": "write",
-    "/anning.v1.Admin/": "admin",
+    "/anning.v1.Suppression/": ("check",),
+    "/anning.v1.OptOuts/Explain": ("check",),
+    "/anning.v1.OptOuts/Changes": ("write", "admin"),  # the change feed: upstream's reading
+    "/anning.v1.OptOuts/": ("write",),
+    "/anning.v1.Admin/": ("admin",),
 }
 _OPEN = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
-def required_role(method: str) -> str | None:
-    """The role a method needs; None for the open ones (health, reflection)."""
+def required_role(method: str) -> tuple[str, ...] | None:
+    """The roles a method takes (any one of them will do); None for the open ones (health,
+    reflection)."""
     if method.startswith(_OPEN):
         return None
     for prefix in sorted(_METHOD_ROLES, key=len, reverse=True):
         if method.startswith(prefix):
             return _METHOD_ROLES[prefix]
-    return "admin"  # anything else: the strictest
+    return ("admin",)  # anything else: the strictest
 
 
 def _digest(token: str) -> str:
@@ -93,8 +95,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation: Any,
                                 details: grpc.HandlerCallDetails) -> Any:
-        role = required_role(details.method)
-        if role is None:
+        roles = required_role(details.method)
+        if roles is None:
             return await continuation(details)
         token = None
         for key, value in details.invocation_metadata or ():
@@ -111,10 +113,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             self._on_refusal(details.method, "UNAUTHENTICATED")
             return _deny_like(await continuation(details), grpc.StatusCode.UNAUTHENTICATED,
                               "authorization: unknown token")
-        if role not in granted:
+        if granted.isdisjoint(roles):
             self._on_refusal(details.method, "PERMISSION_DENIED")
+            wanted = " or ".join(repr(r) for r in roles)
             return _deny_like(await continuation(details), grpc.StatusCode.PERMISSION_DENIED,
-                              f"this token lacks the role {role!r} for {details.method}")
+                              f"this token lacks the role {wanted} for {details.method}")
         return await continuation(details)
 
 

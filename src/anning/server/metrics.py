@@ -35,6 +35,8 @@ class Metrics:
         self.errors = Counter("anning_errors_total", "Requests refused or failed, by code",
                               ["method", "code"])
         self.refusals = Counter("anning_snapshot_refusals_total", "Snapshot loads refused")
+        self.changes = Counter("anning_changes_sent_total",
+                               "Events sent to change-feed followers (OptOuts.Changes)")
         multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
         mode = {"multiprocess_mode": "max"} if multiprocess else {}
         self.entries = Gauge("anning_entries", "Entries in the serving list", **mode)
@@ -44,6 +46,13 @@ class Metrics:
         self.log_lag = Gauge("anning_write_log_lag_bytes",
                              "Write-log bytes not yet taken in by this worker", **mode)
         self.writes_ok = Gauge("anning_writes_ok", "1 while writes are accepted", **mode)
+        self.last_sequence = Gauge("anning_last_sequence",
+                                   "Sequence of the last event taken", **mode)
+        self.feed_lag = Gauge("anning_feed_lag_events", "Events upstream has not declared it "
+                              "has taken in (last sequence - the list's events_through)", **mode)
+        self.oldest_uncovered = Gauge(
+            "anning_oldest_uncovered_event_age_seconds",
+            "Age of the first event upstream has not declared it has taken in", **mode)
         self.scope_names = ("none", "sender", "entity", "global")
         # the labelled children, looked up once: a lookup is a lock and a dict per call
         self.checks_by_code = tuple(self.checks.labels(name) for name in self.scope_names)

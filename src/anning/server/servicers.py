@@ -24,10 +24,12 @@ import numpy as np
 
 from anning import __version__, _wire
 from anning._normalize import normalize_number
-from anning.engine import Engine
+from anning.engine import Engine, ServingState
+from anning.engine.export import ChangeEncoder
 from anning.errors import InvalidInput, NotReady, TooLarge
 from anning.load import LoadOptions, SnapshotRefused, parse_time
 from anning.model.events import OPT_IN, OPT_OUT, REASSIGN, Event
+from anning.model.scopes import DEFAULT_CATEGORIES
 from anning.server.metrics import Metrics
 from anning.server.status import status_of
 from anning.server.writes import WriteQueue
@@ -53,6 +55,9 @@ class Limits:
         # other call would otherwise wait behind. Under it, the hand-off costs more than it saves.
         self.inline_bytes = inline_bytes
         self.inline_events = inline_events  # a WriteBatch past it is validated in a thread
+        self.changes_batch = 4096  # events a Changes message, unless the follower asks
+        self.max_changes = 65536
+        self.changes_poll = 0.02  # seconds between looks for new events when caught up
 
 
 class CallsInFlight:
@@ -84,6 +89,15 @@ class CallsInFlight:
             if now >= deadline:
                 return False
             await asyncio.sleep(min(0.02, deadline - now))
+
+
+async def _abort(context: Context, metrics: Metrics, name: str, exc: Exception) -> None:
+    mapped = status_of(exc)
+    if mapped is None:
+        log.error("%s failed: %r", name, exc)
+        mapped = (grpc.StatusCode.INTERNAL, f"{name} failed: {exc}")
+    metrics.errors.labels(name, mapped[0].name).inc()
+    await context.abort(*mapped)
 
 
 def _rpc(name: str) -> Callable[..., Any]:
@@ -124,7 +138,7 @@ class Suppression(_Base):
     def __init__(self, engine: Engine, metrics: Metrics, limits: Limits,
                  calls: CallsInFlight) -> None:
         super().__init__(engine, metrics, limits, calls)
-        self._codec: tuple[Any, _wire.BatchCodec] | None = None
+        self._codec: tuple[tuple[Any, int], _wire.BatchCodec] | None = None
 
     @_rpc("Check")
     async def Check(self, request: pb.CheckRequest, context: Context) -> pb.CheckResponse:
@@ -142,31 +156,21 @@ class Suppression(_Base):
         engine = self.engine
         state = engine.serving()  # one list for the whole batch: its sender ids are this one's
         index = state.index
-        codec = self._codec_for(index)
+        codec = self._codec_for(state)
         ids, numbers, bits, errors = codec.decode(request, self.limits.max_batch)
         if errors:  # bad items get a stand-in number and their error; the rest are checked
             bad = np.fromiter(errors, np.int64, len(errors))
             numbers[bad] = 8613800000000
             ids[bad] = 0xFFFFFFFF
-        senders: list[str] = []
-
-        def sender_of(i: int) -> str:  # only for unknown senders with real-time events
-            if not senders:
-                senders.extend(c.sender for c in pb.CheckBatchRequest.FromString(request).checks)
-            return senders[i]
-
         first = int(bits[0]) if len(bits) else 0
         if not (bits != first).any():  # one category, the common case: no splitting
-            codes = engine.check_ids(ids, numbers, index.categories[first], sender_of, state)
+            codes = engine.check_ids(ids, numbers, index.categories[first], state)
         else:
             codes = np.zeros(len(numbers), np.uint8)
             for bit in np.unique(bits):
                 where = np.flatnonzero(bits == bit)
-                def sender_in(j: int, where: np.ndarray = where) -> str:
-                    return sender_of(int(where[j]))
-
                 codes[where] = engine.check_ids(ids[where], numbers[where],
-                                                index.categories[bit], sender_in, state)
+                                                index.categories[bit], state)
         if errors:
             codes[bad] = 0
         self._count(codes)
@@ -178,13 +182,18 @@ class Suppression(_Base):
             if n:
                 self.metrics.checks_by_code[code].inc(n)
 
-    def _codec_for(self, index: Any) -> _wire.BatchCodec:
+    def _codec_for(self, state: ServingState) -> _wire.BatchCodec:
+        """The codec of this serving pair: it caches each sender's id by its raw bytes, so a
+        new one is made for a new pair, or when events brought senders the list does not know
+        (they get ids of their own)."""
+        key = (state.overlay, len(state.overlay.extra_senders))
         cached = self._codec
-        if cached is not None and cached[0] is index:
+        if cached is not None and cached[0] == key:
             return cached[1]
-        codec = _wire.BatchCodec(index._sender_id, index.category_bit, normalize_number,
-                                 0, index.default_country)
-        self._codec = (index, codec)
+        index = state.index
+        codec = _wire.BatchCodec(state.sender_id, index.category_bit, normalize_number,
+                                 index.category_bit(""), index.default_country)
+        self._codec = (key, codec)
         return codec
 
     @_rpc("CheckColumns")
@@ -207,10 +216,9 @@ class Suppression(_Base):
             raise InvalidInput(f"sender_index: {int(which.max())} is past the "
                                f"{len(request.senders)} senders")
         state = self.engine.serving()  # one list: its sender ids are this one's
-        ids = state.index.sender_ids(request.senders)[which] if len(which) else \
+        ids = state.sender_ids(list(request.senders))[which] if len(which) else \
             np.empty(0, np.uint32)
-        codes = self.engine.check_ids(ids, numbers, request.category,
-                                      lambda i: request.senders[int(which[i])], state)
+        codes = self.engine.check_ids(ids, numbers, request.category, state)
         self._count(codes)
         return pb.CheckColumnsResponse(scopes=codes.tobytes())
 
@@ -304,6 +312,39 @@ class OptOuts(_Base):
         return pb.ReplyResult(recognised=outcome.recognised, action=outcome.action,
                               scope=outcome.scope, keyword=outcome.keyword, ack=ack)
 
+    async def Changes(self, request: pb.ChangesRequest,
+                      context: Context) -> AsyncIterator[bytes]:
+        """The change feed: the events after `since` in order, several a message, each once;
+        then, unless `until` is set, the new ones as they come. With `until`, the stream ends
+        once every event up to it that there is has gone out."""
+        batch = min(request.max_batch or self.limits.changes_batch, self.limits.max_changes)
+        until = request.until or None
+        try:
+            feed = self.engine.feed(request.since)
+            encoder = ChangeEncoder(self.engine.index.categories if self.engine.ready
+                                    else DEFAULT_CATEGORIES)
+        except Exception as exc:  # never a traceback for a bad request
+            await _abort(context, self.metrics, "Changes", exc)
+            return
+        try:
+            while True:
+                events = await asyncio.to_thread(feed.read, batch)
+                if until is not None:
+                    events = events.until(until)
+                if len(events):
+                    self.metrics.changes.inc(len(events))
+                    yield encoder.encode(events)
+                    if until is not None and int(events.sequence[-1]) >= until:
+                        return
+                    continue
+                if until is not None:  # caught up with what there is
+                    return
+                await asyncio.sleep(self.limits.changes_poll)
+        except Exception as exc:
+            await _abort(context, self.metrics, "Changes", exc)
+        finally:
+            feed.close()
+
     @_rpc("Explain")
     async def Explain(self, request: pb.CheckRequest, context: Context) -> pb.Explanation:
         why = self.engine.explain(request.sender, request.number, request.category)
@@ -335,6 +376,8 @@ class Admin(_Base):
             rejects=request.rejects or None,
             max_reject_ratio=request.max_reject_ratio or 0.001,
             allow_shrink=request.allow_shrink,
+            events_through=request.events_through if request.HasField("events_through")
+            else None,
         )
         try:
             # seconds to minutes of parsing and building: checks go on meanwhile
@@ -349,6 +392,7 @@ class Admin(_Base):
             entries_before=report.entries_before or 0, entries_after=report.entries_after or 0,
             as_of=report.as_of or "", seconds=report.seconds,
             rejects_file=report.rejects_file or "", refused=report.refused or "",
+            events_through=report.events_through, events_folded=report.events_folded,
         )
 
     @_rpc("Status")
@@ -359,7 +403,9 @@ class Admin(_Base):
             ready=s.ready, entries=s.entries, senders=s.senders, bytes=s.bytes,
             snapshot_as_of=s.as_of or "", snapshot_age_seconds=s.age_seconds, events=s.events,
             writes_ok=s.writes_ok, writes_error=s.writes_error, last_refusal=s.last_refusal,
-            workers=self.workers, version=__version__,
+            workers=self.workers, version=__version__, last_sequence=s.last_sequence,
+            events_through=s.events_through, folded_through=s.folded_through,
+            feed_lag=s.feed_lag, oldest_uncovered_age_seconds=s.oldest_uncovered_age_seconds,
         )
 
 
@@ -399,6 +445,9 @@ def build_handlers(engine: Engine, metrics: Metrics, limits: Limits, calls: Call
             "Reassign": unary(opt_outs.Reassign, pb.ReassignRequest, pb.WriteAck),
             "WriteBatch": unary(opt_outs.WriteBatch, pb.WriteBatchRequest, pb.WriteBatchAck),
             "Explain": unary(opt_outs.Explain, pb.CheckRequest, pb.Explanation),
+            "Changes": grpc.unary_stream_rpc_method_handler(
+                opt_outs.Changes, request_deserializer=pb.ChangesRequest.FromString,
+                response_serializer=_identity),
         },
         "anning.v1.Admin": {
             "LoadSnapshot": unary(admin.LoadSnapshot, pb.LoadSnapshotRequest, pb.LoadReport),

@@ -1,10 +1,19 @@
-"""The events checkpoint: the write log folded into one binary file, so the log can be retired.
+"""The events checkpoint: sealed segments of the write log folded into one file, so that they can
+be retired.
+
+It keeps every event as taken (not only the latest per key): anning is the system of record for
+its events until upstream has them (SPEC §4), so the checkpoint holds each event with a sequence
+past the serving snapshot's watermark, for the change feed and for the next load to fold in.
 
 Layout (little-endian): a 4096-byte header (magic, format version, header CRC, the length of a
-JSON meta block that follows in the header: rows, the last log segment folded in, the scope
-names, and per column its offset, length and CRC-32), then the columns of an EventTable, each
-at a 4096-byte boundary. Every byte is checked before any is used; the file is written whole
-through a temporary file, fsync, rename and directory fsync, and mapped read-only to load.
+JSON meta block that follows in the header: rows, the last log segment folded in, the last
+sequence held, the watermark, the scope names, and per column its offset, length and CRC-32),
+then the columns of the events (anning.model.events.EventColumns), each at a 4096-byte boundary.
+Every byte is checked before any is used; the file is written whole through FileIO's atomic
+replace, and mapped read-only to load.
+
+Version 1 (earlier) held only the latest event per key, without sequences: read, its events
+are given sequences 1..n in the order of their times.
 """
 
 from __future__ import annotations
@@ -17,28 +26,36 @@ import zlib
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from anning.errors import CorruptCheckpoint
-from anning.model.events import COLUMNS, EventTable
+from anning.model.events import REASSIGN, EventColumns
 from anning.storage.fileio import OS_IO, FileIO
 from anning.storage.layout import sweep_temporaries
 
 __all__ = ["Checkpoint", "read_checkpoint", "write_checkpoint"]
 
 MAGIC = b"ANNINGEV"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 PAGE = 4096
 _HEADER = struct.Struct("<8sIII")  # magic, version, header CRC, meta length
 _CRC_OFFSET = 12
+_V1_COLUMNS = (("number", np.uint64), ("at", np.int64), ("scope", np.uint32),
+               ("bit", np.uint8), ("kind", np.uint8), ("source", np.uint8))
 
 
 @dataclass(frozen=True)
 class Checkpoint:
-    table: EventTable
+    events: EventColumns  # sequence order
     covers: int  # the last log segment folded in (0: none)
-    as_of_ms: int  # events not later than this were left out (the snapshot's as_of then)
+    last_sequence: int  # of the last event folded in (0: none ever)
+    watermark: int  # events up to this sequence were left out (upstream has them)
+
+    @classmethod
+    def empty(cls) -> Checkpoint:
+        return cls(EventColumns.empty(), 0, 0, 0)
 
 
 def _align(n: int) -> int:
@@ -47,27 +64,27 @@ def _align(n: int) -> int:
 
 def write_checkpoint(path: str | PathLike[str], checkpoint: Checkpoint,
                      io: FileIO = OS_IO) -> None:
-    table = checkpoint.table
+    events = checkpoint.events
     sweep_temporaries(os.path.dirname(os.fspath(path)) or ".")  # a killed writer's leftovers
     chunks: list[bytes] = []
     columns = {}
     offset = PAGE
-    for name, dtype in COLUMNS:
-        data = np.ascontiguousarray(table.columns[name], dtype).tobytes()
+    for name, dtype in EventColumns.FIELDS:
+        data = np.ascontiguousarray(events.columns[name], dtype).tobytes()
         padded = data + bytes(_align(len(data)) - len(data))
         columns[name] = [offset, len(data), zlib.crc32(padded)]
         chunks.append(padded)
         offset += len(padded)
-    meta = json.dumps({"rows": len(table), "covers": checkpoint.covers,
-                       "as_of_ms": checkpoint.as_of_ms, "scopes": table.scopes,
+    meta = json.dumps({"rows": len(events), "covers": checkpoint.covers,
+                       "last_sequence": checkpoint.last_sequence,
+                       "watermark": checkpoint.watermark, "scopes": events.scopes,
                        "columns": columns, "size": offset}, ensure_ascii=False).encode()
     if _HEADER.size + len(meta) > PAGE:
         # many scope names: the meta block moves past the columns, the header points at it
         meta_at = offset
         chunks.append(meta)
-        pointer = json.dumps({"meta_at": meta_at, "meta_length": len(meta),
-                              "meta_crc": zlib.crc32(meta)}).encode()
-        header_meta = pointer
+        header_meta = json.dumps({"meta_at": meta_at, "meta_length": len(meta),
+                                  "meta_crc": zlib.crc32(meta)}).encode()
     else:
         header_meta = meta
     header = bytearray(PAGE)
@@ -80,22 +97,32 @@ def write_checkpoint(path: str | PathLike[str], checkpoint: Checkpoint,
 def read_checkpoint(path: str | PathLike[str]) -> Checkpoint:
     """Map and check a checkpoint; CorruptCheckpoint names the file and what is wrong."""
     path = Path(path)
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size < PAGE:
-            raise CorruptCheckpoint(path, f"{size} bytes, shorter than a checkpoint header")
-        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < PAGE:
+                raise CorruptCheckpoint(path, f"{size} bytes, shorter than a checkpoint header")
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except OSError as exc:
+        raise CorruptCheckpoint(path, f"cannot be read: {exc.strerror or exc}") from exc
+    try:
+        return _read_mapped(path, mm, size)
+    except (ValueError, KeyError, TypeError, IndexError) as exc:
+        raise CorruptCheckpoint(path, f"inconsistent contents: {exc!r}") from None
+
+
+def _read_mapped(path: Path, mm: mmap.mmap, size: int) -> Checkpoint:
     header = bytearray(mm[:PAGE])
     magic, version, crc, meta_length = _HEADER.unpack_from(header)
     if magic != MAGIC:
         raise CorruptCheckpoint(path, f"not an anning events checkpoint (magic {magic!r})")
-    if version != FORMAT_VERSION:
-        raise CorruptCheckpoint(path, f"checkpoint format {version}, this build reads "
-                              f"{FORMAT_VERSION}")
+    if version not in (1, FORMAT_VERSION):
+        raise CorruptCheckpoint(path, f"checkpoint format {version}, this build reads 1 and "
+                                f"{FORMAT_VERSION}")
     struct.pack_into("<I", header, _CRC_OFFSET, 0)
     if zlib.crc32(header) != crc or meta_length > PAGE - _HEADER.size:
         raise CorruptCheckpoint(path, "checkpoint header checksum mismatch")
-    meta = json.loads(bytes(header[_HEADER.size:_HEADER.size + meta_length]))
+    meta: dict[str, Any] = json.loads(bytes(header[_HEADER.size:_HEADER.size + meta_length]))
     if "meta_at" in meta:
         at, length = meta["meta_at"], meta["meta_length"]
         block = mm[at:at + length]
@@ -104,30 +131,50 @@ def read_checkpoint(path: str | PathLike[str]) -> Checkpoint:
         meta = json.loads(block)
     if meta["size"] > size:
         raise CorruptCheckpoint(path, f"truncated ({size} bytes of {meta['size']})")
+    fields = EventColumns.FIELDS if version == FORMAT_VERSION else _V1_COLUMNS
     columns = {}
-    for name, dtype in COLUMNS:
-        offset, length, crc = meta["columns"][name]
+    for name, dtype in fields:
+        offset, length, column_crc = meta["columns"][name]
         padded = memoryview(mm)[offset:offset + _align(length)]
-        if zlib.crc32(padded) != crc:
+        if zlib.crc32(padded) != column_crc:
             raise CorruptCheckpoint(path, f"checkpoint column {name!r} at offset {offset} "
-                                  "fails its checksum")
+                                    "fails its checksum")
         column = np.frombuffer(mm, dtype, length // np.dtype(dtype).itemsize, offset)
         if len(column) != meta["rows"]:
             raise CorruptCheckpoint(path, f"column {name!r} has {len(column)} rows of "
-                                  f"{meta['rows']}")
+                                    f"{meta['rows']}")
         columns[name] = column
-    table = EventTable(columns, list(meta["scopes"]))
-    _check_sorted(path, table)
-    return Checkpoint(table, int(meta["covers"]), int(meta["as_of_ms"]))
+    scopes = [str(s) for s in meta["scopes"]]
+    if version == 1:
+        return _from_version_1(columns, scopes, int(meta["covers"]))
+    events = EventColumns(columns, scopes)
+    _check(path, events)
+    return Checkpoint(events, int(meta["covers"]), int(meta["last_sequence"]),
+                      int(meta["watermark"]))
 
 
-def _check_sorted(path: Path, table: EventTable) -> None:
-    """The lookups search the number column: it must be sorted, scope ids in range."""
-    n = table.number
-    if len(n) > 1 and bool(np.any(n[1:] < n[:-1])):
-        raise CorruptCheckpoint(path, "checkpoint rows are not sorted by number")
-    scope = table.columns["scope"]
-    real = scope[scope != 0xFFFFFFFF]
-    if len(real) and int(real.max()) >= len(table.scopes):
-        raise CorruptCheckpoint(path, f"a checkpoint row names scope {int(real.max())} of "
-                              f"{len(table.scopes)}")
+def _check(path: Path, events: EventColumns) -> None:
+    """The lookups search the sequence column and index the scopes: sorted, in range."""
+    q = events.sequence
+    if len(q) > 1 and bool(np.any(q[1:] <= q[:-1])):
+        raise CorruptCheckpoint(path, "checkpoint events are not in sequence order")
+    scope = events.columns["scope"]
+    real = scope[events.columns["kind"] != REASSIGN]
+    if len(real) and int(real.max()) >= len(events.scopes):
+        raise CorruptCheckpoint(path, f"an event names scope {int(real.max())} of "
+                                f"{len(events.scopes)}")
+
+
+def _from_version_1(columns: dict[str, np.ndarray], scopes: list[str],
+                    covers: int) -> Checkpoint:
+    """A checkpoint of an earlier version: its latest event per key, as events in time order
+    with sequences 1..n."""
+    order = np.argsort(columns["at"], kind="stable")
+    n = len(order)
+    kind = columns["kind"][order]
+    mask = np.where(kind == REASSIGN, 0, np.left_shift(1, columns["bit"][order])).astype(np.uint8)
+    events = EventColumns({
+        "sequence": np.arange(1, n + 1, dtype=np.uint64), "number": columns["number"][order],
+        "at": columns["at"][order], "scope": columns["scope"][order], "mask": mask,
+        "kind": kind, "source": columns["source"][order]}, scopes)
+    return Checkpoint(events, covers, n, 0)

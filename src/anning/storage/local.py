@@ -1,10 +1,10 @@
-"""The events of one data directory: its write log, its checkpoint, and taking them up.
+"""The events of one data directory: its write log and its checkpoint, as an EventSource.
 
-The local `EventSource`: a write is one record of the write log (anning.storage.wal), durable
-before it is acknowledged; every worker process tails the log for the others' records. Once the
-log holds enough, a checkpoint folds its sealed segments into `events.ckpt` (the latest event
-per key) and retires them; a process whose reader meets a retired segment, or that sees a new
-checkpoint file, takes the checkpoint up with the log after it.
+A write is one record of the write log (anning.storage.wal), durable before it is acknowledged,
+its events stamped with the directory's next sequences; every worker process tails the log for
+the others' records. Once the log holds enough, a checkpoint folds its sealed segments into
+`events.ckpt` - every event past the watermark of the snapshot on disk, as taken - and retires
+them. A process whose reader meets a retired segment catches up from the checkpoint.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from anning.model.events import Event, EventTable
+import numpy as np
+
+from anning.model.events import Event, EventColumns
 from anning.storage import records
 from anning.storage.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from anning.storage.fileio import OS_IO, FileIO
@@ -24,9 +26,10 @@ from anning.storage.layout import DataDir
 from anning.storage.recovery import replay
 from anning.storage.source import CheckpointReport, Update
 from anning.storage.wal import EventLog, LogPosition
-from anning.storage.wal.segments import Segment, scan
+from anning.storage.wal.reader import LogReader
+from anning.storage.wal.segments import OwnWrites, Segment, list_segments, scan
 
-__all__ = ["LocalEventLog"]
+__all__ = ["LocalEventLog", "LocalFeed", "file_identity", "read_events"]
 
 log = logging.getLogger("anning.storage")
 FileIdentity = tuple[int, int, int]
@@ -41,6 +44,76 @@ def file_identity(path: Path) -> FileIdentity | None:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
+def read_events(data: DataDir, after: int = 0, io: FileIO = OS_IO) -> EventColumns:
+    """Every event on disk with a sequence past `after` (the checkpoint's and the log's), in
+    sequence order, reading whole records only: safe beside running servers and writers."""
+    return _read_positioned(data, after, io)[0]
+
+
+def _read_positioned(data: DataDir, after: int,
+                     io: FileIO) -> tuple[EventColumns, tuple[int, int, int]]:
+    """`read_events`, and where the log's reading ended: (segment, offset, next sequence)."""
+    while True:
+        identity = file_identity(data.checkpoint)
+        checkpoint = read_checkpoint(data.checkpoint) if identity is not None else \
+            Checkpoint.empty()
+        sequences: list[int] = []
+        fields: list[records.EventFields] = []
+        next_sequence = checkpoint.last_sequence + 1
+        position = (checkpoint.covers + 1, 0, next_sequence)
+        for number in [n for n in list_segments(io, data.path) if n > checkpoint.covers]:
+            segment = Segment(io, data.path, number, create=False)
+            if segment.fd < 0:
+                continue
+            found = scan(io, segment, 0, final=False, next_sequence=next_sequence)
+            sequences += found.sequences
+            fields += found.events
+            next_sequence = found.next_sequence or next_sequence
+            position = (number, found.end, next_sequence)
+        if file_identity(data.checkpoint) == identity:
+            break  # else a checkpoint meanwhile may have retired what was to be read
+    logged = records.columns_of(sequences, fields)
+    return EventColumns.concat([checkpoint.events.after(after), logged.after(after)]), position
+
+
+class LocalFeed:
+    """Every event of a data directory past a sequence, in order, each once: first what the
+    checkpoint and the log hold, then what is appended, as it comes (the change feed)."""
+
+    def __init__(self, data: DataDir, after: int, io: FileIO = OS_IO) -> None:
+        self.data = data
+        self.io = io
+        self.sent = after  # the last sequence handed out
+        self._reader: LogReader | None = None
+        self._pending = EventColumns.empty()
+
+    def read(self, max_events: int) -> EventColumns:
+        """Up to `max_events` events past those read before (none: nothing new yet)."""
+        if not len(self._pending):
+            if self._reader is None or self._reader.behind:
+                events, (segment, offset, following) = _read_positioned(self.data, self.sent,
+                                                                         self.io)
+                self._reader = None
+                if self.data.segment(segment).exists():  # (a reader never makes a segment)
+                    self._reader = LogReader(self.data.path, self.io, OwnWrites(), segment,
+                                             offset, following)
+            else:
+                events = self._reader.tail_columns().after(self.sent)
+            self._pending = events
+        out = self._pending
+        if len(out) > max_events:
+            out = out.take(np.arange(max_events))
+            self._pending = self._pending.take(np.arange(max_events, len(self._pending)))
+        else:
+            self._pending = EventColumns.empty()
+        if len(out):
+            self.sent = int(out.sequence[-1])
+        return out
+
+    def close(self) -> None:
+        self._reader = None
+
+
 class LocalEventLog:
     """The write log and checkpoint of one data directory, as an EventSource."""
 
@@ -50,7 +123,7 @@ class LocalEventLog:
         self.io = io
         data.path.mkdir(parents=True, exist_ok=True)
         self.log = EventLog(data.path, io, at)
-        self.checkpoint_id = checkpoint_id  # the checkpoint file whose events are held
+        self.checkpoint_id = checkpoint_id  # the checkpoint file last read
         self._checkpoint_lock = threading.Lock()
 
     # -- the EventSource -----------------------------------------------------------------------
@@ -60,101 +133,103 @@ class LocalEventLog:
 
     @property
     def last_sequence(self) -> int:
-        segment = self.log.writer.segment
-        return (segment.number << 40) | segment.synced
+        """Of the last event this process wrote or read (0: none)."""
+        return max(self.log.writer.segment.next_sequence, self.log.reader.next_sequence, 1) - 1
 
     def append(self, writes: Sequence[Sequence[Event]]) -> list[int]:
+        """Each write's events durable, one record a write; the sequence of each one's last."""
         framed = [records.encode_events(events) for events in writes]
-        end = self.log.append(framed)
-        # one write(): the records lie back to back in one segment, so each one's sequence
-        # (segment, end offset) is the next one's less that one's bytes
-        sequences = []
-        for record in reversed(framed):
-            sequences.append(end)
-            end -= len(record)
-        return sequences[::-1]
+        counts = [len(events) for events in writes]
+        firsts = self.log.append(framed, counts)
+        return [first + count - 1 for first, count in zip(firsts, counts, strict=True)]
 
-    def recover(self, after_ms: int) -> EventTable:
-        """The checkpoint and every record after it (a torn tail cut, a missing seal written),
-        folded; the reader goes on from the end."""
-        return self._read(after_ms, repair=True)
-
-    def poll(self) -> Update:
-        """The records others appended; `reload` when a checkpoint retired segments under the
-        reader (what they held is in the checkpoint, which must be served before any answer)."""
-        if self.log.behind:
-            return Update([], reload=True)
-        taken = [records.event_of(fields) for fields in self.log.tail()]
-        return Update(taken, reload=self.log.behind)
-
-    def poll_blocked(self) -> bool:
-        return self.log.behind
-
-    def reload_due(self) -> bool:
-        """A checkpoint file this process has not taken up, or segments retired under it."""
-        return self.log.behind or file_identity(self.data.checkpoint) != self.checkpoint_id
-
-    def reload(self, after_ms: int) -> EventTable:
-        """The checkpoint and the log after it (no repair: that is the owner's)."""
-        return self._read(after_ms, repair=False)
-
-    def _read(self, after_ms: int, repair: bool) -> EventTable:
+    def recover(self) -> EventColumns:
+        """Every event on disk (the checkpoint's, then the log's after it, a torn tail cut, a
+        missing seal or header written); the reader goes on from the end."""
         path = self.data.checkpoint
         while True:
             identity = file_identity(path)
-            checkpoint = read_checkpoint(path) if identity is not None else \
-                Checkpoint(EventTable.empty(), 0, 0)
-            events = replay(self.log, checkpoint.covers) if repair else \
-                self._read_after(checkpoint.covers)
+            checkpoint = read_checkpoint(path) if identity is not None else Checkpoint.empty()
+            logged = replay(self.log, checkpoint.covers, checkpoint.last_sequence + 1)
             if file_identity(path) == identity:
                 break
             # another process checkpointed meanwhile and may have retired what we were to read
-        if repair and checkpoint.covers and self.log.segments()[0] <= checkpoint.covers:
+        if checkpoint.covers and self.log.segments()[0] <= checkpoint.covers:
             self.log.retire(checkpoint.covers)  # a checkpoint that crashed before retiring
         self.checkpoint_id = identity
-        return checkpoint.table.fold_records(events, after_ms) if events else \
-            checkpoint.table.after(after_ms)
+        return EventColumns.concat([checkpoint.events, logged])
 
-    def _read_after(self, covers: int) -> list[records.EventFields]:
-        """The events of every segment after `covers`, reading each to its end; the reader goes
-        on from there. Under the reader's lock (its tail must not run meanwhile) and the
-        writer's (no write of ours is half marked as our own meanwhile)."""
+    def poll(self) -> Update:
+        """The events others appended since the last poll; `behind` when a checkpoint retired
+        segments under the reader (what they held must be caught up from it first)."""
+        if self.log.behind:
+            return Update([], behind=True)
+        taken = self.log.tail()
+        return Update(taken, behind=self.log.behind)
+
+    def behind(self) -> bool:
+        return self.log.behind
+
+    def catch_up(self) -> EventColumns:
+        """After a poll said `behind`: the events from the reader's position on, from the
+        checkpoint and the segments after it (own writes among them too); the reader goes on
+        from the end."""
         reader = self.log.reader
         with reader.lock, self.log.writer.lock:
-            out: list[records.EventFields] = []
-            segment: Segment | None = None
-            end = 0
-            for number in [n for n in self.log.segments() if n > covers]:
-                candidate = Segment(self.io, self.data.path, number, create=False)
-                if candidate.fd < 0:
-                    continue
-                found = scan(self.io, candidate, 0, final=False, own=None)
-                # a seal ends a segment; past it only seals may follow
-                out.extend(found.events)
-                segment, end = candidate, found.end
-            if segment is None:  # nothing after the checkpoint yet: the writer's segment
-                segment = self.log.writer.segment
-                end = self.io.size(segment.fd)
-            reader.move_to(segment, end)
+            while True:
+                identity = file_identity(self.data.checkpoint)
+                checkpoint = read_checkpoint(self.data.checkpoint) if identity is not None \
+                    else Checkpoint.empty()
+                sequences: list[int] = []
+                fields: list[records.EventFields] = []
+                next_sequence = checkpoint.last_sequence + 1
+                segment, end = self.log.writer.segment, 0
+                for number in [n for n in self.log.segments() if n > checkpoint.covers]:
+                    candidate = Segment(self.io, self.data.path, number, create=False)
+                    if candidate.fd < 0:
+                        continue
+                    found = scan(self.io, candidate, 0, final=False,
+                                 next_sequence=next_sequence)
+                    sequences += found.sequences
+                    fields += found.events
+                    next_sequence = found.next_sequence or next_sequence
+                    segment, end = candidate, found.end
+                if file_identity(self.data.checkpoint) == identity:
+                    break
+            start = max(reader.next_sequence, 1) - 1
+            reader.move_to(segment, end, next_sequence)
             self.log.own.clear()
-            return out
+            self.checkpoint_id = identity
+        return EventColumns.concat([checkpoint.events.after(start),
+                                    records.columns_of(sequences, fields).after(start)])
 
-    def checkpoint(self, after_ms: int, min_bytes: int = 0) -> CheckpointReport | None:
-        """Fold the sealed log into the checkpoint and retire the folded segments. Runs beside
-        checks and writes, taking only what the sealed segments and the old checkpoint hold.
-        One process at a time (a lock file)."""
+    def events_after(self, sequence: int) -> EventColumns:
+        return read_events(self.data, sequence, self.io)
+
+    def feed(self, after: int) -> LocalFeed:
+        return LocalFeed(self.data, after, self.io)
+
+    def checkpoint(self, watermark: int, min_bytes: int = 0) -> CheckpointReport | None:
+        """Fold the sealed log into the checkpoint (the events past `watermark`) and retire the
+        folded segments. Runs beside checks and writes, taking only what the sealed segments
+        and the old checkpoint hold. One process at a time (a lock file); None when another is
+        at it or the log is smaller than `min_bytes`."""
         with self._checkpoint_lock, self.data.lock("checkpoint") as mine:
             if not mine or self.log.size() < max(min_bytes, 1):
                 return None
             started = time.monotonic()
             path = self.data.checkpoint
             sealed = self.log.rotate()
-            old = read_checkpoint(path) if path.exists() else \
-                Checkpoint(EventTable.empty(), 0, 0)
-            table = old.table.fold_records(self.log.records(old.covers + 1, sealed), after_ms)
-            write_checkpoint(path, Checkpoint(table, sealed, after_ms), self.io)
+            old = read_checkpoint(path) if path.exists() else Checkpoint.empty()
+            folded = self.log.records(old.covers + 1, sealed, old.last_sequence + 1)
+            last = int(folded.sequence[-1]) if len(folded) else old.last_sequence
+            events = EventColumns.concat([old.events.after(watermark),
+                                          folded.after(watermark)])
+            write_checkpoint(path, Checkpoint(events, sealed, last, max(watermark,
+                                                                        old.watermark)),
+                             self.io)
             retired = self.log.retire(sealed)
-        return CheckpointReport(rows=len(table), covers=sealed, retired_bytes=retired,
+        return CheckpointReport(rows=len(events), covers=sealed, retired_bytes=retired,
                                 seconds=time.monotonic() - started)
 
     def lag(self) -> int:

@@ -3,13 +3,21 @@
 A record on disk is a frame `length u32 | crc32 u32 | payload` (little-endian) whose payload is
 one msgpack array led by its format version:
 
-    [0, next_segment]                                     a seal: the segment ends here
-    [1, kind, number, scope, mask, at_ms, source]         one event
-    [2, [[kind, number, scope, mask, at_ms, source], ...]] the events of one write, all or none
+    [4, first_sequence]                                   a segment's first record: the sequence
+                                                          its first event will have
+    [3, first_sequence, [[kind, number, scope, mask, at_ms, source], ...]]
+                                                          the events of one write, all or none;
+                                                          the i-th has sequence first + i
+    [0, next_segment, next_sequence]                      a seal: the segment ends here
 
-`kind` is 1 opt-out, 2 opt-in, 3 reassignment (scope "" and mask 0); `number` the E.164 digits;
-`scope` a canonical key (a sender, `entity:NAME` or `*`); `mask` the category bits in the
-serving list's order; `at_ms` Unix milliseconds; `source` one of anning.model.scopes.SOURCES.
+and, written by earlier versions and still read: [0, next_segment] (a seal), [1, kind, number,
+scope, mask, at_ms, source] (one event) and [2, [[...], ...]] (a write), whose events take the
+next sequences in log order. `kind` is 1 opt-out, 2 opt-in, 3 reassignment (scope "" and mask
+0); `number` the E.164 digits; `scope` a canonical key (a sender, `entity:NAME` or `*`); `mask`
+the category bits in the data directory's category order; `at_ms` Unix milliseconds; `source`
+one of anning.model.scopes.SOURCES. A write's sequence is stamped under the segment's lock
+(`stamp`: eight bytes of the payload and the CRC), so the records are encoded before it.
+
 A reader meets a version it does not know as corruption: it never guesses.
 """
 
@@ -18,33 +26,66 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
+import numpy as np
 
-from anning.model.events import Event
+from anning.model.events import REASSIGN, REASSIGN_SCOPE, Event, EventColumns
+from anning.model.scopes import SOURCES
 
 __all__ = [
     "FRAME",
     "MAX_RECORD",
     "EventFields",
+    "Header",
     "RecordError",
+    "Seal",
+    "Write",
+    "columns_of",
     "decode",
     "encode_events",
+    "encode_header",
     "encode_seal",
     "event_of",
     "fields_of",
     "frame",
+    "stamp",
 ]
 
 FRAME = struct.Struct("<II")  # payload length, CRC-32 of the payload
 MAX_RECORD = 64 << 20  # the largest gRPC message: a WriteBatch is one record
-SEAL, EVENT, BATCH = 0, 1, 2
+SEAL, EVENT, BATCH, WRITE, HEADER = 0, 1, 2, 3, 4
+_SOURCE_IDS = {name: i for i, name in enumerate(SOURCES)}
 EventFields = tuple[int, int, str, int, int, str]  # kind, number, scope, mask, at_ms, source
+# A write's payload starts 0x93 (an array of 3), 0x03 (version 3), 0xcf (a uint64 follows):
+# its first sequence sits at these bytes of the payload, big-endian.
+_SEQUENCE_AT = 3
+_SEQUENCE = struct.Struct(">Q")
 
 
 class RecordError(ValueError):
     """A payload that is no record of a version this build reads."""
+
+
+@dataclass(frozen=True)
+class Seal:
+    next_segment: int
+    next_sequence: int  # 0: a seal of an earlier version, which did not say
+
+
+@dataclass(frozen=True)
+class Header:
+    first_sequence: int
+
+
+@dataclass(frozen=True)
+class Write:
+    """The events of one record; `first_sequence` 0 for a record of an earlier version."""
+
+    first_sequence: int
+    events: list[EventFields]
 
 
 def frame(payload: bytes) -> bytes:
@@ -59,36 +100,67 @@ def fields_of(event: Event) -> EventFields:
     return (event.kind, event.number, event.scope, event.mask, event.at_ms, event.source)
 
 
-def event_of(fields: Sequence[Any]) -> Event:
+def event_of(fields: Sequence[Any], sequence: int = 0) -> Event:
     kind, number, scope, mask, at_ms, source = fields
-    return Event(number, scope, mask, kind, at_ms, source)
+    return Event(number, scope, mask, kind, at_ms, source, sequence)
 
 
 def encode_events(events: Sequence[Event]) -> bytes:
-    """One framed record of a write: after a crash all of it is there or none of it."""
-    if len(events) == 1:
-        return _pack((EVENT, *fields_of(events[0])))
-    return _pack((BATCH, [list(fields_of(e)) for e in events]))
+    """One framed record of a write, its sequence still to be stamped."""
+    body = msgpack.packb([list(fields_of(e)) for e in events], use_bin_type=True)
+    return frame(b"\x93\x03\xcf" + bytes(8) + body)
 
 
-def encode_seal(next_segment: int) -> bytes:
-    return _pack((SEAL, next_segment))
+def stamp(record: bytes, first_sequence: int) -> bytes:
+    """The record of a write with the sequence of its first event, its CRC made anew."""
+    payload = bytearray(record[FRAME.size:])
+    _SEQUENCE.pack_into(payload, _SEQUENCE_AT, first_sequence)
+    return FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
-def decode(value: Any) -> int | list[EventFields]:
-    """A decoded payload: the next segment's number for a seal, else the events it holds.
-    RecordError names what is wrong."""
+def encode_seal(next_segment: int, next_sequence: int) -> bytes:
+    return _pack((SEAL, next_segment, next_sequence))
+
+
+def encode_header(first_sequence: int) -> bytes:
+    return _pack((HEADER, first_sequence))
+
+
+def columns_of(sequences: Sequence[int], fields: Sequence[EventFields]) -> EventColumns:
+    """Events as the log's records hold them, as columns (no object per event)."""
+    n = len(fields)
+    ids: dict[str, int] = {}
+    columns = {
+        "sequence": np.fromiter(sequences, np.uint64, n),
+        "number": np.fromiter((f[1] for f in fields), np.uint64, n),
+        "at": np.fromiter((f[4] for f in fields), np.int64, n),
+        "scope": np.fromiter((REASSIGN_SCOPE if f[0] == REASSIGN else ids.setdefault(f[2], len(ids))
+                              for f in fields), np.uint32, n),
+        "mask": np.fromiter((f[3] for f in fields), np.uint8, n),
+        "kind": np.fromiter((f[0] for f in fields), np.uint8, n),
+        "source": np.fromiter((_SOURCE_IDS[f[5]] for f in fields), np.uint8, n),
+    }
+    return EventColumns(columns, list(ids))
+
+
+def decode(value: Any) -> Seal | Header | Write:
+    """A decoded payload (RecordError names what is wrong)."""
     if not isinstance(value, (list, tuple)) or not value or not isinstance(value[0], int):
         raise RecordError(f"not a record: {_short(value)}")
     version = value[0]
+    if version == WRITE and len(value) == 3 and isinstance(value[1], int) and value[1] > 0 \
+            and isinstance(value[2], (list, tuple)) and value[2]:
+        return Write(value[1], [_checked(item) for item in value[2]])
+    if version == HEADER and len(value) == 2 and isinstance(value[1], int) and value[1] > 0:
+        return Header(value[1])
+    if version == SEAL and len(value) in (2, 3) and all(isinstance(v, int) for v in value):
+        return Seal(value[1], value[2] if len(value) == 3 else 0)
     if version == EVENT and len(value) == 7:
-        return [_checked(value[1:])]
+        return Write(0, [_checked(value[1:])])
     if version == BATCH and len(value) == 2 and isinstance(value[1], (list, tuple)):
-        return [_checked(item) for item in value[1]]
-    if version == SEAL and len(value) == 2 and isinstance(value[1], int):
-        return int(value[1])
+        return Write(0, [_checked(item) for item in value[1]])
     raise RecordError(f"record version {version!r} of {len(value)} fields is not one this "
-                      f"build reads (0, 1, 2): {_short(value)}")
+                      f"build reads (0 to 4): {_short(value)}")
 
 
 def _checked(item: Iterable[Any]) -> EventFields:

@@ -31,6 +31,7 @@ import numpy as np
 
 from anning.errors import CorruptSnapshot, InvalidInput
 from anning.index import IndexArrays, ScopeTable, SuppressionIndex, hugepages
+from anning.index.statements import KEY_DTYPE, MOVE_DTYPE, RowStatements
 from anning.storage.fileio import OS_IO, FileIO
 from anning.storage.layout import sweep_temporaries
 
@@ -44,13 +45,13 @@ __all__ = [
 ]
 
 MAGIC = b"ANNINGIX"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 PAGE = 4096
 HEADER_SIZE = PAGE
 # magic, version, header crc, file size, entries, remainder bits, scope bits, bloom k, sections
 _HEADER = struct.Struct("<8sIIQQIIII")
 _SECTION = struct.Struct("<16sQQI4x")
-_SECTIONS = (
+_SECTIONS_V1 = (
     ("directory", np.uint32),
     ("words", np.uint64),
     ("bloom", np.uint64),
@@ -58,6 +59,10 @@ _SECTIONS = (
     ("sender_entity", np.uint32),
     ("meta", np.uint8),
 )
+# version 2: when the list's statements were made (anning.index.statements), before the meta
+_SECTIONS = (*_SECTIONS_V1[:5], ("times", np.int64), ("bit_times", np.uint8),
+             ("tombstones", np.uint8), ("reassigned", np.uint8), _SECTIONS_V1[5])
+_LAYOUTS = {1: _SECTIONS_V1, 2: _SECTIONS}
 _CRC_OFFSET = 12  # the header CRC field, zero while the CRC is computed
 
 
@@ -83,9 +88,13 @@ def write_snapshot(index: SuppressionIndex, path: str | PathLike[str],
         "written_at": time.time(),
     }
     meta.pop("path", None)  # where a loaded copy was mapped from: not part of the list
+    statements = index.statements
+    times = statements.times if statements.times is not None else np.empty(0, np.int64)
     payloads: list[memoryview] = [
         *(_bytes_of(a) for a in (arrays.directory, arrays.words, arrays.bloom,
-                                 arrays.sender_scope, arrays.sender_entity)),
+                                 arrays.sender_scope, arrays.sender_entity, times,
+                                 statements.bit_times, statements.tombstones,
+                                 statements.reassigned)),
         memoryview(json.dumps(meta, ensure_ascii=False).encode()),
     ]
     offsets, offset = [], HEADER_SIZE
@@ -123,6 +132,16 @@ class SnapshotSummary:
     def as_of_ms(self) -> int:
         return int(self.meta.get("as_of_ms", 0))
 
+    @property
+    def events_through(self) -> int:
+        """The watermark: upstream had taken in every anning event up to this sequence."""
+        return int(self.meta.get("events_through", 0))
+
+    @property
+    def folded_through(self) -> int:
+        """The last anning event whose outcome this snapshot holds."""
+        return int(self.meta.get("folded_through", 0))
+
 
 def snapshot_summary(path: str | PathLike[str]) -> SnapshotSummary:
     """The entry count and meta of a snapshot, reading only its header and meta section (both
@@ -139,7 +158,7 @@ def snapshot_summary(path: str | PathLike[str]) -> SnapshotSummary:
                 _HEADER.unpack_from(header, 0)
             _check_header(path, header, magic, version, crc, file_size, size, count)
             _raw, offset, length, section_crc = _SECTION.unpack_from(
-                header, _HEADER.size + (len(_SECTIONS) - 1) * _SECTION.size)
+                header, _HEADER.size + (count - 1) * _SECTION.size)
             f.seek(offset)
             block = f.read(size - offset)
     except OSError as exc:
@@ -180,7 +199,8 @@ def _read_mapped(path: Path, mm: mmap.mmap, size: int) -> SuppressionIndex:
     with memoryview(mm) as view:
         params, spans = _check_layout(path, view, size)
     arrays = {}
-    for (offset, end, _crc, name), (_name, dtype) in zip(spans, _SECTIONS, strict=True):
+    layout = _SECTIONS if len(spans) == len(_SECTIONS) else _SECTIONS_V1
+    for (offset, end, _crc, name), (_name, dtype) in zip(spans, layout, strict=True):
         itemsize = np.dtype(dtype).itemsize
         if (end - offset) % itemsize:
             raise CorruptSnapshot(path, f"section {name} is not whole {np.dtype(dtype)} items")
@@ -209,7 +229,7 @@ def _check_layout(
     _check_header(path, bytearray(view[:HEADER_SIZE]), magic, version, header_crc, file_size,
                   size, count)
     spans: list[tuple[int, int, int, str]] = []
-    for i, (name, _dtype) in enumerate(_SECTIONS):
+    for i, (name, _dtype) in enumerate(_LAYOUTS[version]):
         raw, offset, length, crc = _SECTION.unpack_from(view, _HEADER.size + i * _SECTION.size)
         end = spans[-1][1] if spans else HEADER_SIZE
         if raw.rstrip(b"\0") != name.encode() or offset % PAGE or offset < end:
@@ -234,9 +254,9 @@ def _check_header(path: Path, header: bytearray, magic: bytes, version: int, crc
                   file_size: int, size: int, count: int) -> None:
     if magic != MAGIC:
         raise CorruptSnapshot(path, f"not an anning snapshot (magic {magic!r})")
-    if version != FORMAT_VERSION:
+    if version not in _LAYOUTS:
         raise CorruptSnapshot(
-            path, f"format version {version}; this anning reads version {FORMAT_VERSION}"
+            path, f"format version {version}; this anning reads versions 1 and {FORMAT_VERSION}"
         )
     struct.pack_into("<I", header, _CRC_OFFSET, 0)
     if zlib.crc32(header) != crc:
@@ -245,8 +265,9 @@ def _check_header(path: Path, header: bytearray, magic: bytes, version: int, crc
         raise CorruptSnapshot(
             path, f"truncated or extended: the header says {file_size} bytes, the file has {size}"
         )
-    if count != len(_SECTIONS):
-        raise CorruptSnapshot(path, f"{count} sections; version {version} has {len(_SECTIONS)}")
+    if count != len(_LAYOUTS[version]):
+        raise CorruptSnapshot(path, f"{count} sections; version {version} has "
+                              f"{len(_LAYOUTS[version])}")
 
 
 def _assemble(
@@ -262,8 +283,18 @@ def _assemble(
     if len(arrays["words"]) != entries:
         raise ValueError(f"{len(arrays['words'])} entries, the header says {entries}")
     table = ScopeTable.restore(scopes, senders, arrays["sender_scope"], arrays["sender_entity"])
+    statements = RowStatements(int(meta.get("as_of_ms", 0)))
+    if "times" in arrays:
+        times = arrays["times"]
+        statements.times = times if len(times) else None
+        for name, dtype in (("bit_times", KEY_DTYPE), ("tombstones", KEY_DTYPE),
+                            ("reassigned", MOVE_DTYPE)):
+            raw = arrays[name]
+            if len(raw) % dtype.itemsize:
+                raise ValueError(f"section {name} is not whole records")
+            setattr(statements, name, raw.view(dtype))
     return SuppressionIndex.from_arrays(
         IndexArrays(arrays["directory"], arrays["words"], arrays["bloom"],
                     arrays["sender_scope"], arrays["sender_entity"], remainder_bits,
                     scope_bits, bloom_k),
-        table, categories, meta)
+        table, categories, meta, statements)

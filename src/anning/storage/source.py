@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from anning.model.events import Event, EventTable
+from anning.model.events import Event, EventColumns
 
-__all__ = ["CheckpointReport", "EventSource", "Update"]
+__all__ = ["CheckpointReport", "EventFeed", "EventSource", "Update"]
 
 
 @dataclass(frozen=True)
@@ -28,12 +28,21 @@ class CheckpointReport:
 
 @dataclass(frozen=True)
 class Update:
-    """What a source brought since it was last asked: events appended by others, in order;
-    `reload` when it cannot go on from there (what it missed is only in a checkpoint now): the
-    taker must `reload()` before it answers again."""
+    """What a source brought since it was last asked: events appended by others, in order,
+    with their sequences; `behind` when it cannot go on from there (what it missed is only in a
+    checkpoint now): the taker must `catch_up()` before it answers again."""
 
     events: list[Event]
-    reload: bool = False
+    behind: bool = False
+
+
+class EventFeed(Protocol):
+    """The change feed's reading: events in sequence order, each once, from a sequence on."""
+
+    def read(self, max_events: int) -> EventColumns:
+        """Up to `max_events` events past those read before (none: nothing new yet)."""
+
+    def close(self) -> None: ...
 
 
 class EventSource(Protocol):
@@ -48,31 +57,35 @@ class EventSource(Protocol):
         """The sequence of the last durable event this process knows of."""
 
     def append(self, writes: Sequence[Sequence[Event]]) -> list[int]:
-        """Make each write (all or none) durable, together; the sequence of each one's last
-        event. Raises DiskFull, WritesStopped or TooLarge: then none of them was kept."""
+        """Make each write (all or none) durable, together: its events get the next dense
+        sequences; returns each one's last. Raises DiskFull, WritesStopped or TooLarge: then
+        none of them was kept."""
 
-    def recover(self, after_ms: int) -> EventTable:
-        """Everything durable, folded (events not later than `after_ms` left out), repairing
-        what a crash left; the source goes on from there. Run once, by the owner."""
+    def recover(self) -> EventColumns:
+        """Every durable event, repairing what a crash left; the source goes on from there.
+        Run once, by the owner."""
 
     def poll(self) -> Update:
         """What was appended since the last poll (not by this process's own appends)."""
 
-    def poll_blocked(self) -> bool:
-        """Whether polls cannot go on until `reload` (what the reader missed is only in a
+    def behind(self) -> bool:
+        """Whether polls cannot go on until `catch_up` (what the reader missed is only in a
         checkpoint now)."""
 
-    def reload_due(self) -> bool:
-        """Whether `reload` would give what is held more compactly (a new checkpoint), or must
-        be called (the last poll said so)."""
+    def catch_up(self) -> EventColumns:
+        """The events from where the reader stood, however they are held now (own writes may
+        come again); polls go on from their end."""
 
-    def reload(self, after_ms: int) -> EventTable:
-        """Everything durable again, folded, in place of what was taken before (no repair);
-        polls go on from there."""
+    def events_after(self, sequence: int) -> EventColumns:
+        """Every durable event past `sequence`, in order (for a load, the change feed)."""
 
-    def checkpoint(self, after_ms: int, min_bytes: int = 0) -> CheckpointReport | None:
-        """Fold what is held into a checkpoint, when there are `min_bytes` to fold; None when
-        there was nothing to do or another process is at it."""
+    def feed(self, after: int) -> EventFeed:
+        """Every event past `after`, in order, each once, then those appended as they come."""
+
+    def checkpoint(self, watermark: int, min_bytes: int = 0) -> CheckpointReport | None:
+        """Fold what is held into a checkpoint (keeping the events past `watermark`), when
+        there are `min_bytes` to fold; None when there was nothing to do or another process is
+        at it."""
 
     def lag(self) -> int:
         """How far this process's reading is behind what was appended (bytes or events)."""

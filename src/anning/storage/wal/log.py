@@ -8,12 +8,11 @@ of anning.storage.records. Recovery at start-up is anning.storage.recovery's.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
-from anning.storage import records
+from anning.model.events import Event, EventColumns
 from anning.storage.fileio import OS_IO, FileIO
 from anning.storage.layout import LEGACY_LOG_NAME, segment_name
 from anning.storage.wal.reader import LogReader
@@ -30,8 +29,11 @@ class LogPosition:
 
     writing: int
     synced: int
+    known_end: int
+    next_sequence: int  # the writer's: of the next event after known_end
     reading: int
     read: int
+    next_to_read: int
     behind: bool
     failure: str | None
 
@@ -50,14 +52,20 @@ class EventLog:
             self._adopt_legacy()
             numbers = list_segments(io, self.directory)
             writing = numbers[-1] if numbers else 1
-            at = LogPosition(writing, 0, numbers[0] if numbers else writing, 0, False, None)
+            at = LogPosition(writing, 0, -1, 0, numbers[0] if numbers else writing, 0, 0,
+                             False, None)
             self.writer = LogWriter(self.directory, io, self.own, at.writing)
-            if not numbers:
+            if not numbers:  # a new log: its first segment says where the sequences start
+                segment = self.writer.segment
+                self.writer.locked(segment, lambda: self.writer.start_segment(segment, 1))
                 io.fsync_dir(self.directory)
         else:
             self.writer = LogWriter(self.directory, io, self.own, at.writing, at.synced,
                                     at.failure)
-        self.reader = LogReader(self.directory, io, self.own, at.reading, at.read, at.behind)
+            self.writer.segment.known_end = at.known_end
+            self.writer.segment.next_sequence = at.next_sequence
+        self.reader = LogReader(self.directory, io, self.own, at.reading, at.read,
+                                at.next_to_read, at.behind)
 
     def _adopt_legacy(self) -> None:
         legacy = self.directory / LEGACY_LOG_NAME
@@ -67,8 +75,10 @@ class EventLog:
 
     def position(self) -> LogPosition:
         writer, reader = self.writer, self.reader
-        return LogPosition(writer.segment.number, writer.segment.synced, reader.segment.number,
-                           reader.offset, reader.behind, writer.failure)
+        return LogPosition(writer.segment.number, writer.segment.synced,
+                           writer.segment.known_end, writer.segment.next_sequence,
+                           reader.segment.number, reader.offset, reader.next_sequence,
+                           reader.behind, writer.failure)
 
     def reopen(self) -> EventLog:
         """The same log through new descriptors, its position kept (for a forked worker: an
@@ -85,10 +95,10 @@ class EventLog:
     def behind(self) -> bool:
         return self.reader.behind
 
-    def append(self, framed: list[bytes]) -> int:
-        return self.writer.append(framed)
+    def append(self, framed: list[bytes], counts: list[int]) -> list[int]:
+        return self.writer.append(framed, counts)
 
-    def tail(self) -> list[records.EventFields]:
+    def tail(self) -> list[Event]:
         return self.reader.tail()
 
     def rotate(self) -> int:
@@ -106,8 +116,8 @@ class EventLog:
     def segments(self) -> list[int]:
         return list_segments(self.io, self.directory)
 
-    def records(self, first: int, last: int) -> Iterator[records.EventFields]:
-        return self.reader.records(first, last)
+    def records(self, first: int, last: int, next_sequence: int) -> EventColumns:
+        return self.reader.records(first, last, next_sequence)
 
     def close(self) -> None:
         del self.writer, self.reader

@@ -10,9 +10,9 @@ leaves it `behind`: the checkpoint holds what it missed.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
+from anning.model.events import Event, EventColumns
 from anning.storage import records
 from anning.storage.fileio import FileIO
 from anning.storage.layout import segment_name
@@ -25,47 +25,69 @@ class LogReader:
     """Tails the segments of one directory from a position."""
 
     def __init__(self, directory: Path, io: FileIO, own: OwnWrites, segment: int,
-                 offset: int = 0, behind: bool = False) -> None:
+                 offset: int = 0, next_sequence: int = 0, behind: bool = False) -> None:
         self.directory = directory
         self.io = io
         self.own = own
         self.lock = threading.Lock()
         self.segment = Segment(io, directory, segment)
         self.offset = offset
+        self.next_sequence = next_sequence  # of the next event to read (0: not known yet)
         self.behind = behind  # the reader met a segment a checkpoint has retired already
 
-    def move_to(self, segment: Segment, offset: int) -> None:
+    def move_to(self, segment: Segment, offset: int, next_sequence: int) -> None:
         """Go on from `offset` of `segment` (after a recovery read it all)."""
         self.segment, self.offset, self.behind = segment, offset, False
+        self.next_sequence = next_sequence
 
-    def tail(self) -> list[records.EventFields]:
+    def tail(self) -> list[Event]:
         """The events appended since the last call (by any other process, or by this one
-        outside its own writes), in order."""
+        outside its own writes), in order, with their sequences."""
+        sequences, fields = self.tail_fields()
+        return list(map(records.event_of, fields, sequences))
+
+    def tail_columns(self) -> EventColumns:
+        """`tail`, as columns (no object per event: a feed that follows a busy log)."""
+        return records.columns_of(*self.tail_fields())
+
+    def tail_fields(self) -> tuple[list[int], list[records.EventFields]]:
         reader = self.segment  # held: a recovery may replace (and close) it meanwhile
         if self.io.size(reader.fd) <= self.offset and reader is self.segment:
-            return []
+            return [], []
         with self.lock:
-            out: list[records.EventFields] = []
+            sequences: list[int] = []
+            fields: list[records.EventFields] = []
             while True:
-                found = scan(self.io, self.segment, self.offset, final=False, own=self.own)
-                out.extend(found.events)
+                found = scan(self.io, self.segment, self.offset, final=False,
+                             next_sequence=self.next_sequence, own=self.own)
+                sequences += found.sequences
+                fields += found.events
                 self.offset = found.end
+                self.next_sequence = found.next_sequence or self.next_sequence
                 if found.following is None:
-                    return out
+                    return sequences, fields
                 newer = Segment(self.io, self.directory, found.following, create=False)
                 if newer.fd < 0:  # folded into a checkpoint: the engine must take that first
                     self.behind = True
-                    return out
+                    return sequences, fields
                 self.segment, self.offset = newer, 0
 
-    def records(self, first: int, last: int) -> Iterator[records.EventFields]:
-        """The events of segments first..last as on disk (for a checkpoint's fold)."""
+    def records(self, first: int, last: int, next_sequence: int) -> EventColumns:
+        """The events of segments first..last as on disk (for a checkpoint's fold), with
+        their sequences (`next_sequence`: the first's, for segments of an earlier version
+        that do not say)."""
+        sequences: list[int] = []
+        fields: list[records.EventFields] = []
         for number in range(first, last + 1):
             path = self.directory / segment_name(number)
             if not self.io.exists(path):
                 continue
-            yield from scan(self.io, Segment(self.io, self.directory, number), 0,
-                            final=True).events
+            found = scan(self.io, Segment(self.io, self.directory, number), 0, final=True,
+                         next_sequence=next_sequence)
+            sequences += found.sequences
+            fields += found.events
+            next_sequence = found.next_sequence or next_sequence
+        return records.columns_of(sequences, fields)
 
     def lag(self, writing: Segment) -> int:
         """Bytes appended (by any process) that this reader has not taken in yet."""

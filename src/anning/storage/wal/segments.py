@@ -48,6 +48,9 @@ class Segment:
         self.fd = io.open(self.path) if create or io.exists(self.path) else -1
         self.synced = 0
         self.written = -1  # where this process's last write here ended (-1: not known)
+        # the sequence the next event here gets, as of offset `known_end` (-1: not known)
+        self.known_end = -1
+        self.next_sequence = 0
         self.sync_lock = threading.Lock()
 
     def __del__(self) -> None:
@@ -73,14 +76,15 @@ def locked(io: FileIO, segment: Segment, action: Callable[[], T],
 
 
 class OwnWrites:
-    """This process's writes not yet passed by its reader: (segment, start) -> end. The reader
-    leaves them out (the engine took their events before writing them)."""
+    """This process's writes not yet passed by its reader: (segment, start) -> (end, the
+    sequence after it). The reader leaves them out (the engine took their events before
+    writing them) and goes on counting after them."""
 
     def __init__(self) -> None:
-        self.spans: dict[tuple[int, int], int] = {}
+        self.spans: dict[tuple[int, int], tuple[int, int]] = {}
 
-    def mark(self, segment: int, start: int, end: int) -> None:
-        self.spans[(segment, start)] = end
+    def mark(self, segment: int, start: int, end: int, next_sequence: int) -> None:
+        self.spans[(segment, start)] = (end, next_sequence)
 
     def unmark(self, segment: int, start: int) -> None:
         self.spans.pop((segment, start), None)
@@ -88,16 +92,18 @@ class OwnWrites:
     def clear(self) -> None:
         self.spans.clear()
 
-    def keep(self, segment: int, frames: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    def keep(self, segment: int,
+             frames: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.bool_], int]:
         """Which of the frames starting at `frames` (sorted file offsets) are not our own
-        writes; the own writes met are forgotten. An own write is one write() of one or more
-        frames: from where its first frame starts to where its last one ends."""
+        writes, and the sequence after the last own write met (0: none met); the own writes met
+        are forgotten. An own write is one write() of one or more frames: from where its first
+        frame starts to where its last one ends."""
         first, last = int(frames[0]), int(frames[-1])
-        met = [(start, end) for (number, start), end in self.spans.items()
+        met = [(start, end, after) for (number, start), (end, after) in self.spans.items()
                if number == segment and first <= start <= last]
         if not met:
-            return np.ones(len(frames), bool)
-        starts, ends = np.array(met, np.int64).T
+            return np.ones(len(frames), bool), 0
+        starts, ends, afters = np.array(met, np.int64).T
         at = np.searchsorted(frames, starts)
         met_here = frames[np.minimum(at, len(frames) - 1)] == starts
         for start in starts[met_here].tolist():
@@ -106,46 +112,71 @@ class OwnWrites:
         np.add.at(edges, at[met_here], 1)
         np.add.at(edges, np.searchsorted(frames, ends[met_here]), -1)
         keep: npt.NDArray[np.bool_] = np.cumsum(edges[:-1]) == 0
-        return keep
+        return keep, int(afters[met_here].max()) if met_here.any() else 0
 
 
 class Scan:
-    """What a scan of a segment found: the events of whole records, where they end, and the
-    segment a seal points to (None when no seal was met)."""
+    """What a scan of a segment found: the events of whole records with their sequences, where
+    they end, the sequence that comes next (0: not known), and the segment a seal points to
+    (None when no seal was met)."""
 
-    __slots__ = ("end", "events", "following")
+    __slots__ = ("end", "events", "following", "next_sequence", "sequences")
 
-    def __init__(self, events: list[records.EventFields], end: int,
-                 following: int | None) -> None:
+    def __init__(self, sequences: list[int], events: list[records.EventFields], end: int,
+                 next_sequence: int, following: int | None) -> None:
+        self.sequences = sequences
         self.events = events
         self.end = end
+        self.next_sequence = next_sequence
         self.following = following
 
 
-def scan(io: FileIO, segment: Segment, start: int, final: bool,
+def scan(io: FileIO, segment: Segment, start: int, final: bool, next_sequence: int,
          own: OwnWrites | None = None) -> Scan:
-    """Whole records from `start`, leaving out this process's `own` writes. Not `final` (a
-    live tail): stops at a seal. `final` (recovery, or a sealed segment): reads past seals, and
-    a bad record with a good one after it raises CorruptLog naming the file and the offset."""
+    """Whole records from `start`, leaving out this process's `own` writes, with their
+    sequences (`next_sequence`: the one that comes next at `start`, 0 when not known: then a
+    segment's header or a write's own sequence tells). Not `final` (a live tail): stops at a
+    seal. `final` (recovery, or a sealed segment): reads past seals, and a bad record with a
+    good one after it raises CorruptLog naming the file and the offset; so does a sequence out
+    of order."""
     size = io.size(segment.fd)
     data = io.pread(segment.fd, size - start, start) if size > start else b""
     offsets, lengths, stop, why = scan_frames(data, records.MAX_RECORD)
     if own is not None and own.spans and len(offsets):
         # left out before decoding: a 10,000-event batch is 100 ms to decode
-        keep = own.keep(segment.number, start + offsets - records.FRAME.size)
+        keep, after_own = own.keep(segment.number, start + offsets - records.FRAME.size)
         offsets, lengths = offsets[keep], lengths[keep]
+    else:
+        after_own = 0
+    sequences: list[int] = []
     events: list[records.EventFields] = []
+    expected = next_sequence
     for i, value in enumerate(_decode(data, offsets, lengths, segment.path, start)):
+        offset = start + int(offsets[i]) - records.FRAME.size
         try:
             decoded = records.decode(value)
         except records.RecordError as exc:
-            offset = start + int(offsets[i]) - records.FRAME.size
             raise CorruptLog(segment.path, f"record at offset {offset}: {exc}") from None
-        if isinstance(decoded, int):  # a seal
+        if isinstance(decoded, records.Seal):
+            if decoded.next_sequence:
+                expected = decoded.next_sequence
             if not final:
-                return Scan(events, start + int(offsets[i] + lengths[i]), decoded)
+                return Scan(sequences, events, start + int(offsets[i] + lengths[i]),
+                            max(expected, after_own), decoded.next_segment)
             continue
-        events.extend(decoded)
+        if isinstance(decoded, records.Header):
+            expected = decoded.first_sequence
+            continue
+        first = decoded.first_sequence or expected
+        if decoded.first_sequence and expected and decoded.first_sequence < expected:
+            raise CorruptLog(segment.path, f"record at offset {offset}: sequence "
+                             f"{decoded.first_sequence}, after {expected - 1}")
+        if not first:
+            raise CorruptLog(segment.path, f"record at offset {offset}: a write of an earlier "
+                             "version where its sequence cannot be told")
+        sequences.extend(range(first, first + len(decoded.events)))
+        events.extend(decoded.events)
+        expected = first + len(decoded.events)
     if final and why != FRAME_END:
         bad_end = stop + records.FRAME.size + records.FRAME.unpack_from(data, stop)[0] \
             if why == FRAME_BAD else len(data)
@@ -153,8 +184,7 @@ def scan(io: FileIO, segment: Segment, start: int, final: bool,
         # corruption in the middle; else it is a torn tail
         if bad_end < len(data) or (why == FRAME_TORN and _later_record_ok(data, stop)):
             raise CorruptLog(segment.path, f"bad record at offset {start + stop}")
-    return Scan(events, start + stop, None)
-
+    return Scan(sequences, events, start + stop, max(expected, after_own), None)
 
 def _decode(data: bytes, offsets: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64],
             path: Path, start: int) -> list[object]:

@@ -3,8 +3,11 @@
 A write is one write() under an exclusive flock of the current segment (records of several
 processes never interleave, and a write cut short by a full disk can be cut back to the last
 whole record), then an fsync. Group commit: the writes of a process's threads that queue while
-one write is under way go out as one write() and one fsync. A write's sequence is
-(segment << 40) | the offset where its bytes end.
+one write is under way go out as one write() and one fsync. Every event gets the next dense
+sequence of the data directory, stamped into its record under the segment's lock (anning.
+storage.records.stamp): the n-th event ever written has sequence n, across processes, segments,
+checkpoints and restarts. Each segment starts with a header record naming its first sequence,
+and its seal names the next one, so a segment read alone knows the sequence of every event.
 
 A checkpoint rotates the log: it creates the next segment and appends a seal to the current one
 while holding its lock. A writer looks for a newer segment under the same lock, so nothing but
@@ -28,29 +31,26 @@ from anning.errors import DiskFull, TooLarge, WritesStopped
 from anning.storage import records
 from anning.storage.fileio import FileIO
 from anning.storage.layout import segment_name
-from anning.storage.wal.segments import OwnWrites, Segment, list_segments, locked
+from anning.storage.wal.segments import OwnWrites, Segment, list_segments, locked, scan
 
-__all__ = ["SEGMENT_SHIFT", "LogWriter", "sequence_of"]
+__all__ = ["LogWriter"]
 
 log = logging.getLogger("anning.storage.wal")
-SEGMENT_SHIFT = 40
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
-def sequence_of(segment: int, offset: int) -> int:
-    return segment << SEGMENT_SHIFT | offset
-
-
 class _Write:
-    """One append waiting in the group commit: its bytes, then its outcome."""
+    """One append waiting in the group commit: its records (each the events of one caller's
+    write) and their event counts, then its outcome: each record's first sequence."""
 
-    __slots__ = ("data", "done", "error", "sequence", "wake")
+    __slots__ = ("counts", "done", "error", "firsts", "records", "wake")
 
-    def __init__(self, data: bytes) -> None:
-        self.data = data
+    def __init__(self, framed: list[bytes], counts: list[int]) -> None:
+        self.records = framed
+        self.counts = counts
         self.done = False
         self.error: BaseException | None = None
-        self.sequence = 0
+        self.firsts: list[int] = []
         self.wake = threading.Lock()
         self.wake.acquire()
 
@@ -72,9 +72,10 @@ class LogWriter:
         self.segment.synced = synced
 
     # -- appending ---------------------------------------------------------------------------
-    def append(self, framed: list[bytes]) -> int:
-        """Write framed records and make them durable; return the sequence of the last.
-        Raises DiskFull (nothing kept, writes go on), WritesStopped or TooLarge.
+    def append(self, framed: list[bytes], counts: list[int]) -> list[int]:
+        """Write framed records (anning.storage.records.encode_events, `counts[i]` events in
+        record i) and make them durable; return each record's first sequence. Raises DiskFull
+        (nothing kept, writes go on), WritesStopped or TooLarge.
 
         Group commit, leader and followers: the writes that queue while one thread writes
         and fsyncs go out together, as one write() and one fsync by the next leader, who wakes
@@ -82,7 +83,7 @@ class LogWriter:
         each (every syscall gives up the GIL, and the writers queue behind each hand-off)."""
         if any(len(r) - records.FRAME.size > records.MAX_RECORD for r in framed):
             raise TooLarge(f"a write log record of more than {records.MAX_RECORD} bytes")
-        write = _Write(b"".join(framed))
+        write = _Write(framed, counts)
         with self._queue_lock:
             self._queue.append(write)
             lead = not self._leading
@@ -93,28 +94,30 @@ class LogWriter:
             self._lead()
         if write.error is not None:
             raise write.error
-        return write.sequence
+        return write.firsts
 
     def _lead(self) -> None:
         """Write and sync every queued write, wake their threads, hand on to the next."""
         with self._queue_lock:
             batch, self._queue = self._queue, []
-        data = b"".join(w.data for w in batch)
+        framed = [r for w in batch for r in w.records]
+        counts = [c for w in batch for c in w.counts]
         try:
             with self.lock:
                 if self.failure:
                     raise WritesStopped(self.failure)
-                segment, end = self._write_locked(data)
+                segment, start, end, first = self._write_locked(framed, counts)
             try:
                 self._sync(segment, end)
             except BaseException:
                 # Unknown outcome: the bytes may be read back, here as in every other process.
                 # Not ours to skip any more, or this process would disagree with the others.
-                self.own.unmark(segment.number, end - len(data))
+                self.own.unmark(segment.number, start)
                 raise
-            for w in reversed(batch):  # each write's sequence: where its own bytes end
-                w.sequence = sequence_of(segment.number, end)
-                end -= len(w.data)
+            for w in batch:  # consecutive sequences, in the order the records went out
+                for count in w.counts:
+                    w.firsts.append(first)
+                    first += count
         except BaseException as exc:  # the one outcome of the batch, raised in each thread
             for w in batch:  # (as a Future's exception is, by every caller of result())
                 w.error = exc
@@ -136,29 +139,69 @@ class LogWriter:
                                              list_segments(self.io, self.directory)[-1])
         while self.io.exists(self.directory / segment_name(segment.number + 1)):
             newer = Segment(self.io, self.directory, segment.number + 1)
-            self.locked(segment, lambda s=segment, n=newer.number:
-                        self.put(s, records.encode_seal(n)))
+            self.locked(segment, lambda s=segment, n=newer.number: self._seal(s, n))
             segment = self.segment = newer
         return segment
 
-    def _write_locked(self, data: bytes) -> tuple[Segment, int]:
+    def _seal(self, segment: Segment, following: int) -> None:
+        """Under the segment's lock: end it, saying where the sequences go on."""
+        self.put(segment, records.encode_seal(following, self.sequence_at(segment)))
+
+    def sequence_at(self, segment: Segment) -> int:
+        """Under the segment's lock: the sequence the next event appended to it gets. Read from
+        the records since what this process last knew (another process's writes): their
+        frames are walked and only the last write's header is decoded."""
+        size = self.io.size(segment.fd)
+        if size == segment.known_end:
+            return segment.next_sequence
+        start = segment.known_end if segment.known_end >= 0 else 0
+        found = scan(self.io, segment, start, final=True,
+                     next_sequence=segment.next_sequence if start else 0)
+        if not found.next_sequence:
+            raise self.stop(f"{segment.path}: the sequence after offset {start} cannot be told "
+                            "(a segment without its header record)")
+        if found.end < size:
+            # Under the lock no write is under way: bytes past the last whole record are a
+            # writer's that died mid-write, never acknowledged. Cut, or the next record would
+            # stand behind them and they would read as corruption in the middle.
+            log.warning("%s: dropping a torn record at offset %d (%d bytes)", segment.path,
+                        found.end, size - found.end)
+            try:
+                self.io.truncate(segment.fd, found.end)
+            except OSError as exc:
+                raise self.stop(f"cutting {segment.path} back to {found.end} failed: "
+                                f"{exc}") from exc
+        segment.known_end, segment.next_sequence = found.end, found.next_sequence
+        return found.next_sequence
+
+    def _write_locked(self, framed: list[bytes],
+                      counts: list[int]) -> tuple[Segment, int, int, int]:
         segment = self.segment
         while True:
-            end = self.locked(segment, lambda s=segment: self._append_locked(s, data))
-            if end is not None:
-                return segment, end
+            done = self.locked(segment, lambda s=segment: self._append_locked(s, framed, counts))
+            if done is not None:
+                return (segment, *done)
             segment = self.current_segment()
 
-    def _append_locked(self, segment: Segment, data: bytes) -> int | None:
-        """Under the segment's lock: write, unless a checkpoint rotated (None). The rotation
-        is looked for only when the file changed since our last write: a seal or another
-        process's record moved its end (two stats less on the common path)."""
-        start = self.io.size(segment.fd)
-        if start != segment.written and self._rotated(segment):
+    def _append_locked(self, segment: Segment, framed: list[bytes],
+                       counts: list[int]) -> tuple[int, int, int] | None:
+        """Under the segment's lock: stamp the records' sequences and write them, unless a
+        checkpoint rotated (None). Returns (start, end, first sequence). The rotation is looked
+        for only when the file changed since our last write: a seal or another process's record
+        moved its end (two stats less on the common path)."""
+        if self.io.size(segment.fd) != segment.written and self._rotated(segment):
             return None
-        end = self.put(segment, data, own=True, start=start)
-        segment.written = end
-        return end
+        first = next_sequence = self.sequence_at(segment)  # may cut a dead writer's torn tail
+        start = segment.known_end
+        stamped = []
+        for record, count in zip(framed, counts, strict=True):
+            stamped.append(records.stamp(record, next_sequence))
+            next_sequence += count
+        end = self.put(segment, b"".join(stamped), own=True, start=start,
+                       next_sequence=next_sequence)
+        segment.written = segment.known_end = end
+        segment.next_sequence = next_sequence
+        return start, end, first
 
     def _rotated(self, segment: Segment) -> bool:
         return self.io.exists(self.directory / segment_name(segment.number + 1)) or \
@@ -168,7 +211,7 @@ class LogWriter:
         return locked(self.io, segment, action, self.stop)
 
     def put(self, segment: Segment, data: bytes, own: bool = False,
-            start: int | None = None) -> int:
+            start: int | None = None, next_sequence: int = 0) -> int:
         """One write under the segment's lock; on a full disk, cut back and raise DiskFull.
         An `own` write is marked so that this process's reader skips it: the engine took its
         events already (before the write, so no reader can meet it unmarked)."""
@@ -176,7 +219,7 @@ class LogWriter:
         if start is None:
             start = io.size(segment.fd)
         if own:
-            self.own.mark(segment.number, start, start + len(data))
+            self.own.mark(segment.number, start, start + len(data), next_sequence)
         try:
             try:
                 written = io.write(segment.fd, data)
@@ -217,6 +260,14 @@ class LogWriter:
                 raise self.stop(f"fsync of {segment.path} failed: {exc}") from exc
             segment.synced = max(segment.synced, target)
 
+    def start_segment(self, segment: Segment, first_sequence: int) -> None:
+        """Under the segment's lock: its header record, if it has none yet (two processes may
+        open a new log at once; one header is written)."""
+        if self.io.size(segment.fd) == 0:
+            end = self.put(segment, records.encode_header(first_sequence))
+            self.io.fsync(segment.fd)
+            segment.known_end, segment.next_sequence = end, first_sequence
+
     def stop(self, why: str) -> WritesStopped:
         """Writes stop until a restart; the error to raise."""
         if self.failure is None:
@@ -234,9 +285,12 @@ class LogWriter:
             segment = self.current_segment()
 
             def seal() -> Segment:
+                following = self.sequence_at(segment)
                 newer = Segment(self.io, self.directory, segment.number + 1)
+                # the header before the name is durable, the name before the seal points at it
+                self.locked(newer, lambda: self.start_segment(newer, following))
                 self.io.fsync_dir(self.directory)
-                self.put(segment, records.encode_seal(newer.number))
+                self.put(segment, records.encode_seal(newer.number, following))
                 return newer
 
             self.segment = self.locked(segment, seal)

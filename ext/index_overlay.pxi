@@ -1,0 +1,230 @@
+# Real-time events in the compiled check (included by _index.pyx).
+#
+# The engine resolves every event against the snapshot when it takes it (latest statement per
+# (number, scope, category) wins, reassignments drop what is older) and keeps the outcome here:
+# per (number, scope id) which category bits the events decide (`decided`) and, of those, which
+# are opted out (`optout`). A check whose number has such keys is decided level by level in the
+# same GIL-free pass as the rest of its batch: where a key decides the bit, its answer; where
+# not, the snapshot's entry.
+#
+# One writer (the engine, under its lock) and many readers without the GIL: a slot is two
+# aligned 64-bit words, the key's number (0: free) and (scope << 16 | decided << 8 | optout). A
+# new slot's second word is stored before its first; an update stores the second word only; a
+# slot is never freed. Growing fills a new table and only then publishes it; a reader keeps the
+# table it started with.
+
+cdef extern from *:
+    """
+    static inline uint64_t anning_key_slot(uint64_t number, uint32_t scope, int shift) {
+        return ((number ^ ((uint64_t)scope * 0xD6E8FEB86659FD93ULL)) * 0x9E3779B97F4A7C15ULL)
+               >> shift;
+    }
+    static inline uint64_t anning_number_slot(uint64_t number, int shift) {
+        return (number * 0x9E3779B97F4A7C15ULL) >> shift;
+    }
+    #define anning_store_barrier() __atomic_signal_fence(__ATOMIC_RELEASE)
+    """
+    uint64_t anning_key_slot(uint64_t number, uint32_t scope, int shift) nogil
+    uint64_t anning_number_slot(uint64_t number, int shift) nogil
+    void anning_store_barrier() nogil
+
+
+cdef inline int _table_shift(Py_ssize_t size) noexcept nogil:
+    cdef int shift = 64
+    while size > 1:
+        size >>= 1
+        shift -= 1
+    return shift
+
+
+cdef inline Py_ssize_t _find_key(const uint64_t *slots, Py_ssize_t size, uint64_t number,
+                                 uint32_t scope) noexcept nogil:
+    """The slot of (number, scope), or the free slot where it would go (as -1 - slot)."""
+    cdef uint64_t mask = size - 1
+    cdef uint64_t i = anning_key_slot(number, scope, _table_shift(size))
+    cdef uint64_t held
+    while True:
+        held = slots[2 * i]
+        if held == 0:
+            return -1 - <Py_ssize_t>i
+        if held == number and <uint32_t>(slots[2 * i + 1] >> 16) == scope:
+            return <Py_ssize_t>i
+        i = (i + 1) & mask
+
+
+cdef inline bint _has_number(const uint64_t *slots, Py_ssize_t size,
+                             uint64_t number) noexcept nogil:
+    cdef uint64_t mask = size - 1
+    cdef uint64_t i = anning_number_slot(number, _table_shift(size))
+    cdef uint64_t held = slots[i]
+    while held != 0 and held != number:
+        i = (i + 1) & mask
+        held = slots[i]
+    return held != 0
+
+
+cdef class DecisionTable:
+    """(number, scope id) -> which category bits events decide, and which of those opt out."""
+
+    cdef object _keys       # uint64[2 * size]: (number, scope << 16 | decided << 8 | optout)
+    cdef object _numbers    # uint64[size2]: the numbers that have keys
+    cdef readonly Py_ssize_t keys, numbers
+
+    def __cinit__(self):
+        self._keys = np.zeros(2 * 64, np.uint64)
+        self._numbers = np.zeros(64, np.uint64)
+        self.keys = 0
+        self.numbers = 0
+
+    def __len__(self):
+        return self.keys
+
+    @property
+    def nbytes(self):
+        return self._keys.nbytes + self._numbers.nbytes
+
+    def set_many(self, const uint64_t[::1] numbers, const uint32_t[::1] scopes,
+                 const uint8_t[::1] decided, const uint8_t[::1] optout):
+        """Set the decisions of these keys (new keys are added; a key is never removed: one
+        that no longer decides anything gets decided 0)."""
+        cdef Py_ssize_t n = numbers.shape[0], i, at
+        if scopes.shape[0] != n or decided.shape[0] != n or optout.shape[0] != n:
+            raise ValueError("numbers, scopes, decided and optout differ in length")
+        for i in range(n):
+            if numbers[i] == 0 or numbers[i] >= AN_NUMBER_LIMIT:
+                raise ValueError(f"numbers[{i}]: {numbers[i]} is not an E.164 number")
+        self._reserve(n)
+        cdef uint64_t[::1] keys = self._keys
+        cdef uint64_t[::1] held = self._numbers
+        cdef Py_ssize_t size = keys.shape[0] // 2
+        cdef uint64_t value
+        with nogil:
+            for i in range(n):
+                value = (<uint64_t>scopes[i] << 16) | (<uint64_t>decided[i] << 8) | optout[i]
+                at = _find_key(&keys[0], size, numbers[i], scopes[i])
+                if at >= 0:
+                    keys[2 * at + 1] = value
+                    continue
+                at = -1 - at
+                keys[2 * at + 1] = value
+                anning_store_barrier()
+                keys[2 * at] = numbers[i]
+                self.keys += 1
+                self.numbers += _add_number(held, numbers[i])
+
+    cdef int _reserve(self, Py_ssize_t more) except -1:
+        """Grow (at most half full) before `more` keys come: fill a new table, then publish."""
+        cdef Py_ssize_t size = self._keys.shape[0] // 2, grown = size, i
+        cdef uint64_t[::1] old
+        cdef uint64_t[::1] table
+        cdef Py_ssize_t at
+        while (self.keys + more) * 2 > grown:
+            grown *= 2
+        if grown != size:
+            new_keys = np.zeros(2 * grown, np.uint64)
+            table = new_keys
+            old = self._keys
+            with nogil:
+                for i in range(size):
+                    if old[2 * i] != 0:
+                        at = -1 - _find_key(&table[0], grown, old[2 * i],
+                                            <uint32_t>(old[2 * i + 1] >> 16))
+                        table[2 * at + 1] = old[2 * i + 1]
+                        table[2 * at] = old[2 * i]
+            self._keys = new_keys  # published whole: readers hold the old one meanwhile
+        size = self._numbers.shape[0]
+        grown = size
+        while (self.numbers + more) * 2 > grown:
+            grown *= 2
+        if grown != size:
+            new_numbers = np.zeros(grown, np.uint64)
+            table = new_numbers
+            old = self._numbers
+            with nogil:
+                for i in range(size):
+                    if old[i] != 0:
+                        _add_number(table, old[i])
+            self._numbers = new_numbers
+        return 0
+
+    def get(self, uint64_t number, uint32_t scope):
+        """(decided, optout) of a key; (0, 0) when it has none."""
+        cdef const uint64_t[::1] keys = self._keys
+        cdef Py_ssize_t at = _find_key(&keys[0], keys.shape[0] // 2, number, scope)
+        if at < 0:
+            return 0, 0
+        return int((keys[2 * at + 1] >> 8) & 0xFF), int(keys[2 * at + 1] & 0xFF)
+
+    def contains(self, const uint64_t[::1] numbers):
+        """One byte per number: 1 where it has a key."""
+        out = np.zeros(numbers.shape[0], np.uint8)
+        cdef uint8_t[::1] found = out
+        cdef const uint64_t[::1] held = self._numbers
+        cdef Py_ssize_t i
+        with nogil:
+            for i in range(numbers.shape[0]):
+                found[i] = _has_number(&held[0], held.shape[0], numbers[i])
+        return out
+
+
+cdef inline Py_ssize_t _add_number(uint64_t[::1] table, uint64_t number) noexcept nogil:
+    cdef uint64_t mask = table.shape[0] - 1
+    cdef uint64_t i = anning_number_slot(number, _table_shift(table.shape[0]))
+    while table[i] != 0:
+        if table[i] == number:
+            return 0
+        i = (i + 1) & mask
+    table[i] = number
+    return 1
+
+
+cdef inline int _decided(const uint64_t *keys, Py_ssize_t size, uint64_t number, uint32_t scope,
+                         int bit) noexcept nogil:
+    """-1: no event decides (number, scope, bit); else 1 opted out, 0 not."""
+    cdef Py_ssize_t at
+    cdef uint64_t value
+    if scope == C_NO_SCOPE:
+        return -1
+    at = _find_key(keys, size, number, scope)
+    if at < 0:
+        return -1
+    value = keys[2 * at + 1]
+    if not ((value >> (8 + bit)) & 1):
+        return -1
+    return <int>((value >> bit) & 1)
+
+
+cdef void overlay_pass(const IndexView *v, const uint64_t *keys, Py_ssize_t size,
+                       const uint64_t *held, Py_ssize_t held_size, const uint32_t *sender_ids,
+                       const uint64_t *numbers, Py_ssize_t n, int bit, const uint32_t *extra,
+                       Py_ssize_t extras, uint8_t *out) noexcept nogil:
+    """Redo the checks whose numbers have events: level by level, an event's decision where
+    there is one, the snapshot's entry where there is not."""
+    cdef Py_ssize_t i
+    cdef uint32_t sid
+    cdef uint32_t levels[3]
+    cdef uint64_t h
+    cdef int level, d
+    for i in range(n):
+        if not _has_number(held, held_size, numbers[i]):
+            continue
+        sid = sender_ids[i]
+        levels[0] = C_NO_SCOPE
+        levels[1] = C_NO_SCOPE
+        if sid < v.senders:
+            levels[0] = v.sender_scope[sid]
+            levels[1] = v.sender_entity[sid]
+        elif sid != C_NO_SCOPE and sid - v.senders < <uint64_t>extras:
+            levels[0] = extra[sid - v.senders]  # a sender only events know
+        levels[2] = 0
+        h = an_perm50(numbers[i])
+        out[i] = SCOPE_NONE
+        for level in range(3):
+            if levels[level] == C_NO_SCOPE:
+                continue
+            d = _decided(keys, size, numbers[i], levels[level], bit)
+            # a scope only events know has no entry here (and its id may not fit the words)
+            if d == 1 or (d < 0 and levels[level] <= v.scope_mask and
+                          (mask_of(v, h, levels[level]) >> bit) & 1):
+                out[i] = SCOPE_SENDER + level
+                break

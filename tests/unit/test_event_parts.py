@@ -1,0 +1,166 @@
+"""The compact parts of the events against plain models: NumberSet (the exact set of numbers
+with events), EventTable (the latest statement per key), EventStore (each event once)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from anning._events import NumberSet
+from anning.engine.store import EventStore
+from anning.model.events import (
+    OPT_IN,
+    OPT_OUT,
+    REASSIGN,
+    REASSIGN_SCOPE,
+    Event,
+    EventColumns,
+    EventTable,
+)
+from anning.model.scopes import SOURCES
+
+NUMBERS = [8613800000001, 8613800000002, 8613900000003]
+ABSENT = 8613700000009
+
+C = 0x9E3779B97F4A7C15  # NumberSet's multiplier: numbers made from its inverse share a slot
+SAME_SLOT = [((63 << 58) + j) * pow(C, -1, 1 << 64) % (1 << 64) for j in range(1, 40)]
+uint64s = st.one_of(st.integers(1, (1 << 64) - 1), st.integers(1, 50),
+                    st.sampled_from([1, (1 << 63) - 1, 1 << 63, (1 << 64) - 1, *SAME_SLOT]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(uint64s, max_size=40), max_size=6), st.lists(uint64s, max_size=40),
+       st.booleans())
+def test_number_set_is_a_set(batches, queries, as_arrays):
+    numbers, model = NumberSet(), set()
+    for batch in batches:
+        numbers.add_many(np.array(batch, np.uint64) if as_arrays else batch)
+        model.update(batch)
+        assert len(numbers) == len(model)
+    asked = [*queries, *model]
+    assert numbers.contains(np.array(asked, np.uint64)).tolist() == [q in model for q in asked]
+    assert all((q in numbers) == (q in model) for q in queries)
+    assert numbers.to_array().tolist() == sorted(model)
+    assert numbers.nbytes >= 4 * 8 * len(model)  # at most a quarter full
+
+
+def test_number_set_grows_one_by_one_and_in_bulk():
+    rng = np.random.default_rng(7)
+    numbers, model = NumberSet(), []
+    for x in rng.integers(1, 1 << 63, 3000, dtype=np.uint64).tolist():
+        numbers.add(x)
+        model.append(x)
+    numbers.add_many(np.array([*SAME_SLOT, *model[:500]], np.uint64))  # duplicates change nothing
+    model = set(model) | set(SAME_SLOT)
+    assert len(numbers) == len(model)
+    assert numbers.contains(np.array(sorted(model), np.uint64)).all()
+    absent = rng.integers(1 << 63, (1 << 64) - 1, 3000, dtype=np.uint64)
+    assert not numbers.contains(absent).any()
+    assert NumberSet(np.array(sorted(model), np.uint64)).to_array().tolist() == sorted(model)
+
+
+def test_number_set_refuses_zero():
+    numbers = NumberSet([5, 7])
+    for bad in ([0], [9, 0, 11], np.zeros(3, np.uint64)):
+        with pytest.raises(ValueError):
+            numbers.add_many(bad)
+        assert numbers.to_array().tolist() == [5, 7]  # nothing of a refused batch is kept
+    with pytest.raises(ValueError):
+        numbers.add(0)
+    with pytest.raises(ValueError):
+        NumberSet([3, 0])
+    assert 0 not in numbers
+    assert NumberSet().contains(np.array([0, 1], np.uint64)).tolist() == [0, 0]  # empty
+
+
+
+def table_event(kind, number, scope, mask, at, source) -> Event:
+    if kind == REASSIGN:
+        return Event(number, "", 0, kind, at, source)
+    return Event(number, scope, mask or 1, kind, at, source)
+
+
+table_events = st.builds(
+    table_event, st.sampled_from([OPT_OUT, OPT_IN, REASSIGN]), st.sampled_from(NUMBERS),
+    st.sampled_from(["a", "b", "c", "d"]), st.integers(0, 0xFF), st.integers(1, 8),
+    st.sampled_from(SOURCES[1:]),
+)
+
+
+def numbered(events: list[Event]) -> EventColumns:
+    return EventColumns.from_events([Event(e.number, e.scope, e.mask, e.kind, e.at_ms,
+                                           e.source, i + 1) for i, e in enumerate(events)])
+
+
+def assert_table_is(table: EventTable, events: list[Event]) -> None:
+    """The table holds, per (number, scope, bit), the statement that wins: the latest, an
+    opt-out at a tie, the later sequence at a full tie; per number its latest reassignment."""
+    winners: dict[tuple, Event] = {}
+    for i, e in enumerate(events):
+        e = Event(e.number, e.scope, e.mask, e.kind, e.at_ms, e.source, i + 1)
+        bits = [-1] if e.kind == REASSIGN else [b for b in range(8) if e.mask >> b & 1]
+        for bit in bits:
+            key = (e.number, e.scope, bit)
+            if e.wins_over(winners.get(key)):
+                winners[key] = e
+    got = {}
+    for e in table.events():
+        key = (e.number, e.scope, -1 if e.kind == REASSIGN else e.mask.bit_length() - 1)
+        assert key not in got, f"two rows for {key}"
+        got[key] = (e.at_ms, e.kind, e.source, e.sequence)
+    assert got == {k: (e.at_ms, e.kind, e.source, e.sequence) for k, e in winners.items()}
+    c = table.columns
+    keys = list(zip(c["number"].tolist(), c["scope"].tolist(), c["bit"].tolist(), strict=True))
+    assert keys == sorted(set(keys))  # sorted and unique: searchsorted finds them
+    assert all(s == REASSIGN_SCOPE or s < len(table.scopes) for _, s, _ in keys)
+    assert table.unique_numbers().tolist() == sorted({n for n, _, _ in winners})
+    for number in [*NUMBERS, ABSENT]:
+        r = table.reassignment(number)
+        w = winners.get((number, "", -1))
+        assert (r and r.at_ms) == (w and w.at_ms)
+        for scope in "abcde":
+            for bit in range(8):
+                e = table.latest(number, scope, bit)
+                w = winners.get((number, scope, bit))
+                assert (e and (e.at_ms, e.opt_out, e.sequence)) == \
+                    (w and (w.at_ms, w.opt_out, w.sequence))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(table_events, max_size=40))
+def test_event_table_holds_the_winners(events):
+    assert_table_is(EventTable.of(numbered(events)), events)
+
+
+def test_event_table_of_many_events():
+    rng = random.Random(5)
+    evs = [table_event(rng.choice([OPT_OUT, OPT_IN, REASSIGN]), rng.choice(NUMBERS),
+                       rng.choice("abcd"), rng.randrange(256), rng.randrange(1, 60),
+                       rng.choice(SOURCES[1:])) for _ in range(25_000)]
+    assert_table_is(EventTable.of(numbered(evs)), evs)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 50), st.lists(st.lists(st.integers(1, 120), max_size=30), max_size=6),
+       st.booleans())
+def test_event_store_holds_each_event_once(after, batches, as_columns):
+    store, model = EventStore(after), set()
+    for batch in batches:
+        events = [Event(8613800000000 + q, "s", 1, OPT_OUT, 1_700_000_000_000, "api", q)
+                  for q in batch]
+        if as_columns:
+            got = store.add_columns(EventColumns.from_events(events)).sequence.tolist()
+        else:
+            got = [e.sequence for e in store.add(events)]
+        fresh = []
+        for q in batch:
+            if q > after and q not in model and q not in fresh:
+                fresh.append(q)
+        assert got == fresh
+        model.update(fresh)
+        assert len(store) == len(model)
+    assert store.columns().sequence.tolist() == sorted(model)
