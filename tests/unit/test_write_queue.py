@@ -109,7 +109,6 @@ def test_writes_from_the_loop_queue_behind_an_fsync_and_go_out_together(tmp_path
 def test_a_full_disk_fails_every_write_of_its_batch_and_writes_resume(tmp_path):
     io = CrashIO()
     engine = engine_on(tmp_path, io)
-    size = (tmp_path / SEG1).stat().st_size if (tmp_path / SEG1).exists() else 0
 
     async def run() -> tuple[list, int]:
         queue = WriteQueue(engine, asyncio.get_running_loop())
