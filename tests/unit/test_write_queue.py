@@ -15,7 +15,7 @@ from anning.errors import DiskFull, InvalidInput, WritesStopped
 from anning.model.events import OPT_OUT, Event
 from anning.server.writes import WriteQueue
 from anning.testing.crashio import CrashIO
-from anning.testing.scenario import BASE, SEG1, answers, at, engine_on, expected
+from anning.testing.scenario import BASE, answers, at, engine_on, expected
 
 
 def event(engine: Engine, number: int, seconds: int = 10) -> Event:
