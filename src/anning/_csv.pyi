@@ -19,12 +19,14 @@ class SnapshotParser:
     line: int
     newest_at: int
     rejects: list[tuple[int, str, str, bytes]]
+    ats: npt.NDArray[np.int64] | None
+    actions: npt.NDArray[np.uint8] | None
     def __init__(
         self, columns: Sequence[str], delimiter: str, default_mask: int,
         resolve_sender: Callable[[str], int], resolve_category: Callable[[str], int],
         resolve_source: Callable[[str], int], normalize_text_number: Callable[..., int],
         default_country: int = 86, offset_minutes: int = 480, first_line: int = 2,
-        capacity: int = ...,
+        capacity: int = ..., resolve_action: Callable[[str], int] | None = None,
     ) -> None: ...
     def start_file(self, columns: Sequence[str], delimiter: str, first_line: int = 2) -> None: ...
     def arrays(
@@ -33,5 +35,7 @@ class SnapshotParser:
     @property
     def distinct_senders(self) -> int: ...
     def feed(self, chunk: bytes | memoryview, final: bool = False) -> int: ...
+
+ACTIONS: dict[str, int]
 
 def parse_time(text: bytes, offset_minutes: int = 480) -> int | None: ...

@@ -26,3 +26,16 @@ def scan_frames(
 def join_payloads(
     data: bytes | memoryview, offsets: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64],
 ) -> bytes: ...
+
+def format_csv(
+    sequence: npt.NDArray[np.uint64], number: npt.NDArray[np.uint64],
+    at: npt.NDArray[np.int64], scope: npt.NDArray[np.uint32], mask: npt.NDArray[np.uint8],
+    kind: npt.NDArray[np.uint8], source: npt.NDArray[np.uint8], scopes: list[bytes],
+    categories: list[bytes], sources: list[bytes], actions: list[bytes],
+) -> bytes: ...
+def encode_changes(
+    sequence: npt.NDArray[np.uint64], number: npt.NDArray[np.uint64],
+    at: npt.NDArray[np.int64], scope: npt.NDArray[np.uint32], mask: npt.NDArray[np.uint8],
+    kind: npt.NDArray[np.uint8], source: npt.NDArray[np.uint8], scopes: list[bytes],
+    categories: list[bytes], sources: list[bytes],
+) -> bytes: ...

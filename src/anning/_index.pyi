@@ -18,7 +18,24 @@ def build(
     masks: npt.NDArray[np.uint8], scope_bits: int, bloom_bits_per_entry: float = 10.0,
     validate: bool = True,
     allocate: Callable[[int, npt.DTypeLike], npt.NDArray[Any]] | None = None,
+    times: npt.NDArray[np.int64] | None = None,
 ) -> dict[str, Any]: ...
+
+@disjoint_base
+class DecisionTable:
+    keys: int
+    numbers: int
+    _keys: npt.NDArray[np.uint64]
+    _numbers: npt.NDArray[np.uint64]
+    def __len__(self) -> int: ...
+    @property
+    def nbytes(self) -> int: ...
+    def set_many(
+        self, numbers: npt.NDArray[np.uint64], scopes: npt.NDArray[np.uint32],
+        decided: npt.NDArray[np.uint8], optout: npt.NDArray[np.uint8],
+    ) -> None: ...
+    def get(self, number: int, scope: int) -> tuple[int, int]: ...
+    def contains(self, numbers: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint8]: ...
 def build_bloom(
     directory: npt.NDArray[np.uint32], words: npt.NDArray[np.uint64], remainder_bits: int,
     scope_bits: int, bits_per_entry: float,
@@ -44,8 +61,18 @@ class IndexCore:
     def __len__(self) -> int: ...
     def check_ids(
         self, sender_ids: npt.NDArray[np.uint32], numbers: npt.NDArray[np.uint64], bit: int,
-        out: npt.NDArray[np.uint8] | None = None,
+        out: npt.NDArray[np.uint8] | None = None, decisions: DecisionTable | None = None,
+        extra: npt.NDArray[np.uint32] | None = None,
     ) -> npt.NDArray[np.uint8]: ...
+    def positions(
+        self, numbers: npt.NDArray[np.uint64], scopes: npt.NDArray[np.uint32],
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8]]: ...
+    def entries_at(
+        self, positions: npt.NDArray[np.int64],
+    ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint32], npt.NDArray[np.uint8]]: ...
+    def number_entries(
+        self, number: int,
+    ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint8], npt.NDArray[np.int64]]: ...
     def check_one(self, sender_id: int, number: int, bit: int) -> int: ...
     def mask(self, number: int, scope: int) -> int: ...
     def entries(

@@ -42,11 +42,12 @@ def _by_bit(categories: tuple[str, ...] | list[str]) -> list[bytes]:
 def format_csv(events: EventColumns, categories: tuple[str, ...]) -> bytes:
     """The CSV rows of events (no header)."""
     c = events.columns
-    return _events.format_csv(
+    rows: bytes = _events.format_csv(
         c["sequence"], c["number"], c["at"], c["scope"], c["mask"], c["kind"], c["source"],
         [_csv_field(s) for s in events.scopes], [_csv_field(n.decode()) for n in
                                                  _by_bit(categories)],
         [_csv_field(s) for s in SOURCES], _ACTIONS)
+    return rows
 
 
 class ChangeEncoder:
@@ -58,10 +59,11 @@ class ChangeEncoder:
 
     def encode(self, events: EventColumns) -> bytes:
         c = events.columns
-        return _events.encode_changes(
+        message: bytes = _events.encode_changes(
             c["sequence"], c["number"], c["at"], c["scope"], c["mask"], c["kind"],
             c["source"], [s.encode("utf-8") for s in events.scopes], self.categories,
             self.sources)
+        return message
 
 
 def export_csv(data: DataDir, since: int, until: int | None,

@@ -88,7 +88,8 @@ class Overlay:
         return self.decisions.numbers == 0
 
     def has(self, number: int) -> bool:
-        return bool(self.decisions.contains(np.array([number], np.uint64))[0])
+        found = self.decisions.contains(np.array([number], np.uint64))
+        return bool(found[0])
 
     def sender_id(self, name: str) -> int:
         """The sender id of a normalised sender name: the list's, or one only events know."""

@@ -151,4 +151,5 @@ def _hits(table: np.ndarray, numbers: np.ndarray, candidates: np.ndarray) -> lis
     keys = np.ascontiguousarray(table["number"])
     q = numbers[candidates]
     at = np.minimum(np.searchsorted(keys, q), len(keys) - 1)
-    return candidates[keys[at] == q].tolist()
+    hits: list[int] = candidates[keys[at] == q].tolist()
+    return hits

@@ -17,6 +17,7 @@ only the few others are resolved here, in numpy.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,7 +71,7 @@ class _Statements:
 
 
 def fold(rows: Rows, events: EventColumns, table: ScopeTable, categories: tuple[str, ...],
-         as_of_ms: int, meta: dict[str, object]) -> SuppressionIndex:
+         as_of_ms: int, meta: Mapping[str, object]) -> SuppressionIndex:
     """The index of `rows` with `events` (already only those past the watermark) folded in;
     `table` gets the scopes of the events that the rows do not name."""
     n = len(rows.numbers)

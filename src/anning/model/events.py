@@ -99,7 +99,7 @@ class EventColumns:
                     for e in events]
         source_ids = {name: i for i, name in enumerate(SOURCES)}
         n = len(events)
-        columns = {
+        columns: dict[str, np.ndarray] = {
             "sequence": np.fromiter((e.sequence for e in events), np.uint64, n),
             "number": np.fromiter((e.number for e in events), np.uint64, n),
             "at": np.fromiter((e.at_ms for e in events), np.int64, n),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from anning.model.events import OPT_OUT, REASSIGN, Event
 from anning.model.scopes import ENTITY_PREFIX, GLOBAL, Scope
@@ -86,10 +87,10 @@ class ReferenceModel:
                           event.source, last + 1)
         self.events.append(event)
 
-    def _statements(self, number: int) -> tuple[list[tuple], Event | None, int]:
+    def _statements(self, number: int) -> tuple[list[tuple[Any, ...]], Event | None, int]:
         """(at, opted out, tiebreak, key, bit, event or None) of the number, after its latest
         reassignment; that reassignment, if an event past the fold made it; and its time."""
-        said: list[tuple] = []
+        said: list[tuple[Any, ...]] = []
         moves: list[tuple[int, Event | None]] = []
         for row in self.rows:
             if row.number != number:
@@ -114,7 +115,8 @@ class ReferenceModel:
         moved = by if by is not None and by.sequence > self.folded_through else None
         return [s for s in said if s[0] >= cut], moved, cut
 
-    def _winner(self, said: list[tuple], key: str, bit: int) -> tuple | None:
+    def _winner(self, said: list[tuple[Any, ...]], key: str,
+                bit: int) -> tuple[Any, ...] | None:
         mine = [s for s in said if s[3] == key and s[4] == bit]
         return max(mine, key=lambda s: s[:3]) if mine else None
 

@@ -130,7 +130,7 @@ def columns_of(sequences: Sequence[int], fields: Sequence[EventFields]) -> Event
     """Events as the log's records hold them, as columns (no object per event)."""
     n = len(fields)
     ids: dict[str, int] = {}
-    columns = {
+    columns: dict[str, np.ndarray] = {
         "sequence": np.fromiter(sequences, np.uint64, n),
         "number": np.fromiter((f[1] for f in fields), np.uint64, n),
         "at": np.fromiter((f[4] for f in fields), np.int64, n),

@@ -99,7 +99,9 @@ class OwnWrites:
         are forgotten. An own write is one write() of one or more frames: from where its first
         frame starts to where its last one ends."""
         first, last = int(frames[0]), int(frames[-1])
-        met = [(start, end, after) for (number, start), (end, after) in self.spans.items()
+        # a copy first: the writer thread marks its writes while this reader looks (one C
+        # call under the GIL; iterating the dict itself can meet it changing size)
+        met = [(start, end, after) for (number, start), (end, after) in list(self.spans.items())
                if number == segment and first <= start <= last]
         if not met:
             return np.ones(len(frames), bool), 0
