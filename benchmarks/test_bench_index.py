@@ -1,22 +1,22 @@
 """Benchmarks of SuppressionIndex against simple peers, in the same run (see README.md).
 
-Every anning benchmark also checks its answer (against an exact numpy model of the list), so a
-broken benchmark fails; a slow figure never does.
+Every anning benchmark also checks its answer (against the exact numpy model of the list,
+benchmarks.lib.oracle), so a broken benchmark fails; a slow figure never does.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import warnings
 from pathlib import Path
 
-import datagen
 import numpy as np
 import pytest
 
 import anning
-from anning import Scope, SuppressionIndex
+from anning import Scope, read_snapshot, write_snapshot
+from benchmarks.lib import datagen
+from benchmarks.lib.peers import np_save_durable, searchsorted_member
 
 SET_SAMPLE = 200_000  # lookups for the pure-Python peers (scaled to one lookup)
 SCALAR_SAMPLE = 100_000  # scalar checks per round
@@ -27,15 +27,15 @@ CN_BASE = 8_600_000_000_000  # 86 followed by an 11-digit national mobile number
 
 
 @pytest.mark.parametrize("impl", ["anning", "numpy-sort", "python-set"])
-def test_build(impl, measure, data, oracle, sorted_numbers, number_set):
+def test_build(impl, measure, data, model, sorted_numbers, number_set):
     """ns per entry to build, sort included. Peers: np.sort of the uint64 numbers; a Python set
     of the numbers as ints (tolist included)."""
     e = data.entries
     n = len(e.numbers)
     if impl == "anning":
-        idx = measure("build", impl, lambda: datagen.build_index(data), per=n, unit="ns/entry",
-                      rounds=3, note="includes the 55k-scope sender table")
-        assert len(idx) == len(oracle.keys)
+        idx = measure("build", impl, lambda: datagen.build_index(data.universe, e), per=n,
+                      unit="ns/entry", rounds=3, note="includes the 55k-scope sender table")
+        assert len(idx) == len(model)
         idx.verify()
     elif impl == "numpy-sort":
         out = measure("build", impl, lambda: np.sort(e.numbers), per=n, unit="ns/entry")
@@ -50,32 +50,25 @@ def test_build_fixed_cost(measure, data):
     """ms to build an index of one entry with the full sender table (50k senders, 5k entities,
     10k sender -> entity links): the per-sender Python work that every build pays."""
     e = data.entries
-    one = datagen.Dataset(
-        data.universe, datagen.Entries(e.numbers[:1], e.codes[:1], e.masks[:1]), data.queries
-    )
-    idx = measure("build, fixed cost", "anning", lambda: datagen.build_index(one), unit="ms",
-                  scale=1e3, rounds=3)
+    one = datagen.Entries(e.numbers[:1], e.codes[:1], e.masks[:1])
+    idx = measure("build, fixed cost", "anning", lambda: datagen.build_index(data.universe, one),
+                  unit="ms", scale=1e3, rounds=3)
     assert len(idx) == 1 and len(idx.senders) == data.universe.n_senders
 
 
 # -- batch checks ----------------------------------------------------------------------------
 
 
-def _searchsorted_member(sorted_numbers: np.ndarray, numbers: np.ndarray) -> np.ndarray:
-    i = np.searchsorted(sorted_numbers, numbers)
-    np.minimum(i, len(sorted_numbers) - 1, out=i)
-    return sorted_numbers[i] == numbers
-
-
 @pytest.mark.parametrize(
     "impl", ["anning", "numpy-searchsorted", "numpy-exact-3-probes", "python-set"]
 )
-def test_check_ids(impl, measure, data, index, query_ids, oracle, sorted_numbers, number_set):
+def test_check_ids(impl, measure, data, index, query_ids, model, oracle, sorted_numbers,
+                   number_set):
     """ns per check over the query set. anning answers the full check (sender, entity, global,
     category). Peers answer "is this number on the list" with one probe: np.searchsorted on the
     sorted numbers, a Python set over a subsample; numpy-exact-3-probes is the same full check
     as anning, with three searchsorted over sorted (number, scope) keys."""
-    q, u = data.queries, data.universe
+    q = data.queries
     n = len(q.numbers)
     if impl == "anning":
         out = measure("check_ids", impl, lambda: index.check_ids(query_ids, q.numbers),
@@ -88,15 +81,12 @@ def test_check_ids(impl, measure, data, index, query_ids, oracle, sorted_numbers
         hit = q.present & ((q.entry_mask & 1) == 1)
         assert np.all(out[hit] >= 1) and np.all(out[hit] <= q.entry_kind[hit])
     elif impl == "numpy-searchsorted":
-        out = measure("check_ids", impl, lambda: _searchsorted_member(sorted_numbers, q.numbers),
+        out = measure("check_ids", impl, lambda: searchsorted_member(sorted_numbers, q.numbers),
                       per=n, unit="ns/check", rounds=10, note="one probe, numbers only")
         assert np.all(out[oracle.marketing > 0])
     elif impl == "numpy-exact-3-probes":
-        out = measure(
-            "check_ids", impl,
-            lambda: datagen.oracle_check(u, oracle.keys, oracle.masks, q.senders, q.numbers),
-            per=n, unit="ns/check", rounds=3,
-        )
+        out = measure("check_ids", impl, lambda: model.check(q.senders, q.numbers),
+                      per=n, unit="ns/check", rounds=3)
         np.testing.assert_array_equal(out, oracle.marketing)
     else:
         sample = q.numbers[:SET_SAMPLE].tolist()
@@ -178,24 +168,17 @@ def snapdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("snapshot")
 
 
-def _np_save(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as f:  # fsync, as anning's save does
-        np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-
-
 @pytest.mark.parametrize("impl", ["anning", "numpy"])
 def test_save(impl, measure, index, sorted_numbers, snapdir):
     """Seconds to write the binary snapshot (fsync included). Peer: np.save of the sorted
     uint64 numbers (8 B/entry, no scopes or masks), fsync included."""
     if impl == "anning":
         path = snapdir / "index.anning"
-        measure("save", impl, lambda: index.save(path), unit="s", scale=1.0)
-        assert path.stat().st_size >= index.nbytes - index._python_bytes
+        measure("save", impl, lambda: write_snapshot(index, path), unit="s", scale=1.0)
+        assert path.stat().st_size >= datagen.array_bytes(index)
     else:
         path = snapdir / "numbers.npy"
-        measure("save", impl, lambda: _np_save(path, sorted_numbers), unit="s", scale=1.0)
+        measure("save", impl, lambda: np_save_durable(path, sorted_numbers), unit="s", scale=1.0)
         assert path.stat().st_size >= sorted_numbers.nbytes
 
 
@@ -206,15 +189,15 @@ def test_load(impl, measure, index, sorted_numbers, snapdir, data, query_ids, or
     if impl == "anning":
         path = snapdir / "index.anning"
         if not path.exists():
-            index.save(path)
-        loaded = measure("load", impl, lambda: SuppressionIndex.load(path), unit="s", scale=1.0)
+            write_snapshot(index, path)
+        loaded = measure("load", impl, lambda: read_snapshot(path), unit="s", scale=1.0)
         assert len(loaded) == len(index)
         out = loaded.check_ids(query_ids, data.queries.numbers)
         np.testing.assert_array_equal(out, oracle.marketing)
     else:
         path = snapdir / "numbers.npy"
         if not path.exists():
-            _np_save(path, sorted_numbers)
+            np_save_durable(path, sorted_numbers)
         loaded = measure("load", impl, lambda: np.load(path), unit="s", scale=1.0)
         assert np.array_equal(loaded, sorted_numbers)
 
@@ -222,14 +205,12 @@ def test_load(impl, measure, index, sorted_numbers, snapdir, data, query_ids, or
 # -- memory ----------------------------------------------------------------------------------
 
 
-def test_bytes_per_entry(figures, index, oracle, number_set):
+def test_bytes_per_entry(figures, index, model, number_set):
     """Bytes per entry: anning's nbytes (arrays and Python tables) and its arrays alone; peers:
     a sorted uint64 array (8 B) and a Python set of int numbers (the set and its ints)."""
     n = len(index)
-    assert n == len(oracle.keys)
-    core = index._core
-    arrays = sum(a.nbytes for a in (core.directory, core.words, core.bloom,
-                                     core.sender_scope, core.sender_entity))
+    assert n == len(model)
+    arrays = datagen.array_bytes(index)
     assert arrays <= index.nbytes
     figures.add("bytes/entry", "anning", index.nbytes / n, "B/entry",
                 note=f"arrays alone {arrays / n:.2f} B/entry")
@@ -281,15 +262,14 @@ def _bloom_may_have(core, numbers: np.ndarray, scopes: list[np.ndarray]) -> np.n
     return hit
 
 
-def test_bloom_false_positive_rate(figures, data, index, query_ids, oracle):
+def test_bloom_false_positive_rate(figures, data, index, query_ids, model):
     """Share of checks with no entry for any of their three scopes that pass the Bloom filter
     (they then cost a directory and an entries lookup). Counted by the core's `bloom_hits`;
     without it, by a numpy mirror of the original probes, skipped with a warning when the
     mirror no longer matches the core."""
     core = index._core
     q = data.queries
-    found = datagen.oracle_check(data.universe, oracle.keys, oracle.masks, q.senders, q.numbers,
-                                 None)
+    found = model.check(q.senders, q.numbers, None)
     absent = np.flatnonzero(found == 0)  # no entry for (number, own / entity / global)
     if not absent.size:
         pytest.skip("no absent queries")
