@@ -1,13 +1,13 @@
 """Benchmarks of SuppressionIndex against simple peers, in the same run (see README.md).
 
 Every anning benchmark also checks its answer (against the exact numpy model of the list,
-benchmarks.lib.oracle), so a broken benchmark fails; a slow figure never does.
+benchmarks.lib.oracle), and the exact numpy peer is checked against anning's answers, so a
+broken benchmark fails; a slow figure never does.
 """
 
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +67,8 @@ def test_check_ids(impl, measure, data, index, query_ids, model, oracle, sorted_
     """ns per check over the query set. anning answers the full check (sender, entity, global,
     category). Peers answer "is this number on the list" with one probe: np.searchsorted on the
     sorted numbers, a Python set over a subsample; numpy-exact-3-probes is the same full check
-    as anning, with three searchsorted over sorted (number, scope) keys."""
+    as anning, with three searchsorted over sorted (number, scope) keys (the model anning is
+    checked against, so here it is checked against anning's answers)."""
     q = data.queries
     n = len(q.numbers)
     if impl == "anning":
@@ -87,7 +88,7 @@ def test_check_ids(impl, measure, data, index, query_ids, model, oracle, sorted_
     elif impl == "numpy-exact-3-probes":
         out = measure("check_ids", impl, lambda: model.check(q.senders, q.numbers),
                       per=n, unit="ns/check", rounds=3)
-        np.testing.assert_array_equal(out, oracle.marketing)
+        np.testing.assert_array_equal(out, index.check_ids(query_ids, q.numbers))
     else:
         sample = q.numbers[:SET_SAMPLE].tolist()
         out = measure("check_ids", impl, lambda: [x in number_set for x in sample],
@@ -222,77 +223,30 @@ def test_bytes_per_entry(figures, index, model, number_set):
 
 # -- Bloom filter ----------------------------------------------------------------------------
 
-_M50 = np.uint64((1 << 50) - 1)
-
-
-def _perm50(x: np.ndarray) -> np.ndarray:
-    """numpy mirror of an_perm50 (ext/index.h)."""
-    with np.errstate(over="ignore"):
-        x = (x * np.uint64(0x9E3779B97F4A7C15)) & _M50
-        x ^= x >> np.uint64(25)
-        x = (x * np.uint64(0xBF58476D1CE4E5B9)) & _M50
-        x ^= x >> np.uint64(26)
-        x = (x * np.uint64(0x94D049BB133111EB)) & _M50
-        x ^= x >> np.uint64(25)
-    return x
-
-
-def _bloom_may_have(core, numbers: np.ndarray, scopes: list[np.ndarray]) -> np.ndarray:
-    """numpy mirror of the Bloom probes of check_kernel; True where any scope may be present."""
-    blocks = len(core.bloom) // 8
-    assert blocks < 1 << 32
-    bloom = np.asarray(core.bloom).reshape(blocks, 8)
-    with np.errstate(over="ignore"):
-        g = (_perm50(numbers) + np.uint64(1)) * np.uint64(0xD1342543DE82EF95)
-        lo32 = np.uint64(0xFFFFFFFF)
-        b = np.uint64(blocks)
-        block = ((g >> np.uint64(32)) * b + (((g & lo32) * b) >> np.uint64(32))) >> np.uint64(32)
-        rows = bloom[block.astype(np.int64)]
-        hit = np.zeros(len(numbers), dtype=bool)
-        for scope in scopes:
-            key = (g ^ (scope.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15))) * np.uint64(
-                0xD6E8FEB86659FD93
-            ) >> np.uint64(19)
-            ok = np.ones(len(numbers), dtype=bool)
-            for _ in range(core.bloom_k):
-                word = np.take_along_axis(rows, (key & np.uint64(7)).astype(np.int64)[:, None], 1)
-                ok &= ((word[:, 0] >> ((key >> np.uint64(3)) & np.uint64(63))) & np.uint64(1)) == 1
-                key >>= np.uint64(9)
-            hit |= ok
-    return hit
+BLOOM_CLAIM = 0.02  # README, "How the index works": about 2% false positives per check
+BLOOM_BOUND = 0.03  # what the claim allows, with the samples below
+BLOOM_MIN_SAMPLES = 10_000  # at 2%, 3% is 7 standard deviations away from 10,000 samples
 
 
 def test_bloom_false_positive_rate(figures, data, index, query_ids, model):
-    """Share of checks with no entry for any of their three scopes that pass the Bloom filter
-    (they then cost a directory and an entries lookup). Counted by the core's `bloom_hits`;
-    without it, by a numpy mirror of the original probes, skipped with a warning when the
-    mirror no longer matches the core."""
+    """Share of checks by a known sender with no entry for any of their three scopes (sender,
+    entity, global) that pass the Bloom filter anyway (they then cost a directory and an
+    entries lookup), counted by the core's `bloom_hits`. The README claims about 2%; above 3%
+    the claim is broken (with at least 10,000 such checks: 890,000 at the CI size). Every check
+    of an entry passes the filter (no false negatives)."""
     core = index._core
     q = data.queries
     found = model.check(q.senders, q.numbers, None)
-    absent = np.flatnonzero(found == 0)  # no entry for (number, own / entity / global)
-    if not absent.size:
-        pytest.skip("no absent queries")
-    if hasattr(core, "bloom_hits"):
-        hits = core.bloom_hits(query_ids[absent], q.numbers[absent])
-        # Every query taken from an entry passes the filter: no false negatives.
-        rows = np.flatnonzero(q.present)
-        assert core.bloom_hits(query_ids[rows], q.numbers[rows]) == rows.size
-    else:
-        numbers, scopes, _masks = index.entries()
-        sample = slice(0, min(len(numbers), 200_000))
-        if not _bloom_may_have(core, numbers[sample], [scopes[sample]]).all():
-            warnings.warn("the Bloom mirror does not match ext/index.h: FP rate not measured",
-                          stacklevel=1)
-            pytest.skip("Bloom mirror out of date")
-        known = query_ids != anning.UNKNOWN_SENDER
-        safe = np.where(known, query_ids, 0)
-        no_scope = np.uint32(0xFFFFFFFF)
-        own = np.where(known, core.sender_scope[safe], no_scope)[absent]
-        ent = np.where(known, core.sender_entity[safe], no_scope)[absent]
-        hits = int(_bloom_may_have(core, q.numbers[absent], [np.zeros_like(own), own, ent]).sum())
+    known = query_ids != anning.UNKNOWN_SENDER
+    absent = np.flatnonzero((found == 0) & known)  # no entry for own / entity / global
+    if absent.size < BLOOM_MIN_SAMPLES:
+        pytest.skip(f"{absent.size:,} absent checks: too few to bound the rate (--queries)")
+    hits = core.bloom_hits(query_ids[absent], q.numbers[absent])
+    rows = np.flatnonzero(q.present)
+    assert core.bloom_hits(query_ids[rows], q.numbers[rows]) == rows.size
     rate = hits / absent.size
     bits = core.bloom.nbytes * 8 / len(index)
     figures.add("bloom FP rate", "anning", rate * 100, "% of absent",
-                note=f"{bits:.1f} bits/entry, k={core.bloom_k}, 3 probes per check")
-    assert rate < 0.5
+                note=f"{bits:.1f} bits/entry, k={core.bloom_k}, 3 probes per check, "
+                     f"{absent.size:,} checks by known senders")
+    assert rate <= BLOOM_BOUND, f"{rate:.2%} false positives; README claims ~{BLOOM_CLAIM:.0%}"
