@@ -222,6 +222,11 @@ def random_numbers(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.uint64(8_600_000_000_000) + prefix * np.uint64(100_000_000) + rest
 
 
+def national(numbers: np.ndarray) -> list[str]:
+    """E.164 Chinese numbers as a caller writes them: "13812345678"."""
+    return [str(n - 8_600_000_000_000) for n in numbers.tolist()]
+
+
 def zipf_senders(rng: np.random.Generator, universe: Universe, n: int) -> np.ndarray:
     return np.searchsorted(universe.sender_cdf, rng.random(n), side="right").astype(np.uint32)
 
