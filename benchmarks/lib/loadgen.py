@@ -63,7 +63,7 @@ def same(method: str, got: bytes, want: bytes) -> bool:
         return True
     from anning.v1 import anning_pb2 as pb
 
-    cls = {"Check": pb.CheckResponse, "CheckStream": pb.CheckResponse,
+    cls: Any = {"Check": pb.CheckResponse, "CheckStream": pb.CheckResponse,
            "CheckBatch": pb.CheckBatchResponse, "CheckColumns": pb.CheckColumnsResponse}[method]
     try:
         return bool(cls.FromString(got) == cls.FromString(want))
@@ -89,7 +89,7 @@ class Answers:
         from anning.v1 import anning_pb2 as pb
 
         self.path, self.items, self.expected = path, items, expected
-        self.ack = {OPT_OUT: pb.WriteAck, WRITE_BATCH: pb.WriteBatchAck}.get(path)
+        self.ack: Any = {OPT_OUT: pb.WriteAck, WRITE_BATCH: pb.WriteBatchAck}.get(path)
         self.acked: list[tuple[int, int]] = []  # list.append: safe from several threads
 
     def ok(self, got: bytes, k: int) -> bool:
