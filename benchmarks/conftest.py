@@ -1,29 +1,30 @@
-"""Fixtures and the figures table for the anning benchmarks.
+"""Options, session fixtures and the figures table of the pytest benchmarks.
 
-Options: --entries (default 1,000,000: the CI size), --queries (1,000,000), --figures-json PATH
-(write the figures as JSON too). Each benchmark records a normalised median (ns per entry, ns
-per check, seconds, bytes per entry) for anning or for a peer; at the end of the session a
-table sets anning's figure beside each peer's figure from the same run, with their ratio.
+Options: --entries (default 1,000,000: the CI size), --queries (1,000,000), --events (200,000:
+the events benchmark's log), --figures-json PATH (write the figures as JSON too). Each benchmark
+records a normalised median (ns per entry, ns per check, seconds, bytes per entry) for anning
+or for a peer; at the end of the session benchmarks.lib.figures prints anning's figure beside
+each peer's from the same run, with their ratio.
+
+Run from the repository root: `python -m pytest benchmarks -q` (`-m` puts the root on the
+path, so `benchmarks.lib` imports as a package).
 """
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import datagen
-
 from anning import SuppressionIndex
+from benchmarks.lib import datagen
+from benchmarks.lib.figures import Figures
+from benchmarks.lib.oracle import ListModel
 
 ANNING = "anning"
 
@@ -39,71 +40,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="(sender, number) checks in the query set (default 1,000,000)",
     )
     group.addoption(
+        "--events", type=int, default=200_000,
+        help="events logged for the events benchmark (default 200,000; 1,000,000 full size)",
+    )
+    group.addoption(
         "--figures-json", type=Path, default=None,
         help="also write the figures table as JSON to this path",
     )
-
-
-@dataclass
-class Figure:
-    target: str
-    impl: str
-    value: float
-    unit: str
-    note: str = ""
-
-
-@dataclass
-class Figures:
-    """Normalised medians gathered by the tests of one session."""
-
-    items: list[Figure] = field(default_factory=list)
-    context: dict[str, Any] = field(default_factory=dict)
-
-    def add(self, target: str, impl: str, value: float, unit: str, note: str = "") -> None:
-        self.items.append(Figure(target, impl, value, unit, note))
-
-    def rows(self) -> list[dict[str, Any]]:
-        """One row per (target, peer): anning's figure, the peer's, and anning / peer."""
-        targets: dict[str, list[Figure]] = {}
-        for f in self.items:
-            targets.setdefault(f.target, []).append(f)
-        rows = []
-        for target, figs in targets.items():
-            ours = next((f for f in figs if f.impl == ANNING), None)
-            peers = [f for f in figs if f.impl != ANNING] or [None]
-            for peer in peers:
-                ratio = None
-                if ours is not None and peer is not None and peer.value:
-                    ratio = ours.value / peer.value
-                rows.append({
-                    "target": target,
-                    "unit": (ours or peer).unit,
-                    "anning": None if ours is None else ours.value,
-                    "peer": None if peer is None else peer.impl,
-                    "peer_value": None if peer is None else peer.value,
-                    "ratio": ratio,
-                })
-        return rows
 
 
 FIGURES = pytest.StashKey[Figures]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.stash[FIGURES] = Figures()
-
-
-def _fmt(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value == 0:
-        return "0"
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    if abs(value) >= 1:
-        return f"{value:.2f}"
-    return f"{value:.3g}"
+    config.stash[FIGURES] = Figures(
+        "anning figures (medians; ratio = anning / peer, lower is better for anning)", ANNING)
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-benchmark's own tables
@@ -113,38 +64,11 @@ def pytest_terminal_summary(
     figures = config.stash.get(FIGURES, None)
     if not figures or not figures.items:
         return
-    rows = figures.rows()
-    tr = terminalreporter
-    ctx = ", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}"
-                    for k, v in figures.context.items())
-    tr.write_sep("=", "anning figures (medians; ratio = anning / peer, lower is better for anning)")
-    if ctx:
-        tr.write_line(ctx)
-    header = ("target", "unit", "anning", "peer", "peer value", "anning/peer")
-    table = [header] + [
-        (r["target"], r["unit"], _fmt(r["anning"]), r["peer"] or "-", _fmt(r["peer_value"]),
-         "-" if r["ratio"] is None else f"{r['ratio']:.2f}x")
-        for r in rows
-    ]
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
-    last_target = None
-    for n, row in enumerate(table):
-        cells = list(row)
-        if n and cells[0] == last_target:
-            cells[0] = cells[1] = cells[2] = ""
-        else:
-            last_target = cells[0] if n else None
-        tr.write_line("  ".join(str(c).rjust(w) if i >= 2 and i != 3 else str(c).ljust(w)
-                                for i, (c, w) in enumerate(zip(cells, widths, strict=True))))
-    for f in figures.items:
-        if f.note:
-            tr.write_line(f"  {f.target} / {f.impl}: {f.note}")
+    for line in figures.lines():
+        terminalreporter.write_line(line)
     path = config.getoption("--figures-json")
     if path is not None:
-        doc = {"context": figures.context, "figures": [vars(f) for f in figures.items],
-               "rows": rows}
-        path.write_text(json.dumps(doc, indent=2, ensure_ascii=False))
-        tr.write_line(f"figures written to {path}")
+        figures.write_json(path)
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -175,7 +99,7 @@ def data(sizes: tuple[int, int], figures: Figures) -> datagen.Dataset:
 
 @pytest.fixture(scope="session")
 def index(data: datagen.Dataset) -> SuppressionIndex:
-    return datagen.build_index(data)
+    return datagen.build_index(data.universe, data.entries)
 
 
 @pytest.fixture(scope="session")
@@ -188,23 +112,24 @@ def query_ids(index: SuppressionIndex, sender_strings: list[str]) -> np.ndarray:
     return index.sender_ids(sender_strings)
 
 
+@pytest.fixture(scope="session")
+def model(data: datagen.Dataset) -> ListModel:
+    """The exact numpy model of the list (benchmarks.lib.oracle)."""
+    return ListModel(data.universe, data.entries)
+
+
 @dataclass
 class Oracle:
-    keys: np.ndarray  # sorted unique number << 20 | code
-    masks: np.ndarray
-    marketing: np.ndarray  # the exact answers to the query set, category marketing
+    """The exact answers to the query set, from the model."""
+
+    marketing: np.ndarray
     notification: np.ndarray
 
 
 @pytest.fixture(scope="session")
-def oracle(data: datagen.Dataset) -> Oracle:
-    u, q = data.universe, data.queries
-    keys, masks = datagen.oracle_keys(u, data.entries)
-    return Oracle(
-        keys, masks,
-        datagen.oracle_check(u, keys, masks, q.senders, q.numbers, 0),
-        datagen.oracle_check(u, keys, masks, q.senders, q.numbers, 1),
-    )
+def oracle(data: datagen.Dataset, model: ListModel) -> Oracle:
+    q = data.queries
+    return Oracle(model.check(q.senders, q.numbers, 0), model.check(q.senders, q.numbers, 1))
 
 
 @pytest.fixture(scope="session")
@@ -245,7 +170,7 @@ def measure(benchmark: Any, figures: Figures) -> Measure:
             result = benchmark.pedantic(fn, setup=setup, rounds=rounds, warmup_rounds=warmup)
             median = benchmark.stats.stats.median
         value = median / per * scale
-        figures.add(target, impl, value, unit, note)
+        figures.add(target, impl, value, unit, note=note)
         benchmark.extra_info["figure"] = value
         return result
 

@@ -5,8 +5,13 @@ Prints: CSV size and generation time; the load's wall time, rows/s and peak RSS 
 child's rusage); the time from the start of the load to the first answered check; the final
 index's size and peak RSS / index size (target: <= 2.5); ns per check on the loaded index.
 
-    python benchmarks/load_scale.py                  # 10M rows
-    python benchmarks/load_scale.py --rows 100000000 --dir /var/tmp/anning-scale
+Every answer is checked: 1,000 rows of each 2M-row chunk of the file must be suppressed, and
+each of the 1,000,000 timed checks (random numbers, senders drawn as the file's are) must
+answer exactly as the file says (SENDER when that (number, sender) is a row, NONE when not;
+found by the generator as it writes the rows). A wrong answer exits 1.
+
+    python -m benchmarks.load_scale                  # 10M rows
+    python -m benchmarks.load_scale --rows 100000000 --dir /var/tmp/anning-scale
 """
 
 from __future__ import annotations
@@ -24,39 +29,25 @@ from pathlib import Path
 
 import numpy as np
 
-PREFIXES = np.array([130, 131, 132, 133, 135, 136, 137, 138, 139, 150, 151, 152, 155, 156, 157,
-                     158, 159, 166, 170, 176, 177, 178, 180, 181, 182, 183, 185, 186, 187, 188,
-                     189, 191, 198, 199], dtype=np.int64)
-SENDERS = 50_000
-SENDER_TEXT = "【商户{:05d}】"  # fixed width in UTF-8: 17 bytes
-ROW = 11 + 1 + 17 + 1
+from benchmarks.lib.csvgen import SENDER_TEXT, FixedWidthChecks, write_fixed_width_csv
 
 
-def generate(path: Path, rows: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray]:
-    """Fixed-width rows `number,【商户NNNNN】`, written chunk by chunk from numpy byte matrices.
-    Returns a sample of (numbers, sender codes) present in the file."""
-    rng = np.random.default_rng(seed)
-    table = np.frombuffer(
-        b"".join(SENDER_TEXT.format(i).encode() for i in range(SENDERS)), np.uint8
-    ).reshape(SENDERS, 17)
-    powers = 10 ** np.arange(10, -1, -1, dtype=np.int64)
-    sample_numbers, sample_codes = [], []
-    with open(path, "wb") as f:
-        f.write(b"number,sender\n")
-        for start in range(0, rows, 2_000_000):
-            n = min(2_000_000, rows - start)
-            numbers = PREFIXES[rng.integers(0, len(PREFIXES), n)] * 10**8 + rng.integers(
-                0, 10**8, n)
-            codes = np.minimum(rng.zipf(1.2, n) - 1, SENDERS - 1)
-            out = np.empty((n, ROW), np.uint8)
-            out[:, :11] = (numbers[:, None] // powers % 10 + 48).astype(np.uint8)
-            out[:, 11] = ord(",")
-            out[:, 12:29] = table[codes]
-            out[:, 29] = ord("\n")
-            f.write(out.tobytes())
-            sample_numbers.append(numbers[:1000])
-            sample_codes.append(codes[:1000])
-    return np.concatenate(sample_numbers), np.concatenate(sample_codes)
+def generate(path: Path, rows: int) -> None:
+    """The file and its checks (saved beside it): in a child process, so that this one stays
+    small (a fork of a large parent would count in the load's peak RSS: Linux keeps ru_maxrss
+    across exec)."""
+    write_fixed_width_csv(path, rows).save(path.parent)
+
+
+def verify(out: np.ndarray, listed: np.ndarray) -> str | None:
+    """What is wrong with the answers to the timed checks, or None."""
+    expected = listed.astype(np.uint8)  # SENDER (1) for a row, NONE (0) otherwise
+    wrong = np.flatnonzero(out != expected)
+    if not wrong.size:
+        return None
+    i = int(wrong[0])
+    return (f"{wrong.size:,} of {len(out):,} checks answered wrongly, e.g. check {i}: "
+            f"{out[i]}, expected {expected[i]}")
 
 
 def main() -> int:
@@ -72,10 +63,8 @@ def main() -> int:
     figures: dict[str, float | int | str] = {"rows": args.rows}
     try:
         t0 = time.perf_counter()
-        # In a child process: a fork of a large parent would count in the load's peak RSS
-        # (Linux keeps ru_maxrss across exec), so the parent stays small.
         with multiprocessing.get_context("spawn").Pool(1) as pool:
-            sample_numbers, sample_codes = pool.apply(generate, (csv_path, args.rows))
+            pool.apply(generate, (csv_path, args.rows))
         figures["generate_s"] = round(time.perf_counter() - t0, 2)
         figures["csv_bytes"] = csv_path.stat().st_size
 
@@ -87,6 +76,7 @@ def main() -> int:
         )
         _, status, usage = os.wait4(child.pid, 0)
         load_s = time.perf_counter() - started
+        assert child.stdout is not None
         report = json.loads(child.stdout.read() or b"{}")
         child.stdout.close()
         if os.waitstatus_to_exitcode(status) != 0:
@@ -96,30 +86,40 @@ def main() -> int:
         figures["load_rows_per_s"] = round(args.rows / load_s)
         figures["load_peak_rss_bytes"] = usage.ru_maxrss * 1024
 
-        from anning import SuppressionIndex
+        from anning import read_snapshot
+        from anning.storage.layout import DataDir
 
-        index = SuppressionIndex.load(data / "index.anx")
-        first = index.check(SENDER_TEXT.format(int(sample_codes[0])), str(int(sample_numbers[0])))
+        checks = FixedWidthChecks.load(work)
+        index = read_snapshot(DataDir(data).snapshot)
+        first = index.check(SENDER_TEXT.format(int(checks.sample_codes[0])),
+                            int(checks.sample_numbers[0]))
         figures["load_to_first_answer_s"] = round(time.perf_counter() - started, 2)
-        assert first, "a row of the file is not suppressed"
+        if not first:
+            print("WRONG ANSWER: a row of the file is not suppressed", file=sys.stderr)
+            return 1
         figures["entries"] = len(index)
         figures["duplicates"] = report["duplicates"]
         figures["index_bytes"] = index.nbytes
         figures["peak_rss_over_index"] = round(usage.ru_maxrss * 1024 / index.nbytes, 2)
 
-        ids = index.sender_ids([SENDER_TEXT.format(int(c)) for c in sample_codes])
-        numbers = (sample_numbers + 86 * 10**11).astype(np.uint64)
-        assert (index.check_ids(ids, numbers) > 0).all(), "a sampled row is not suppressed"
-        rng = np.random.default_rng(1)
-        queries = (86 * 10**11 + PREFIXES[rng.integers(0, len(PREFIXES), 1_000_000)] * 10**8
-                   + rng.integers(0, 10**8, 1_000_000)).astype(np.uint64)
-        qids = rng.choice(ids, 1_000_000)
+        ids = index.sender_ids([SENDER_TEXT.format(c) for c in checks.sample_codes.tolist()])
+        if not (index.check_ids(ids, checks.sample_numbers) > 0).all():
+            print("WRONG ANSWER: a sampled row is not suppressed", file=sys.stderr)
+            return 1
+        table = index.sender_ids([SENDER_TEXT.format(c) for c in range(int(checks.codes.max())
+                                                                        + 1)])
+        qids = table[checks.codes]
         times = []
         for _ in range(5):
             t = time.perf_counter()
-            index.check_ids(qids, queries)
+            out = index.check_ids(qids, checks.numbers)
             times.append(time.perf_counter() - t)
-        figures["check_ns"] = round(float(np.median(times)) / 1e6 * 1e9, 1)
+        figures["check_ns"] = round(float(np.median(times)) / len(out) * 1e9, 1)
+        if wrong := verify(out, checks.listed):
+            print(f"WRONG ANSWER: {wrong}", file=sys.stderr)
+            return 1
+        figures["checks_verified"] = len(out)
+        figures["checks_listed"] = int(checks.listed.sum())
     finally:
         if not args.keep and args.dir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -1,7 +1,7 @@
 """Scale run: generate N entries in chunks, build the index, answer 1M checks, report figures.
 
-    python benchmarks/scale.py                         # 20,000,000 entries
-    python benchmarks/scale.py --entries 500000000     # the SPEC §8 size: needs ~14 GiB
+    python -m benchmarks.scale                         # 20,000,000 entries
+    python -m benchmarks.scale --entries 500000000     # the SPEC §8 size: needs ~14 GiB
 
 Reports generation and build time, ns per check (median of --repeat runs over the query set),
 bytes per entry and peak RSS (ru_maxrss). Memory at the build, the peak, is about 27.5 B per
@@ -15,41 +15,17 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
-import resource
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from anning import read_snapshot, write_snapshot
+from benchmarks.lib import datagen
+from benchmarks.lib.machine import GIB, mem_available, peak_rss, rss
 
-import datagen
-
-GIB = 1 << 30
 PEAK_BYTES_PER_ENTRY = 27.5
-
-
-def rss() -> int:
-    """Current resident set size in bytes."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-
-
-def mem_available() -> int | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 def log(msg: str) -> None:
@@ -88,15 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     figures["peak_rss_generate_gib"] = peak_rss() / GIB
     log(f"generated in {figures['generate_s']:.1f} s")
 
-    data = datagen.Dataset(universe, entries, queries)
     t0 = time.perf_counter()
-    index = datagen.build_index(data)
+    index = datagen.build_index(universe, entries)
     figures["build_s"] = time.perf_counter() - t0
     figures["build_ns_per_entry"] = figures["build_s"] / n * 1e9
     figures["peak_rss_build_gib"] = peak_rss() / GIB
     log(f"built {len(index):,} entries in {figures['build_s']:.1f} s "
         f"({figures['build_ns_per_entry']:.0f} ns/entry)")
-    data.entries = entries = None  # the inputs: 13 B/entry
+    del entries  # the inputs: 13 B/entry
     gc.collect()
     log("freed the inputs")
 
@@ -125,18 +100,15 @@ def main(argv: list[str] | None = None) -> int:
 
     figures["entries"] = len(index)
     figures["bytes_per_entry"] = index.nbytes / len(index)
-    core = index._core
-    arrays = sum(a.nbytes for a in (core.directory, core.words, core.bloom,
-                                     core.sender_scope, core.sender_entity))
-    figures["array_bytes_per_entry"] = arrays / len(index)
+    figures["array_bytes_per_entry"] = datagen.array_bytes(index) / len(index)
     figures["index_gib"] = index.nbytes / GIB
 
     if args.snapshot is not None:
         t0 = time.perf_counter()
-        index.save(args.snapshot)
+        write_snapshot(index, args.snapshot)
         figures["save_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        loaded = type(index).load(args.snapshot)
+        loaded = read_snapshot(args.snapshot)
         figures["load_s"] = time.perf_counter() - t0
         if not np.array_equal(loaded.check_ids(ids, queries.numbers), out):
             print("WRONG ANSWER: the loaded snapshot answers differently", file=sys.stderr)

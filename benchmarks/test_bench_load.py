@@ -1,8 +1,9 @@
 """Benchmarks of the snapshot load (SPEC §5) against Python's csv module, in the same run.
 
-The file: a clean CSV of `--load-rows` rows (default 1,000,000) of Chinese mobile numbers and
-skewed senders, made once per session. anning's parse normalises every number and resolves
-every sender; csv.reader only splits the lines, which is the floor a Python loader starts from.
+The file: a clean CSV of `--entries` rows (default 1,000,000; at most 5,000,000) of Chinese
+mobile numbers and skewed senders (benchmarks.lib.csvgen), made once per session. anning's
+parse normalises every number and resolves every sender; csv.reader only splits the lines,
+which is the floor a Python loader starts from.
 """
 
 from __future__ import annotations
@@ -14,28 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from anning.loader import LoadOptions, parse_snapshot_files, read_snapshot_files
-
-MOBILE_PREFIXES = np.array([130, 131, 132, 133, 135, 136, 137, 138, 139, 150, 151, 152, 155, 156,
-                            157, 158, 159, 166, 170, 176, 177, 178, 180, 181, 182, 183, 185, 186,
-                            187, 188, 189, 191, 198, 199], dtype=np.int64)
-
-
-def write_clean_csv(path: Path, rows: int, seed: int = 42) -> None:
-    """`number,sender,category` rows: national mobile numbers, 20,000 senders (Zipf-skewed)."""
-    rng = np.random.default_rng(seed)
-    senders = np.array([f"【商户{i}】" if i % 3 else f"10690{i:05d}" for i in range(20_000)])
-    categories = np.array(["marketing", "notification", "all"])
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        f.write("number,sender,category\n")
-        for start in range(0, rows, 500_000):
-            n = min(500_000, rows - start)
-            numbers = (MOBILE_PREFIXES[rng.integers(0, len(MOBILE_PREFIXES), n)] * 10**8
-                       + rng.integers(0, 10**8, n))
-            who = senders[np.minimum(rng.zipf(1.2, n) - 1, len(senders) - 1)]
-            cat = categories[rng.choice(3, n, p=[0.9, 0.05, 0.05])]
-            f.write("".join(f"{a},{b},{c}\n" for a, b, c in zip(numbers.tolist(), who.tolist(),
-                                                                   cat.tolist(), strict=True)))
+from anning.load import LoadOptions, parse_snapshot_files, read_snapshot_files
+from benchmarks.lib.csvgen import write_clean_csv
 
 
 @pytest.fixture(scope="session")

@@ -1,30 +1,34 @@
 """The write side under load: a real `anning serve` (1 worker, data directory on local disk,
-real fsync) beside the constant servicers of service_bench.py (same proto, answers at once;
+real fsync) beside the constant servicers of benchmarks.lib.peers (same proto, answers at once;
 synchronous, grpc.aio, and a durable floor that only appends and fsyncs), repetitions
 interleaved, medians and ratios (benchmarks/README.md has more).
 
-    python benchmarks/write_bench.py                   # 10M-entry snapshot, 1M logged events
-    python benchmarks/write_bench.py --quick           # CI size: 1M entries, 100k events
-    python benchmarks/write_bench.py --json write.json
+    python -m benchmarks.write_bench                   # 10M-entry snapshot, 1M logged events
+    python -m benchmarks.write_bench --quick           # CI size: 1M entries, 100k events
+    python -m benchmarks.write_bench --json write.json
 
 Targets: OptOut from 16 threads >= 0.8x the constant servicer's rate; OptOut p99 <= 10 ms paced
 at 1,000/s; WriteBatch >= 50,000 opt-outs/s; Check p99 at 500/s under 16 OptOut threads <= 1.5x
-the same with no writers; restart with 1M logged events, and after a checkpoint, <= 5 s. A
-failed or wrong answer exits 1; a missed target never does (targets are reported).
+the same with no writers; restart with 1M logged events, and after a checkpoint, <= 5 s.
+
+Every answer is checked: each acknowledgement (a sequence; a batch's count), each Check; after
+the write runs, every write anning acknowledged, by CheckColumns over every (sender, number)
+written (each must answer SENDER, and no two acknowledgements may share a sequence); after each
+restart, the logged events (all of them up to --verify-events, else a random sample of that
+many plus the first and the last), each answered as the whole history says
+(anning.model.reference). A failed or wrong answer exits 1; a missed target never does.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import multiprocessing
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -32,27 +36,42 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from anning.testing.server import accepts
+from benchmarks.lib import datagen
+from benchmarks.lib.figures import Figures, fmt
+from benchmarks.lib.loadgen import (
+    CHECK,
+    OPT_OUT,
+    WARM,
+    WRITE_BATCH,
+    task_closed,
+    task_paced_threads,
+)
+from benchmarks.lib.machine import disk, others
+from benchmarks.lib.oracle import event_checks
+from benchmarks.lib.peers import ConstantServer
+from benchmarks.lib.servers import (
+    CALL_TIMEOUT,
+    HOST,
+    NO_CHECKPOINT,
+    AnningServer,
+    stop_all,
+    wait_ready,
+)
 
-import service_bench as sb  # the servers, channels and helpers: the path above first
-
-OPT_OUT = "/anning.v1.OptOuts/OptOut"
-WRITE_BATCH = "/anning.v1.OptOuts/WriteBatch"
-CHECK = "/anning.v1.Suppression/Check"
-NO_CHECKPOINT = ("--checkpoint-bytes", str(1 << 60))  # restarts must not fold their own log
-WARM = 0.5  # seconds of closed-loop load before a window opens
 WRITES = 50_000  # distinct OptOut requests, cycled
+COLUMNS = 100_000  # numbers a CheckColumns call of the verifications
+SCOPES = ("NONE", "SENDER", "ENTITY", "GLOBAL")
 
 
 # -- the data (built in a spawned process: the build's memory stays out of this one) -----------
 
 
-def make_workload(entries: int, events: int, work: Path, batch_sizes: list[int]) -> dict:
-    import datagen
-
+def make_workload(entries: int, events: int, work: Path, batch_sizes: list[int],
+                  verify: int) -> dict:
+    from anning import write_snapshot
     from anning.engine import Engine
-    from anning.events import OPT_IN, OPT_OUT, REASSIGN
-    from anning.scopes import SOURCES
+    from anning.model.events import OPT_OUT as KIND_OPT_OUT
     from anning.v1 import anning_pb2 as pb
 
     t0 = time.perf_counter()
@@ -60,8 +79,7 @@ def make_workload(entries: int, events: int, work: Path, batch_sizes: list[int])
     as_of = now - 2 * 3_600_000  # the logged events fall between the cut and now
     u = datagen.make_universe()
     e = datagen.generate_entries(entries, u)
-    datagen.build_index(datagen.Dataset(u, e, None), meta={"as_of_ms": as_of}).save(
-        work / "index.anx")
+    write_snapshot(datagen.build_index(u, e, meta={"as_of_ms": as_of}), work / "index.anx")
     for name in ("live", "restart-log", "restart-empty"):  # one snapshot file, hard links
         (work / name).mkdir()
         os.link(work / "index.anx", work / name / "index.anx")
@@ -70,186 +88,101 @@ def make_workload(entries: int, events: int, work: Path, batch_sizes: list[int])
     # write takes a fresh number, so these answers hold under any write load.
     own = np.flatnonzero((e.codes < u.n_senders) & ((e.masks & 1) == 1))
     hit = own[rng.choice(len(own), 1024, replace=False)]
-    fresh = datagen.random_numbers(rng, (WRITES + 4 * sum(batch_sizes) + 1025) * 6 // 5)
-    fresh = np.unique(fresh[~np.isin(fresh, e.numbers)])
-    rng.shuffle(fresh)  # (sender, number) pairs no entry has; each used once from here on
-    fresh = list(zip([u.senders[c] for c in datagen.zipf_senders(rng, u, len(fresh)).tolist()],
-                     sb.national(fresh), strict=True))
-    pairs = [*zip([u.senders[c] for c in e.codes[hit].tolist()], sb.national(e.numbers[hit]),
-                  strict=True), *fresh[:1024]]
+    fresh_numbers = datagen.random_numbers(rng, (WRITES + 4 * sum(batch_sizes) + 1025) * 6 // 5)
+    fresh_numbers = np.unique(fresh_numbers[~np.isin(fresh_numbers, e.numbers)])
+    rng.shuffle(fresh_numbers)  # (sender, number) pairs no entry has; each used once from here
+    fresh = list(zip([u.senders[c] for c in
+                      datagen.zipf_senders(rng, u, len(fresh_numbers)).tolist()],
+                     datagen.national(fresh_numbers), strict=True))
+    pairs = [*zip([u.senders[c] for c in e.codes[hit].tolist()],
+                  datagen.national(e.numbers[hit]), strict=True), *fresh[:1024]]
     order = rng.permutation(len(pairs)).tolist()
     checks = [pb.CheckRequest(sender=pairs[i][0], number=pairs[i][1]).SerializeToString()
               for i in order]
     answers = [pb.CheckResponse(suppressed=i < 1024, scope=int(i < 1024)).SerializeToString()
                for i in order]
-    # Opt-outs of fresh numbers, of one (Zipf) sender each, marketing, at_ms 0 (now).
-    written = fresh[1024:1024 + WRITES]
-    opt_outs = [pb.OptOutRequest(scope=s, number=n).SerializeToString() for s, n in written]
+    # Opt-outs of fresh numbers, of one (Zipf) sender each, marketing, at_ms 0 (now): payload
+    # k writes opt_out_pairs[k], batch j of a size writes batch_pairs[size][j].
+    opt_out_pairs = fresh[1024:1024 + WRITES]
+    opt_outs = [pb.OptOutRequest(scope=s, number=n).SerializeToString() for s, n in opt_out_pairs]
     batches: dict[int, list[bytes]] = {}
+    batch_pairs: dict[int, list[list[tuple[str, str]]]] = {}
     pos = 1024 + WRITES
     for size in batch_sizes:
-        batches[size] = []
-        for _ in range(4):
-            batches[size].append(pb.WriteBatchRequest(events=[pb.WriteEvent(
-                kind=pb.EVENT_KIND_OPT_OUT, scope=s, number=n) for s, n in fresh[pos:pos + size]
-            ]).SerializeToString())
-            written.append(fresh[pos])
-            pos += size
-    # The restart log: events drawn as datagen draws entries (sender, entity and global scopes,
-    # every category mask), 8% opt-ins, 2% reassignments, mostly replies, times between the
-    # snapshot's cut and a minute ago; through Engine.apply, 10,000 a batch (one fsync each).
+        batch_pairs[size] = [fresh[pos + j * size:pos + (j + 1) * size] for j in range(4)]
+        batches[size] = [pb.WriteBatchRequest(events=[
+            pb.WriteEvent(kind=pb.EVENT_KIND_OPT_OUT, scope=s, number=n) for s, n in chunk
+        ]).SerializeToString() for chunk in batch_pairs[size]]
+        pos += 4 * size
+    # The restart log: events drawn as entries are (benchmarks.lib.datagen.generate_events),
+    # through Engine.apply, 10,000 a batch (one fsync each), and a known last one: a number no
+    # entry or other event has, opted out of one sender.
     t1 = time.perf_counter()
-    ev = datagen.generate_entries(events, u, seed=datagen.SEED + 1)
-    kind = np.where(rng.random(events) < 0.08, OPT_IN, OPT_OUT)
-    kind[rng.random(events) < 0.02] = REASSIGN
-    at = as_of + 1 + np.arange(events, dtype=np.int64) * (now - 60_000 - as_of) // max(events, 1)
-    source = np.where(rng.random(events) < 0.7, 1, np.where(rng.random(events) < 0.5, 2, 5))
-    category, table = {1: "marketing", 2: "notification", 0xFF: "all"}, u.sender_table
+    ev = datagen.generate_events(events, u, as_of, now - 60_000)
     engine = Engine(data_dir=work / "restart-log")
     engine.open_snapshot()
-    cols = [c.tolist() for c in (ev.numbers, ev.codes, ev.masks, kind, at, source)]
-    for lo in range(0, events, 10_000):
-        engine.apply([engine.make_event(n, table[c], category[m], k, t, SOURCES[s])
-                      for n, c, m, k, t, s in zip(*(c[lo:lo + 10_000] for c in cols),
-                                                  strict=True)])
-    # and a known last one: a number no entry or other event has, opted out of one sender
+    datagen.log_events(engine, ev, u)
     logged = fresh[pos]
-    engine.apply([engine.make_event(logged[1], logged[0], "marketing", OPT_OUT, now - 1, "api")])
-    log_mb = round(engine.log.size() / 2**20, 1) if engine.log else 0
+    engine.apply([engine.make_event(logged[1], logged[0], "marketing", KIND_OPT_OUT, now - 1,
+                                    "api")])
+    source = engine.source
+    log_mb = round(source.size() / 2**20, 1) if hasattr(source, "size") else 0
+    t2 = time.perf_counter()
+    # What each restart must answer about the logged events.
+    if events <= verify:
+        pick, picked = np.arange(events), f"all {events:,}"
+    else:
+        pick = np.unique(np.r_[0, events - 1, rng.choice(events, verify, replace=False)])
+        picked = f"a random sample of {verify:,} and the first and the last ({len(pick):,})"
+    expect = event_checks(u, e, ev, pick, as_of)
+    groups = []
+    for bit, category in enumerate(("marketing", "notification")):
+        these = np.flatnonzero(expect.bits == bit)
+        codes, index = np.unique(expect.senders[these], return_inverse=True)
+        groups.append({"category": category, "senders": [u.senders[c] for c in codes.tolist()],
+                       "index": index.astype(np.uint32), "numbers": expect.numbers[these],
+                       "expected": expect.expected[these], "events": expect.events[these]})
+    suppressed = int((expect.expected > 0).sum())
     return {"checks": checks, "answers": answers, "opt_outs": opt_outs, "batches": batches,
-            "written": written, "present": pairs[0], "logged": logged,
+            "opt_out_pairs": opt_out_pairs, "batch_pairs": batch_pairs, "present": pairs[0],
+            "logged": logged, "event_groups": groups,
+            "event_note": f"{picked} logged events checked after each restart "
+                          f"({suppressed:,} must answer suppressed, "
+                          f"{len(expect) - suppressed:,} NONE)",
             "info": {"entries": entries, "events": events + 1, "log_mb": log_mb,
-                     "snapshot_s": round(t1 - t0, 1),
-                     "events_s": round(time.perf_counter() - t1, 1)}}
+                     "snapshot_s": round(t1 - t0, 1), "events_s": round(t2 - t1, 1),
+                     "expect_s": round(time.perf_counter() - t2, 1)}}
 
 
-# -- load tasks (run in the spawned client pool) -------------------------------------------------
+def columns(target: str, senders: list[str], index: np.ndarray, numbers: np.ndarray,
+            category: str = "") -> np.ndarray:
+    """The scopes CheckColumns answers, COLUMNS numbers a call."""
+    from anning.client import Client
 
-
-def _verifier(path: str, items: int, answers: list[bytes] | None):
-    """Whether answer `got` to payload k is right: an ack with a sequence, a batch ack that
-    counts the batch, or the known Check answer."""
-    from anning.v1 import anning_pb2 as pb
-
-    if path == OPT_OUT:
-        return lambda got, k: pb.WriteAck.FromString(got).sequence > 0
-    if path == WRITE_BATCH:
-        return lambda got, k: pb.WriteBatchAck.FromString(got).events == items
-    return lambda got, k: got == answers[k] or sb._same("Check", got, answers[k])
-
-
-def _in_threads(loop: Any, n: int) -> None:
-    threads = [threading.Thread(target=loop, args=(t,)) for t in range(n)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-
-
-def task_closed(port: int, path: str, payloads: list[bytes], items: int, threads: int,
-                n_channels: int, start_at: float, seconds: float) -> dict:
-    """Closed loop: `threads` threads, one call at a time each, from start_at. The window is
-    [start_at + WARM, + seconds] (connections and first calls behind it); a call is credited
-    with the share of its items its span has in the window (a 10,000-event batch straddling
-    an edge counts in part, not all or nothing)."""
-    import grpc
-
-    channels = sb._channels(port, n_channels)
-    calls = [c.unary_unary(path, request_serializer=sb._identity,
-                           response_deserializer=sb._identity) for c in channels]
-    ok = _verifier(path, items, None)
-    w0 = start_at + WARM
-    w1 = w0 + seconds
-    credit, total, wrong = [0.0] * threads, [0] * threads, [0] * threads
-    errors: list[str] = []
-
-    def loop(t: int) -> None:
-        call, p = calls[t % len(calls)], len(payloads)
-        k = t * (p // threads)  # payload t * (p // threads) is written by thread t first
-        sb._sleep_until(start_at)
-        while (sent := time.time()) < w1 and len(errors) <= 10:
-            try:
-                got = call(payloads[k % p], timeout=sb.CALL_TIMEOUT)
-            except grpc.RpcError as exc:
-                errors.append(f"{exc.code()}: {exc.details()}")
-                continue
-            done = time.time()
-            if (overlap := min(done, w1) - max(sent, w0)) > 0:
-                credit[t] += items * overlap / max(done - sent, 1e-9)
-            total[t] += 1
-            wrong[t] += not ok(got, k % p)
-            k += 1
-
-    cpu0 = time.process_time()
-    _in_threads(loop, threads)
-    for c in channels:
-        c.close()
-    return {"calls": sum(total), "rate": sum(credit) / seconds,
-            "wrong": sum(wrong), "errors": errors, "cpu": time.process_time() - cpu0,
-            "pid": os.getpid()}
-
-
-def task_paced(port: int, path: str, payloads: list[bytes], answers: list[bytes] | None,
-               rate: float, seconds: float, threads: int, start_at: float) -> dict:
-    """Open loop on one channel: call i is due at start_at + i / rate and sent by thread
-    i % threads; its latency runs from the due time, so a stall counts against every call it
-    delays, and one slow call holds up only its own thread."""
-    import grpc
-
-    (channel,) = sb._channels(port, 1)
-    call = channel.unary_unary(path, request_serializer=sb._identity,
-                               response_deserializer=sb._identity)
-    ok = _verifier(path, 1, answers)
-    p = len(payloads)
-    offset = 7919 * os.getpid() % p  # paced writes start away from the closed loops' numbers
-    for i in range(20):  # connected and warm before the schedule starts
-        call(payloads[(offset + i) % p], timeout=sb.CALL_TIMEOUT)
-    n = max(1, int(rate * seconds))
-    lat = np.full(n, -1, np.int64)
-    late, wrong = [0] * threads, [0] * threads
-    errors: list[str] = []
-    clock = time.perf_counter_ns
-    start = clock() + int((start_at - time.time()) * 1e9)
-
-    def loop(t: int) -> None:
-        for i in range(t, n, threads):
-            due = start + int(i * 1e9 / rate)
-            if (ahead := due - clock()) > 0:
-                time.sleep(ahead / 1e9)
-            elif ahead < -1_000_000:
-                late[t] += 1
-            k = (offset + i) % p
-            try:
-                got = call(payloads[k], timeout=sb.CALL_TIMEOUT)
-            except grpc.RpcError as exc:
-                errors.append(f"{exc.code()}: {exc.details()}")
-                continue
-            lat[i] = clock() - due
-            wrong[t] += not ok(got, k)
-
-    _in_threads(loop, threads)
-    channel.close()
-    done = lat[lat >= 0]
-    return {"lat_ns": done, "calls": len(done), "late": sum(late), "wrong": sum(wrong),
-            "errors": errors, "pid": os.getpid()}
+    with Client(target, timeout=600.0) as client:
+        return np.concatenate([np.asarray(client.check_columns(
+            senders, index[i:i + COLUMNS], numbers[i:i + COLUMNS], category))
+            for i in range(0, len(numbers), COLUMNS)] or [np.empty(0, np.uint8)])
 
 
 # -- the runs ------------------------------------------------------------------------------------
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, pool: Any, w: dict) -> None:
-        self.args, self.pool, self.w = args, pool, w
-        self.failures: list[str] = []
-        self.rows: list[dict] = []
+    def __init__(self, args: argparse.Namespace, pool: Any, w: dict, figs: Figures) -> None:
+        self.args, self.pool, self.w, self.figs = args, pool, w, figs
         self.raw: dict[str, Any] = {}
+        # anning's acknowledged writes: (path, items, payloads acknowledged, their sequences)
+        self.written: list[tuple[str, int, np.ndarray, np.ndarray]] = []
 
     def fail(self, message: str) -> None:
-        print(f"FAILED: {message}", file=sys.stderr, flush=True)
-        self.failures.append(message)
+        self.figs.fail(message)
 
     def _get(self, label: str, pending: Any) -> dict | None:
         res = pending.get(timeout=self.args.seconds + self.args.paced_seconds + 120)
+        if res.get("error"):
+            self.fail(f"{label}: {res['error']}")
+            return None
         bad = [f"{len(res['errors'])} failed calls, e.g. {res['errors'][0]}"] \
             if res["errors"] else []
         bad += [f"{res['wrong']} wrong answers"] if res["wrong"] else []
@@ -258,12 +191,18 @@ class Bench:
             self.fail(f"{label}: {why}")
         return None if bad else res
 
+    def _keep(self, server: Any, path: str, items: int, res: dict | None) -> None:
+        """Keep anning's acknowledged writes, to check afterwards that each one is there."""
+        if res and isinstance(server, AnningServer) and path in (OPT_OUT, WRITE_BATCH):
+            self.written.append((path, items, res["acked"], res["sequences"]))
+
     def closed(self, server: Any, path: str, payloads: list[bytes], items: int,
                threads: int, channels: int) -> dict | None:
         cpu0 = sum(server.cpu().values())
         res = self._get(f"{server.name} {path}", self.pool.apply_async(task_closed, (
             server.port, path, payloads, items, threads, channels, time.time() + 0.3,
             self.args.seconds)))
+        self._keep(server, path, items, res)
         if res:  # over the whole task, warm-up included: so are the calls counted
             res["server_us"] = (sum(server.cpu().values()) - cpu0) / res["calls"] * 1e6
         return res
@@ -277,16 +216,19 @@ class Bench:
         start_at = time.time() + 0.6
         if load and load_rate:
             path_, payloads_, _items, threads_, _channels = load
-            pending = self.pool.apply_async(task_paced, (
+            pending = self.pool.apply_async(task_paced_threads, (
                 server.port, path_, payloads_, None, load_rate, a.paced_seconds + 0.3 + WARM,
                 threads_, start_at - WARM))
         elif load:
             pending = self.pool.apply_async(task_closed, (
                 server.port, *load, start_at - WARM, a.paced_seconds + 0.3))
-        res = self._get(f"{server.name} paced {path}", self.pool.apply_async(task_paced, (
-            server.port, path, payloads, answers, rate, a.paced_seconds, threads, start_at)))
+        res = self._get(f"{server.name} paced {path}", self.pool.apply_async(
+            task_paced_threads, (server.port, path, payloads, answers, rate, a.paced_seconds,
+                                 threads, start_at)))
+        self._keep(server, path, 1, res)
         if load:
             bg = self._get(f"{server.name} write load", pending)
+            self._keep(server, load[0], load[2], bg)
             if res and bg and bg["pid"] == res["pid"]:
                 self.fail("the checker and the writers ran in one process")
             if res:
@@ -317,21 +259,9 @@ class Bench:
         then its peer's), the ratio and the goal ("ratio <= 1.5" on the ratio, ">= N" or
         "<= N" on the first's; "": none)."""
         name, peer = pair or tuple(r)[:2]
-        ours, theirs = [x[key] for x in r[name]], [x[key] for x in r[peer]]
-        if not ours or not theirs:
-            self.fail(f"{target}: no figure")
-            return
-        value, peer_value = statistics.median(ours), statistics.median(theirs)
-        ratio = value / peer_value if peer_value else float("inf")
-        met = None
-        if goal:
-            *on, op, limit = goal.split()
-            x = ratio if on else value
-            met = x >= float(limit) if op == ">=" else x <= float(limit)
-        self.rows.append({"target": target, "unit": unit, "who": name, "value": value,
-                          "peer": peer,
-                          "peer_value": peer_value, "ratio": ratio, "goal": goal, "met": met,
-                          "reps": ours, "peer_reps": theirs, "note": note})
+        self.figs.compare(target, unit, name, [x[key] for x in r[name]], peer,
+                          [x[key] for x in r[peer]], goal, note,
+                          "higher" if key == "rate" else "lower")
 
 
 def _brief(r: dict) -> str:
@@ -343,11 +273,11 @@ def _brief(r: dict) -> str:
 def _cpu(r: dict[str, list[dict]], items: int) -> str:
     """The servers' CPU (every thread: C core and kernel too) an acknowledged event."""
     return "server CPU an event: " + ", ".join(
-        f"{k} {_fmt(statistics.median(x['server_us'] for x in v) / items)} us"
+        f"{k} {fmt(statistics.median(x['server_us'] for x in v) / items)} us"
         for k, v in r.items() if v)
 
 
-def writes_and_checks(b: Bench, anning: sb.AnningServer, peers: dict[str, Any]) -> None:
+def writes_and_checks(b: Bench, anning: AnningServer, peers: dict[str, Any]) -> None:
     """`peers`: "constant" (the issue's peer: a synchronous servicer answering at once),
     "constant-aio" (the same on grpc.aio, anning's stack), "durable floor" (the synchronous
     constant whose OptOut appends and waits for a group-committed fsync, nothing else)."""
@@ -366,8 +296,6 @@ def writes_and_checks(b: Bench, anning: sb.AnningServer, peers: dict[str, Any]) 
           ("anning", "durable floor"))
     b.row(target, "writes/s", r, "rate", "", "what durability alone costs in this stack",
           ("durable floor", "constant"))
-    step = WRITES // a.writers
-    readback(b, anning, w["written"][: step * a.writers: step])  # each writer's first
 
     print(f"2. OptOut paced {a.rate:,.0f}/s", flush=True)
     r = b.interleaved("OptOut paced", [
@@ -386,7 +314,6 @@ def writes_and_checks(b: Bench, anning: sb.AnningServer, peers: dict[str, Any]) 
             for name, s in (("anning", anning), ("constant", const))])
         b.row(f"WriteBatch {size:,}, {a.batch_callers} callers", "opt-outs/s", r, "rate",
               ">= 50000", _cpu(r, size))
-    readback(b, anning, w["written"][WRITES::4])  # the first of each size's first batch
 
     # Check latency with and without writers, on each server against its own OptOut: the
     # constant servicers show what the stack and the shared cores do to a check under the
@@ -412,25 +339,66 @@ def writes_and_checks(b: Bench, anning: sb.AnningServer, peers: dict[str, Any]) 
                 b.row(f"Check {p} at {a.check_rate:,.0f}/s under {label}", "ms", r, p, goal,
                       "" if p == "p50" else f"OptOut meanwhile (median) {loaded:,.0f}/s",
                       pair)
+    verify_writes(b, anning)
 
 
-def readback(b: Bench, server: sb.AnningServer, pairs: list[tuple[str, str]]) -> None:
-    """Acknowledged opt-outs are there: each (scope, number) checks as SENDER now."""
-    from anning.client import Client
+def verify_writes(b: Bench, server: AnningServer) -> None:
+    """Every write anning acknowledged in this run is there: no two acknowledgements share a
+    sequence, and a CheckColumns of every (sender, number) written answers SENDER."""
+    w = b.w
+    sequences = np.concatenate([s for *_, s in b.written] or [np.empty(0, np.uint64)])
+    if not len(sequences):
+        b.fail("no write acknowledged by anning to verify")
+        return
+    if (shared := len(sequences) - len(np.unique(sequences))) or not sequences.min():
+        b.fail(f"{shared} acknowledgements repeat another's sequence (or one is 0)")
+    pairs: set[tuple[str, str]] = set()
+    for path, items, acked, _ in b.written:
+        for k in np.unique(acked).tolist():
+            if path == OPT_OUT:
+                pairs.add(w["opt_out_pairs"][k])
+            else:
+                pairs.update(w["batch_pairs"][items][k])
+    written = sorted(pairs)
+    names = sorted({s for s, _ in written})
+    where = {s: i for i, s in enumerate(names)}
+    index = np.array([where[s] for s, _ in written], np.uint32)
+    numbers = np.array([8_600_000_000_000 + int(n) for _, n in written], np.uint64)
+    t0 = time.perf_counter()
+    try:
+        got = columns(server.target, names, index, numbers)
+    except Exception as exc:
+        b.fail(f"the acknowledged writes could not be read back: {exc}")
+        return
+    wrong = np.flatnonzero(got != 1)
+    if wrong.size:
+        i = int(wrong[0])
+        b.fail(f"{wrong.size:,} of {len(written):,} acknowledged opt-outs do not check SENDER, "
+               f"e.g. {written[i]} checks {SCOPES[got[i]] if got[i] < 4 else got[i]}")
+    b.figs.notes.append(
+        f"verified: {len(sequences):,} acknowledgements by anning, each its own sequence; the "
+        f"{len(written):,} distinct opt-outs they acknowledged all check SENDER afterwards "
+        f"(CheckColumns, {time.perf_counter() - t0:.1f} s)")
 
-    with Client(f"{sb.HOST}:{server.port}", timeout=10.0) as client:
-        for scope, number in pairs:
-            if (got := client.check(scope, number)).scope != "SENDER":
-                b.fail(f"opt-out of {number} for {scope} acknowledged, checks {got}")
+
+def verify_events(target: str, groups: list[dict]) -> str | None:
+    """The logged events checked (see make_workload): what is wrong, or None."""
+    for g in groups:
+        got = columns(target, g["senders"], g["index"], g["numbers"], g["category"])
+        wrong = np.flatnonzero(got != g["expected"])
+        if wrong.size:
+            i = int(wrong[0])
+            return (f"{wrong.size:,} of {len(got):,} logged events ({g['category']}) answered "
+                    f"otherwise than written, e.g. event {int(g['events'][i]):,}: number "
+                    f"{int(g['numbers'][i])}, sender {g['senders'][g['index'][i]]}: "
+                    f"{SCOPES[got[i]] if got[i] < 4 else got[i]}, expected "
+                    f"{SCOPES[g['expected'][i]]}")
+    return None
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as s:
-        return s.connect_ex((sb.HOST, port)) == 0
-
-
-def restart(b: Bench, data: Path, label: str, logged: tuple[str, str] | None) -> dict | None:
-    """Seconds from `anning serve` starting to health SERVING and a first Check answered."""
+def restart(b: Bench, data: Path, label: str, with_log: bool) -> dict | None:
+    """Seconds from `anning serve` starting to health SERVING and a first Check answered;
+    then, with the log, its events are checked (not timed)."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -438,47 +406,54 @@ def restart(b: Bench, data: Path, label: str, logged: tuple[str, str] | None) ->
     from anning.v1 import anning_pb2_grpc as rpc
 
     t0 = time.perf_counter()
-    server = sb.AnningServer(data, 1, data.parent / f"{label}.log", NO_CHECKPOINT)
+    server = AnningServer(data, 1, NO_CHECKPOINT, name=label)
     try:
         # Poll the port, not a channel: a channel's reconnect backoff would add up to a second.
-        while not _listening(server.port):
+        while not accepts(server.port):
             if not server.alive() or time.perf_counter() - t0 > 600:
                 raise RuntimeError(f"no listening server\n{server.log_tail()}")
             time.sleep(0.002)
         t_port = time.perf_counter() - t0
-        with grpc.insecure_channel(f"{sb.HOST}:{server.port}") as channel:
+        with grpc.insecure_channel(f"{HOST}:{server.port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
             req = health_pb2.HealthCheckRequest(service="anning.v1.Suppression")
-            while health.Check(req, timeout=sb.CALL_TIMEOUT).status != \
+            while health.Check(req, timeout=CALL_TIMEOUT).status != \
                     health_pb2.HealthCheckResponse.SERVING:
                 time.sleep(0.002)
             check = rpc.SuppressionStub(channel).Check
             first = check(pb.CheckRequest(sender=b.w["present"][0], number=b.w["present"][1]),
-                          timeout=sb.CALL_TIMEOUT)
+                          timeout=CALL_TIMEOUT)
             t_check = time.perf_counter() - t0
             if first.scope != pb.SCOPE_SENDER:
                 raise RuntimeError(f"the first Check, of a listed pair, answered {first}")
-            if logged and (got := check(pb.CheckRequest(sender=logged[0], number=logged[1]),
-                                        timeout=sb.CALL_TIMEOUT)).scope != pb.SCOPE_SENDER:
+            logged = b.w["logged"]
+            if with_log and (got := check(pb.CheckRequest(sender=logged[0], number=logged[1]),
+                                          timeout=CALL_TIMEOUT)).scope != pb.SCOPE_SENDER:
                 raise RuntimeError(f"the log's last opt-out checks {got}: not replayed")
+        t1 = time.perf_counter()
+        if with_log and (wrong := verify_events(server.target, b.w["event_groups"])):
+            raise RuntimeError(wrong)
+        verify_s = time.perf_counter() - t1
     except Exception as exc:
         b.fail(f"restart {label}: {exc}")
         return None
     finally:
         server.stop()
-    return {"restart_s": t_check, "port_s": t_port}
+    return {"restart_s": t_check, "port_s": t_port, "verify_s": verify_s}
 
 
 def restarts(b: Bench, work: Path) -> None:
-    info, logged = b.w["info"], b.w["logged"]
+    info = b.w["info"]
     log_dir = work / "restart-log"
     events = f"{info['events']:,} logged events ({info['log_mb']} MB)"
     print(f"6. restart: {info['entries']:,} entries, {events}", flush=True)
-    peer = ("empty log", lambda: restart(b, work / "restart-empty", "empty", None))
+    peer = ("empty log", lambda: restart(b, work / "restart-empty", "empty", False))
     r = b.interleaved("restart with log", [
-        ("with log", lambda: restart(b, log_dir, "log", logged)), peer])
+        ("with log", lambda: restart(b, log_dir, "log", True)), peer])
+    verified = statistics.median([x["verify_s"] for x in r["with log"]] or [0])
     b.row(f"restart, {events}", "s", r, "restart_s", "<= 5", "port open at (median) "
-          f"{statistics.median([x['port_s'] for x in r['with log']] or [0]):.2f} s")
+          f"{statistics.median([x['port_s'] for x in r['with log']] or [0]):.2f} s; "
+          f"{b.w['event_note']} in {verified:.1f} s")
     t0 = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "anning.cli", "checkpoint", "--data",
                            str(log_dir)], capture_output=True, text=True, timeout=1800)
@@ -487,104 +462,50 @@ def restarts(b: Bench, work: Path) -> None:
         b.fail(f"anning checkpoint: exit {done.returncode}: {done.stderr[-2000:]}")
         return
     r = b.interleaved("restart after checkpoint", [
-        ("checkpointed", lambda: restart(b, log_dir, "ckpt", logged)), peer])
+        ("checkpointed", lambda: restart(b, log_dir, "ckpt", True)), peer])
     b.row("restart after `anning checkpoint`", "s", r, "restart_s", "<= 5",
-          f"`anning checkpoint --data` took {seconds:.1f} s: {done.stdout.strip()}")
-
-
-# -- report --------------------------------------------------------------------------------------
-
-
-def _fmt(v: float) -> str:
-    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}" if abs(v) >= 1 else f"{v:.3g}"
-
-
-def print_table(b: Bench, context: dict) -> None:
-    print("\n" + "=" * 25, "anning write figures (medians; ratio = anning / peer)", "=" * 25)
-    print(", ".join(f"{k}={v:,}" if isinstance(v, int) else f"{k}={v}"
-                    for k, v in context.items()))
-    table = [("target", "unit", "who", "value", "peer", "peer value", "ratio", "goal", "met")]
-    table += [(r["target"], r["unit"], r["who"], _fmt(r["value"]), r["peer"],
-               _fmt(r["peer_value"]), f"{r['ratio']:.2f}x", r["goal"] or "-",
-               {None: "-", True: "yes", False: "NO"}[r["met"]]) for r in b.rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(c.rjust(n) if i in (3, 5, 6) else c.ljust(n)
-                        for i, (c, n) in enumerate(zip(row, widths, strict=True))))
-    for r in b.rows:
-        print(f"  {r['target']} ({r['who']} | {r['peer']}): reps "
-              f"{', '.join(map(_fmt, r['reps']))} | "
-              f"{', '.join(map(_fmt, r['peer_reps']))}" + (f"; {r['note']}" * bool(r["note"])))
-
-
-def _disk(directory: Path) -> dict:
-    """The file system type (on tmpfs fsync costs nothing) and a median small-append fsync:
-    the least one group commit costs."""
-    kind = subprocess.run(["stat", "-f", "-c", "%T", str(directory)], capture_output=True,
-                          text=True).stdout.strip()
-    fd = os.open(directory / "fsync-probe", os.O_RDWR | os.O_CREAT | os.O_APPEND)
-    times = []
-    for _ in range(50):
-        os.write(fd, b"x" * 64)
-        t0 = time.perf_counter()
-        os.fsync(fd)
-        times.append(time.perf_counter() - t0)
-    os.close(fd)
-    (directory / "fsync-probe").unlink()
-    return {"fs": kind, "fsync_ms": round(statistics.median(times) * 1e3, 3)}
-
-
-def _others() -> float:
-    """Cores busy over 2 s while this benchmark runs nothing: the machine's other work."""
-    busy0 = sb.machine_busy()
-    time.sleep(2.0)
-    busy1 = sb.machine_busy()
-    return round((busy1[0] - busy0[0]) / (busy1[1] - busy0[1]) * (os.cpu_count() or 1), 2)
+          f"`anning checkpoint --data` took {seconds:.1f} s: {done.stdout.strip()}; the same "
+          "events checked after each restart")
 
 
 def run(args: argparse.Namespace) -> int:
-    import multiprocessing
-
     ctx = multiprocessing.get_context("spawn")
     work = Path(tempfile.mkdtemp(prefix="anning-write-bench-", dir=args.dir))
-    context = {"entries": args.entries, "events": args.events, "reps": args.reps,
-               "seconds": args.seconds, "channels": args.channels, "cores": os.cpu_count() or 0,
-               "busy_before": _others(), **_disk(work)}
-    if context["fs"] in ("tmpfs", "ramfs"):
-        print(f"warning: {work} is on {context['fs']}: fsync costs nothing there", flush=True)
+    figs = Figures("anning write figures (medians; ratio = anning / peer)")
+    figs.context.update({
+        "entries": args.entries, "events": args.events, "reps": args.reps,
+        "seconds": args.seconds, "channels": args.channels, "cores": os.cpu_count() or 0,
+        "busy_before": others(), **disk(work)})
+    if figs.context["fs"] in ("tmpfs", "ramfs"):
+        print(f"warning: {work} is on {figs.context['fs']}: fsync costs nothing there",
+              flush=True)
     print(f"generating {args.entries:,} entries and {args.events:,} events in {work} ...",
           flush=True)
     with ctx.Pool(1) as gen:
-        w = gen.apply(make_workload, (args.entries, args.events, work, args.batch_sizes))
-    context.update({k: v for k, v in w["info"].items() if k.endswith("_s")})
+        w = gen.apply(make_workload, (args.entries, args.events, work, args.batch_sizes,
+                                      args.verify_events))
+    figs.context.update({k: v for k, v in w["info"].items() if k.endswith("_s")})
     print(f"  {w['info']}", flush=True)
     with ctx.Pool(2) as pool:  # the load generators: a checker and writers side by side
-        b = Bench(args, pool, w)
+        b = Bench(args, pool, w, figs)
         servers: list[Any] = []
         try:
-            servers.append(sb.AnningServer(work / "live", 1, work / "anning-live.log"))
+            servers.append(AnningServer(work / "live", 1, name="anning"))
             (work / "floor").mkdir()
-            peers = {"constant": sb.ConstantServer(ctx, 1, 16),  # anning's 16 threads
-                     "constant-aio": sb.ConstantServer(ctx, 1, 16, "aio"),
-                     "durable floor": sb.ConstantServer(ctx, 1, 16, durable_dir=work / "floor")}
+            peers = {"constant": ConstantServer(ctx, 1, 16),  # anning's 16 threads
+                     "constant-aio": ConstantServer(ctx, 1, 16, "aio"),
+                     "durable floor": ConstantServer(ctx, 1, 16, durable_dir=work / "floor")}
             servers += peers.values()
             for s in servers:
-                sb.wait_ready(s)
+                wait_ready(s)
             writes_and_checks(b, servers[0], peers)
         except Exception:
             b.fail(f"write runs: {traceback.format_exc()}")
         finally:
-            for s in servers:
-                s.stop()
+            stop_all(servers)
     restarts(b, work)
-    context["busy_after"] = _others()
-    print_table(b, context)
-    if args.json:
-        args.json.write_text(json.dumps({"context": context, "rows": b.rows, "raw": b.raw,
-                                         "failures": b.failures}, indent=2, default=str))
-        print(f"figures written to {args.json}")
-    if b.failures:
-        print(f"\n{len(b.failures)} failure(s):", *b.failures, sep="\n  ")
+    figs.context["busy_after"] = others()
+    if figs.finish(args.json, raw=b.raw):
         print(f"data and server logs kept in {work}")
         return 1
     shutil.rmtree(work, ignore_errors=True)
@@ -598,6 +519,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="CI size: 1M entries, 100k events, 1 s windows, 3 repetitions")
     ap.add_argument("--entries", type=int, default=10_000_000, help="snapshot entries (10M)")
     ap.add_argument("--events", type=int, default=1_000_000, help="logged events (1M)")
+    ap.add_argument("--verify-events", type=int, default=100_000,
+                    help="logged events checked after each restart: all up to this many, "
+                         "else a random sample of this many and the first and last (100,000)")
     ap.add_argument("--reps", type=int, default=5, help="repetitions of each figure (5)")
     ap.add_argument("--seconds", type=float, default=3.0, help="closed-loop window (3 s)")
     ap.add_argument("--paced-seconds", type=float, default=5.0, help="paced window (5 s)")
@@ -619,10 +543,10 @@ def main(argv: list[str] | None = None) -> int:
         args.paced_seconds = min(args.paced_seconds, 1.5)
     if args.entries < 10_000 or args.events < 0 or args.reps < 1 or \
             not 1 <= args.channels <= args.writers <= 1000 or args.batch_callers < 1 or \
-            not all(1 <= s <= 10_000 for s in args.batch_sizes) or \
-            min(args.seconds, args.paced_seconds, args.rate, args.check_rate) <= 0:
+            not all(1 <= s <= 10_000 for s in args.batch_sizes) or args.verify_events < 10_000 \
+            or min(args.seconds, args.paced_seconds, args.rate, args.check_rate) <= 0:
         ap.error("--entries >= 10,000, --channels 1..--writers, batch sizes 1..10,000 "
-                 "(the server's limit), the rest positive")
+                 "(the server's limit), --verify-events >= 10,000, the rest positive")
     return run(args)
 
 

@@ -1,6 +1,6 @@
 """Synthetic but realistic suppression lists for the benchmarks (a module and a script).
 
-    python benchmarks/datagen.py --entries 1000000 --queries 1000000 --out /tmp/anning-data
+    python -m benchmarks.lib.datagen --entries 1000000 --queries 1000000 --out /tmp/anning-data
 
 What is generated (all from one fixed seed, with vectorised numpy: no Python loop per entry,
 so 500,000,000 entries take minutes and only the output arrays' memory):
@@ -16,7 +16,9 @@ so 500,000,000 entries take minutes and only the output arrays' memory):
   mostly marketing (bit 0), some notification (bit 1), some all (0xFF);
 - queries (sender, number): 10% taken from the entries (for an entity entry, a sender of that
   entity; for a global one, any sender), 90% random numbers with Zipf senders; 1% of queries
-  carry a sender the list has never seen.
+  carry a sender the list has never seen;
+- events (`generate_events`): real-time opt-outs, opt-ins and reassignments drawn as entries
+  are, as the write log takes them (`log_events`, through `Engine.apply`).
 
 Scope codes index `sender_table`: codes [0, S) are senders, [S, S+E) are `entity:NAME`, and
 S+E is `*` - the layout `SuppressionIndex.build(..., sender_table=...)` takes as is.
@@ -28,10 +30,19 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from anning import SuppressionIndex
+from anning.model.events import OPT_IN, OPT_OUT, REASSIGN
+from anning.model.scopes import SOURCES
+
+if TYPE_CHECKING:
+    from anning.engine import Engine
 
 SEED = 20240601
 CHUNK = 1 << 22  # entries per generation chunk; fixed, so the data do not depend on memory
@@ -211,6 +222,11 @@ def random_numbers(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.uint64(8_600_000_000_000) + prefix * np.uint64(100_000_000) + rest
 
 
+def national(numbers: np.ndarray) -> list[str]:
+    """E.164 Chinese numbers as a caller writes them: "13812345678"."""
+    return [str(n - 8_600_000_000_000) for n in numbers.tolist()]
+
+
 def zipf_senders(rng: np.random.Generator, universe: Universe, n: int) -> np.ndarray:
     return np.searchsorted(universe.sender_cdf, rng.random(n), side="right").astype(np.uint32)
 
@@ -313,62 +329,73 @@ def generate(n: int, q: int, seed: int = SEED, progress: bool = False, **univers
     return Dataset(universe, entries, generate_queries(q, entries, universe, seed))
 
 
-def oracle_keys(universe: Universe, entries: Entries) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted unique (number << 20 | code) keys and their OR-ed masks: an exact model in numpy.
-
-    Works while numbers are below 2^44 (Chinese numbers are) and codes below 2^20."""
-    if universe.global_code >= 1 << 20:
-        raise ValueError("too many scopes for the oracle's 20-bit codes")
-    keys = (entries.numbers << np.uint64(20)) | entries.codes.astype(np.uint64)
-    order = np.argsort(keys, kind="stable")
-    keys = keys[order]
-    masks = entries.masks[order]
-    if not keys.size:
-        return keys, masks
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
-    return keys[starts], np.bitwise_or.reduceat(masks, starts)
-
-
-def oracle_check(
-    universe: Universe,
-    keys: np.ndarray,
-    masks: np.ndarray,
-    senders: np.ndarray,
-    numbers: np.ndarray,
-    bit: int | None = 0,
-) -> np.ndarray:
-    """Exact scope codes (0 none, 1 sender, 2 entity, 3 global) by three sorted-array probes.
-
-    bit None: whether an entry exists for the scope whatever its categories."""
-    known = senders != UNKNOWN
-    own = np.where(known, senders, universe.global_code + 1).astype(np.uint64)
-    ent = universe.entity_code()[np.where(known, senders, 0)]
-    ent = np.where(known & (ent != UNKNOWN), ent, universe.global_code + 1).astype(np.uint64)
-    base = numbers << np.uint64(20)
-
-    def has(code: np.ndarray | int) -> np.ndarray:
-        probe = base | np.asarray(code, dtype=np.uint64)
-        i = np.minimum(np.searchsorted(keys, probe), max(len(keys) - 1, 0))
-        if not len(keys):
-            return np.zeros(len(probe), dtype=bool)
-        found = keys[i] == probe
-        return found if bit is None else found & (((masks[i] >> bit) & 1) == 1)
-
-    out = np.zeros(len(numbers), dtype=np.uint8)
-    out[has(universe.global_code)] = 3
-    out[has(ent)] = 2
-    out[has(own)] = 1
-    return out
-
-
-def build_index(data: Dataset, **kw):
-    """The SuppressionIndex of a dataset (the fast path: codes into the sender table)."""
-    from anning import SuppressionIndex
-
-    u, e = data.universe, data.entries
+def build_index(universe: Universe, entries: Entries, **kw) -> SuppressionIndex:
+    """The SuppressionIndex of generated entries (the fast path: codes into the sender table)."""
     return SuppressionIndex.build(
-        e.numbers, e.codes, e.masks, u.entities, sender_table=u.sender_table, **kw
+        entries.numbers, entries.codes, entries.masks, universe.entities,
+        sender_table=universe.sender_table, **kw
     )
+
+
+def array_bytes(index: SuppressionIndex) -> int:
+    """The bytes of the index's arrays alone (`nbytes` adds its Python tables)."""
+    a = index.arrays()
+    return sum(x.nbytes for x in (a.directory, a.words, a.bloom, a.sender_scope,
+                                  a.sender_entity))
+
+
+# -- events ----------------------------------------------------------------------------------
+
+CATEGORY_OF_MASK = {1: "marketing", 2: "notification", 0xFF: "all"}
+
+
+@dataclass
+class Events:
+    """Real-time events in the order they are logged. Kinds are anning.model.events' OPT_OUT,
+    OPT_IN, REASSIGN; sources index anning.model.scopes.SOURCES; times increase."""
+
+    numbers: np.ndarray  # uint64
+    codes: np.ndarray  # uint32 scope codes into Universe.sender_table (unused by REASSIGN)
+    masks: np.ndarray  # uint8: 1 marketing, 2 notification, 0xFF all
+    kinds: np.ndarray  # uint8
+    at_ms: np.ndarray  # int64
+    sources: np.ndarray  # uint8
+
+    def __len__(self) -> int:
+        return len(self.numbers)
+
+
+def generate_events(n: int, universe: Universe, after_ms: int, until_ms: int,
+                    seed: int = SEED) -> Events:
+    """n events: numbers, scopes and masks drawn as entries are (sender, entity and global
+    scopes, every category mask, a quarter of the numbers repeated), 8% opt-ins and 2%
+    reassignments, 70% replies, times spread evenly over (after_ms, until_ms]."""
+    e = generate_entries(n, universe, seed + 1)
+    rng = np.random.default_rng([seed, 99])
+    kinds = np.where(rng.random(n) < 0.08, OPT_IN, OPT_OUT).astype(np.uint8)
+    kinds[rng.random(n) < 0.02] = REASSIGN
+    at = after_ms + 1 + np.arange(n, dtype=np.int64) * (until_ms - after_ms - 1) // max(n, 1)
+    sources = np.where(rng.random(n) < 0.7, 1, np.where(rng.random(n) < 0.5, 2, 5))
+    return Events(e.numbers, e.codes, e.masks, kinds, at, sources.astype(np.uint8))
+
+
+def event_requests(events: Events, universe: Universe, lo: int = 0,
+                   hi: int | None = None) -> Iterator[tuple[int, str, str, int, int, str]]:
+    """Events lo..hi as writes: (number, scope, category, kind, at_ms, source), what
+    `Engine.make_event` takes."""
+    table = universe.sender_table
+    cols = [c[lo:hi].tolist() for c in (events.numbers, events.codes, events.masks,
+                                         events.kinds, events.at_ms, events.sources)]
+    for number, code, mask, kind, at, source in zip(*cols, strict=True):
+        yield number, table[code], CATEGORY_OF_MASK[mask], kind, at, SOURCES[source]
+
+
+def log_events(engine: Engine, events: Events, universe: Universe, batch: int = 10_000) -> None:
+    """Make the events durable in the engine's data directory through `Engine.apply`, `batch`
+    a call (one append and one fsync each), as a server's group commit would."""
+    for lo in range(0, len(events), batch):
+        engine.apply([engine.make_event(*w)
+                      for w in event_requests(events, universe, lo, lo + batch)])
 
 
 def describe(data: Dataset) -> dict[str, float]:
