@@ -71,7 +71,8 @@ def test_not_ready_then_loaded(empty_server, tmp_path):
             assert all(r.failed_closed for r in closed.check_batch([("shop", "13600000009")]))
         finally:
             closed.close()
-        # writes are taken before the list: a newer one survives the load, an older one not
+        # writes are taken before the list: both stay in force through the load, which is
+        # silent on them, whatever their times (SPEC §4-§5)
         now = int(time.time() * 1000)
         s.opt_outs.OptOut(pb.OptOutRequest(number="13600000009", scope="shop", at_ms=now),
                           timeout=T)
@@ -88,7 +89,8 @@ def test_not_ready_then_loaded(empty_server, tmp_path):
         report = s.admin.LoadSnapshot(pb.LoadSnapshotRequest(
             paths=[first], entities=str(entities), as_of=as_of_a), timeout=60)
         assert (report.rows, report.loaded, report.rejected, report.refused) == (103, 103, 0, "")
-        assert report.entries_after == 103 and report.entries_before == 0
+        # the list's rows and the two events taken before it, folded in
+        assert (report.entries_after, report.entries_before, report.events_folded) == (105, 0, 2)
         assert datetime.fromisoformat(report.as_of) == datetime.fromisoformat(as_of_a)
         server.wait_health(h.SERVING, timeout=10)
         check = s.suppression.Check
@@ -99,16 +101,18 @@ def test_not_ready_then_loaded(empty_server, tmp_path):
         assert check(pb.CheckRequest(sender="shop", number="13600000009"),
                      timeout=T).scope == SENDER
         assert check(pb.CheckRequest(sender="shop", number="13600000008"),
-                     timeout=T).scope == NONE
+                     timeout=T).scope == SENDER
         status = s.admin.Status(pb.StatusRequest(), timeout=T)
-        assert status.ready and status.entries == 103 and not status.last_refusal
+        assert status.ready and status.entries == 105 and not status.last_refusal
+        assert (status.last_sequence, status.events_through, status.folded_through,
+                status.feed_lag) == (2, 0, 2, 2)
 
         # a second list swaps in; the newer real-time opt-out stays on top
         second = _csv(tmp_path / "b.csv", ["13500000001,shop,marketing",
                                            "13600000003,*,marketing"])
         report = s.admin.LoadSnapshot(pb.LoadSnapshotRequest(
             paths=[second], entities=str(entities), as_of=h.iso(now - 3_600_000)), timeout=60)
-        assert report.entries_before == 103 and report.entries_after == 102
+        assert report.entries_before == 105 and report.entries_after == 104
         assert check(pb.CheckRequest(sender="shop", number="13500000001"),
                      timeout=T).scope == SENDER
         assert check(request, timeout=T).scope == NONE
@@ -130,7 +134,7 @@ def test_not_ready_then_loaded(empty_server, tmp_path):
             paths=[str(tmp_path / "missing.csv")]), timeout=60)
         assert exc.code() == Code.FAILED_PRECONDITION and "missing.csv" in exc.details()
         status = s.admin.Status(pb.StatusRequest(), timeout=T)
-        assert status.entries == 102 and "missing.csv" in status.last_refusal
+        assert status.entries == 104 and "missing.csv" in status.last_refusal
         assert check(pb.CheckRequest(sender="shop", number="13500000001"),
                      timeout=T).scope == SENDER
         assert check(pb.CheckRequest(sender="shop", number="13400000001"),

@@ -166,31 +166,25 @@ class Overlay:
             return
         self.table = EventTable.of(events)
         self._decide_bulk()
-        moved = self.table.columns["number"][self.table.columns["scope"] == REASSIGN_SCOPE]
-        affected: dict[tuple[int, str], int] = {}
-        for number in moved.tolist():  # a reassignment decides every key of its number
-            for key in self._keys_of(number):
-                affected[key] = _ALL_BITS
-        if affected:
-            self._decide(affected)
 
     def _decide_bulk(self) -> None:
-        """`_decide` of every key of the table at once, in numpy (the reassigned numbers'
-        keys are decided again afterwards, one by one: they are few)."""
+        """`_decide` of every key the table touches, at once, in numpy: each key-bit with an
+        event resolved against the list; and, for a number reassigned by an event, every
+        entry the list has of it (the reassignment decides them all)."""
         c = self.table.columns
-        keyed = c["scope"] != REASSIGN_SCOPE
+        moves = c["scope"] == REASSIGN_SCOPE
+        moved_numbers, moved_times = c["number"][moves], c["at"][moves]
+        keyed = ~moves
         number, scope, bit = c["number"][keyed], c["scope"][keyed], c["bit"][keyed]
         at, opt_out = c["at"][keyed], c["kind"][keyed] == OPT_OUT
-        if not len(number):
-            return
-        moves = c["scope"] == REASSIGN_SCOPE
-        moved_at = _lookup(c["number"][moves], c["at"][moves], number)
+        moved_at = _lookup(moved_numbers, moved_times, number)
         listed_at = self.index.statements.reassigned_many(number)
         valid = at >= np.maximum(moved_at, listed_at)
         names = self.table.scopes
-        overlay_ids = np.array([self.scope_id(name, add=True) for name in names], np.uint32)
+        overlay_ids = np.array([self.scope_id(name, add=True) for name in names] or [0],
+                               np.uint32)
         index_ids = np.array([-1 if (i := self.index.scope_id(name)) is None else i
-                              for name in names], np.int64)
+                              for name in names] or [0], np.int64)
         sid = index_ids[scope]
         ask = (sid >= 0) & (~valid | (at <= self.newest_ms))
         row_kind = np.zeros(len(number), np.uint8)
@@ -205,19 +199,70 @@ class Overlay:
         event_wins = valid & (~has_row | (at > row_at) | ((at == row_at) & (opt_out | ~row_out)))
         out = np.where(event_wins, opt_out, has_row & row_out)
         decide = valid | (moved_at > 0)
-        keys = overlay_ids[scope[decide]]
-        bits = (1 << bit[decide].astype(np.uint16)).astype(np.uint8)
-        numbers, keys, bits, outs = number[decide], keys, bits, out[decide]
+        parts = [(number[decide], overlay_ids[scope[decide]],
+                  (1 << bit[decide].astype(np.uint16)).astype(np.uint8), out[decide])]
+        parts.append(self._moved_entries(moved_numbers, moved_times))
+        numbers = np.concatenate([p[0] for p in parts])
+        keys = np.concatenate([p[1] for p in parts])
+        bits = np.concatenate([p[2] for p in parts])
+        outs = np.concatenate([p[3] for p in parts])
+        by_event = np.concatenate([np.ones(len(parts[0][0]), bool),
+                                   np.zeros(len(parts[1][0]), bool)])
+        if not len(numbers):
+            return
         order = np.lexsort((keys, numbers))
-        numbers, keys, bits, outs = numbers[order], keys[order], bits[order], outs[order]
+        numbers, keys, bits = numbers[order], keys[order], bits[order]
+        outs, by_event = outs[order], by_event[order]
         first = np.ones(len(numbers), bool)
         first[1:] = (numbers[1:] != numbers[:-1]) | (keys[1:] != keys[:-1])
         group = np.cumsum(first) - 1
-        decided = np.zeros(int(group[-1]) + 1 if len(group) else 0, np.uint8)
-        optout = np.zeros_like(decided)
-        np.bitwise_or.at(decided, group, bits)
-        np.bitwise_or.at(optout, group, np.where(outs, bits, 0).astype(np.uint8))
-        self.decisions.set_many(numbers[first], keys[first], decided, optout)
+        n = int(group[-1]) + 1
+        event_bits, event_out = np.zeros(n, np.uint8), np.zeros(n, np.uint8)
+        moved_bits, moved_out = np.zeros(n, np.uint8), np.zeros(n, np.uint8)
+        np.bitwise_or.at(event_bits, group[by_event], bits[by_event])
+        np.bitwise_or.at(event_out, group[by_event], np.where(outs, bits, 0)[by_event]
+                         .astype(np.uint8))
+        np.bitwise_or.at(moved_bits, group[~by_event], bits[~by_event])
+        np.bitwise_or.at(moved_out, group[~by_event], np.where(outs, bits, 0)[~by_event]
+                         .astype(np.uint8))
+        # an event's say over a bit stands; the reassignment decides the others
+        decided = event_bits | moved_bits
+        optout = (event_out & event_bits) | (moved_out & ~event_bits)
+        self.decisions.set_many(numbers[first], keys[first], decided, optout.astype(np.uint8))
+
+    def _moved_entries(self, numbers: np.ndarray,
+                       times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                   np.ndarray]:
+        """(number, scope id, bit, opted out) of every category bit of every entry the list
+        has of these reassigned numbers: decided now, opted out only where the list's statement
+        is not older than the reassignment."""
+        rows_n, rows_s, rows_m = [], [], []
+        listed = self.index.statements.reassigned_many(numbers) if len(numbers) else numbers
+        moved_at = {}
+        for number, at, before in zip(numbers.tolist(), times.tolist(),
+                                      listed.tolist() if len(numbers) else [], strict=True):
+            if at < before:
+                continue  # the list's own reassignment is later: its entries are all newer
+            scopes, masks = self.index.entries_of(number)
+            rows_n += [number] * len(scopes)
+            rows_s += scopes.tolist()
+            rows_m += masks.tolist()
+            moved_at[number] = at
+        if not rows_n:
+            empty = np.empty(0, np.uint64)
+            return empty, np.empty(0, np.uint32), np.empty(0, np.uint8), np.empty(0, bool)
+        number = np.array(rows_n, np.uint64)
+        scope = np.array(rows_s, np.uint32)
+        mask = np.array(rows_m, np.uint8)
+        expanded = np.unpackbits(mask[:, None], axis=1, bitorder="little")
+        row, bit = np.nonzero(expanded)
+        number, scope, bit = number[row], scope[row], bit.astype(np.uint8)
+        _kinds, times_of = self.index.statements_of(number, scope, bit)
+        cut = np.array([moved_at[n] for n in number.tolist()], np.int64)
+        # every bit of those entries decided (undecided bits: none of the list's entries)
+        all_bits = np.full(len(number), 0, np.uint8)
+        all_bits[:] = (1 << bit.astype(np.uint16)).astype(np.uint8)
+        return number, scope, all_bits, times_of >= cut
 
     def _keys_of(self, number: int) -> list[tuple[int, str]]:
         """Every scope the list or the events name for a number (a reassignment decides all)."""

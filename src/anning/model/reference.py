@@ -62,9 +62,10 @@ class ReferenceModel:
 
     def __init__(self) -> None:
         self.as_of_ms = 0
-        self.rows: list[Row] = []
+        self.rows: dict[int, list[Row]] = {}  # by number
         self.entity_of: dict[str, str] = {}
-        self.events: list[Event] = []
+        self.events: dict[int, list[Event]] = {}  # by number
+        self.last_sequence = 0
         self.events_through = 0  # the watermark of the snapshot loaded last
         self.folded_through = 0  # the last event there was when it was loaded
 
@@ -73,36 +74,37 @@ class ReferenceModel:
         """A snapshot: its rows replace the previous snapshot's; `events_through` (None: it
         declares none, the previous watermark stands) leaves the events up to it to upstream."""
         self.as_of_ms = as_of_ms
-        self.rows = [r if isinstance(r, Row) else Row(*r) for r in rows]
+        self.rows = {}
+        for r in rows:
+            row = r if isinstance(r, Row) else Row(*r)
+            self.rows.setdefault(row.number, []).append(row)
         self.entity_of = {s: f"{ENTITY_PREFIX}{e}" for s, e in entities.items()}
         if events_through is not None:
             self.events_through = events_through
-        self.folded_through = max((e.sequence for e in self.events), default=0)
+        self.folded_through = self.last_sequence
 
     def add(self, event: Event) -> None:
         """An event, with its sequence (0: numbered after the ones before)."""
         if not event.sequence:
-            last = max((e.sequence for e in self.events), default=0)
             event = Event(event.number, event.scope, event.mask, event.kind, event.at_ms,
-                          event.source, last + 1)
-        self.events.append(event)
+                          event.source, self.last_sequence + 1)
+        self.last_sequence = max(self.last_sequence, event.sequence)
+        self.events.setdefault(event.number, []).append(event)
 
     def _statements(self, number: int) -> tuple[list[tuple[Any, ...]], Event | None, int]:
         """(at, opted out, tiebreak, key, bit, event or None) of the number, after its latest
         reassignment; that reassignment, if an event past the fold made it; and its time."""
         said: list[tuple[Any, ...]] = []
         moves: list[tuple[int, Event | None]] = []
-        for row in self.rows:
-            if row.number != number:
-                continue
+        for row in self.rows.get(number, ()):
             at = row.at if row.at is not None else self.as_of_ms
             if row.kind == REASSIGN:
                 moves.append((at, None))
                 continue
             said += [(at, row.kind == OPT_OUT, -1, row.key, bit, None)
                      for bit in range(8) if row.mask >> bit & 1]
-        for e in self.events:
-            if e.number != number or e.sequence <= self.events_through:
+        for e in self.events.get(number, ()):
+            if e.sequence <= self.events_through:
                 continue
             if e.kind == REASSIGN:
                 moves.append((e.at_ms, e))
