@@ -27,6 +27,7 @@ import struct
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import msgpack
@@ -150,7 +151,7 @@ def decode(value: Any) -> Seal | Header | Write:
     version = value[0]
     if version == WRITE and len(value) == 3 and isinstance(value[1], int) and value[1] > 0 \
             and isinstance(value[2], (list, tuple)) and value[2]:
-        return Write(value[1], [_checked(item) for item in value[2]])
+        return Write(value[1], _checked_all(value[2]))
     if version == HEADER and len(value) == 2 and isinstance(value[1], int) and value[1] > 0:
         return Header(value[1])
     if version == SEAL and len(value) in (2, 3) and all(isinstance(v, int) for v in value):
@@ -158,9 +159,26 @@ def decode(value: Any) -> Seal | Header | Write:
     if version == EVENT and len(value) == 7:
         return Write(0, [_checked(value[1:])])
     if version == BATCH and len(value) == 2 and isinstance(value[1], (list, tuple)):
-        return Write(0, [_checked(item) for item in value[1]])
+        return Write(0, _checked_all(value[1]))
     raise RecordError(f"record version {version!r} of {len(value)} fields is not one this "
                       f"build reads (0 to 4): {_short(value)}")
+
+
+_INTS, _TEXT = {int, bool}, {str}  # what isinstance(f, int) and isinstance(f, str) take here
+
+
+def _checked_all(items: Sequence[Any]) -> list[EventFields]:
+    """`_checked` of every item: in bulk, by C loops over the fields, when every one is well
+    formed (all of them, but for corruption); else item by item, naming the bad one."""
+    try:
+        if set(map(len, items)) == {6} and all(
+                set(map(type, map(itemgetter(k), items))) <= (_TEXT if k in (2, 5) else _INTS)
+                for k in range(6)):
+            return list(items) if set(map(type, items)) == {tuple} else \
+                list(map(tuple, items))
+    except (TypeError, LookupError):  # an item without a length, a map: named below
+        pass
+    return [_checked(item) for item in items]
 
 
 def _checked(item: Iterable[Any]) -> EventFields:
