@@ -18,13 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from anning.errors import AnningError
 from anning.model.events import Event, EventColumns
 from anning.storage import records
 from anning.storage.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from anning.storage.fileio import OS_IO, FileIO
 from anning.storage.layout import DataDir
 from anning.storage.recovery import replay
-from anning.storage.source import CheckpointReport, Update
+from anning.storage.source import CheckpointReport, SourceCondition, Update
 from anning.storage.wal import EventLog, LogPosition
 from anning.storage.wal.reader import LogReader
 from anning.storage.wal.segments import OwnWrites, Segment, list_segments, scan
@@ -136,12 +137,25 @@ class LocalEventLog:
         """Of the last event this process wrote or read (0: none)."""
         return max(self.log.writer.segment.next_sequence, self.log.reader.next_sequence, 1) - 1
 
-    def append(self, writes: Sequence[Sequence[Event]]) -> list[int]:
-        """Each write's events durable, one record a write; the sequence of each one's last."""
+    def append(self, writes: Sequence[Sequence[Event]]) -> list[int | Exception]:
+        """Each write's events durable, one record a write; the sequence of each one's last
+        (all of them, or an error raised: one write and one fsync)."""
         framed = [records.encode_events(events) for events in writes]
         counts = [len(events) for events in writes]
         firsts = self.log.append(framed, counts)
         return [first + count - 1 for first, count in zip(firsts, counts, strict=True)]
+
+    @property
+    def lost(self) -> str:
+        return ""  # a reader that meets a retired segment catches up from the checkpoint
+
+    def condition(self) -> SourceCondition:
+        failure = self.log.failure
+        return SourceCondition(writable=failure is None, writes_problem=failure or "",
+                               detail=f"write log of {self.data.path}")
+
+    def served(self, folded_through: int) -> None:
+        pass
 
     def recover(self) -> EventColumns:
         """Every event on disk (the checkpoint's, then the log's after it, a torn tail cut, a
@@ -150,6 +164,10 @@ class LocalEventLog:
         while True:
             identity = file_identity(path)
             checkpoint = read_checkpoint(path) if identity is not None else Checkpoint.empty()
+            if checkpoint.origin:
+                raise AnningError(f"{path}: this data directory is a replica of "
+                                  f"{checkpoint.origin} (its sequences are that stream's): "
+                                  "serve it with --nats, or load a snapshot into a fresh one")
             logged = replay(self.log, checkpoint.covers, checkpoint.last_sequence + 1)
             if file_identity(path) == identity:
                 break
