@@ -330,6 +330,12 @@ async def _serve_worker(engine: Engine, options: ServeOptions, address: str,
     if others:
         await asyncio.wait(others, timeout=options.grace_seconds)
     writes.close()  # every call is answered; what was queued is written
+    if options.replica is not None:
+        # the position written down: a restart asks the stream only for what came after
+        try:
+            engine.checkpoint(min_log_bytes=1)
+        except Exception as exc:
+            log.warning("checkpoint at stop failed: %r", exc)
     log.info("pid %d stopped", os.getpid())
     return 0
 

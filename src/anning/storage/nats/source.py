@@ -187,7 +187,9 @@ class NatsEventSource:
         if not connected:
             writes = f"NATS not reachable ({connection.last_error if connection else ''})"
         elif not stream_ok:
-            writes = f"stream {self.settings.stream} not answering (no quorum?)"
+            writes = f"stream {self.settings.stream} not answering"
+        elif not self.leader:
+            writes = f"stream {self.settings.stream} has no leader (no quorum of its nodes)"
         else:
             writes = stale if self.lost else ""
         via = connection.connected_to if connected and connection is not None else "-"
@@ -292,7 +294,12 @@ class NatsEventSource:
                 left = max(0.001, min(self.settings.request_seconds,
                                       deadline - time.monotonic()))
                 try:
-                    job.outcome = self._acknowledged(job, pending.wait(left, "publish").data)
+                    reply = pending.wait(left, "publish")
+                    if reply.status:
+                        why = "no responders (no leader: no quorum?)" if reply.status == 503 \
+                            else f"status {reply.status} {reply.description}"
+                        raise Unavailable(f"stream {self.settings.stream}: {why}")
+                    job.outcome = self._acknowledged(job, reply.data)
                 except Unavailable as exc:
                     job.outcome = exc
                     retry.append(job)
