@@ -269,6 +269,6 @@ class ChangeFeedMachine(RuleBasedStateMachine):
         self.tmp.cleanup()
 
 
-ChangeFeedMachine.TestCase.settings = settings(max_examples=600 if LONG else 60,
+ChangeFeedMachine.TestCase.settings = settings(max_examples=500 if LONG else 45,
                                                stateful_step_count=30, deadline=None)
 TestChangeFeedMachine = ChangeFeedMachine.TestCase
