@@ -486,6 +486,9 @@ class Engine:
     def _fold_in(self, declared: int | None, previous: int) -> FoldIn:
         """The events a load folds in: past the watermark it declares (or, when it declares
         none, the previous list's: upstream took those in before), up to the last there is."""
+        # what other processes wrote first: a watermark upstream took from the feed may name
+        # an event another worker wrote that this one has not read yet (not "past the last")
+        self.follower.take_events()
         last = self.last_sequence
         watermark = previous if declared is None else declared
         if watermark > last:

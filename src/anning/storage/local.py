@@ -30,7 +30,7 @@ from anning.storage.wal import EventLog, LogPosition
 from anning.storage.wal.reader import LogReader
 from anning.storage.wal.segments import OwnWrites, Segment, list_segments, scan
 
-__all__ = ["LocalEventLog", "LocalFeed", "file_identity", "read_events"]
+__all__ = ["LocalEventLog", "LocalFeed", "file_identity", "read_events", "read_events_through"]
 
 log = logging.getLogger("anning.storage")
 FileIdentity = tuple[int, int, int]
@@ -49,6 +49,15 @@ def read_events(data: DataDir, after: int = 0, io: FileIO = OS_IO) -> EventColum
     """Every event on disk with a sequence past `after` (the checkpoint's and the log's), in
     sequence order, reading whole records only: safe beside running servers and writers."""
     return _read_positioned(data, after, io)[0]
+
+
+def read_events_through(data: DataDir, after: int = 0,
+                        io: FileIO = OS_IO) -> tuple[EventColumns, int]:
+    """`read_events`, and the last sequence on disk as of that same read (the log's last, else
+    the checkpoint's): all a load may say it has folded. Asked of the checkpoint again after
+    the read, it could name events written (and checkpointed) since, which the read missed."""
+    events, (_segment, _offset, following) = _read_positioned(data, after, io)
+    return events, following - 1
 
 
 def _read_positioned(data: DataDir, after: int,
