@@ -138,7 +138,8 @@ def test_a_checkpoint_older_than_the_stream_needs_a_load(cluster, tmp_path):
                     events_through=state["first"] - 1), timeout=60)
             c.wait_health(h.SERVING, 60)
             assert status(c).stale == ""
-            eventually(lambda: status(c).last_sequence == last)
+            eventually(lambda: status(c).last_sequence == last and
+                       status(c).replica_lag_events == 0)
             kept = list(range(3010 - 1000, 3010, 7))
             assert scopes(c, kept) == [pb.SCOPE_SENDER] * len(kept)
             assert scopes(c, [5]) == [pb.SCOPE_NONE]  # the load declared it has taken it in

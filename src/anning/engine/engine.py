@@ -498,6 +498,12 @@ class Engine:
             raise _refused(f"events_through {watermark} goes back past the serving list's "
                            f"{previous}: the events between were left to upstream already")
         events = self._events_after(watermark, self._held_events().after(watermark))
+        if self.source is not None and self.source.applied < last:
+            # a replica folds only what it has read without a gap: its own later writes, taken
+            # before the events between were read, stay on top of the new list
+            through = max(self.source.applied, watermark)
+            events = events.take(events.sequence <= through)
+            return FoldIn(events, watermark, through)
         last = max(last, int(events.sequence[-1]) if len(events) else 0)
         return FoldIn(events, watermark, last)
 

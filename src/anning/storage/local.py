@@ -155,6 +155,10 @@ class LocalEventLog:
         return [first + count - 1 for first, count in zip(firsts, counts, strict=True)]
 
     @property
+    def applied(self) -> int:
+        return self.last_sequence  # the log is read to its end before a load asks
+
+    @property
     def lost(self) -> str:
         return ""  # a reader that meets a retired segment catches up from the checkpoint
 

@@ -76,6 +76,11 @@ class EventSource(Protocol):
         """The sequence of the last durable event this process knows of."""
 
     @property
+    def applied(self) -> int:
+        """Every event up to this sequence has been taken by this process (a replica may know
+        of later ones, and hold its own later writes, before it has read those between)."""
+
+    @property
     def lost(self) -> str:
         """Why this process cannot go on applying the log from where it stands (it answers
         nothing until a snapshot load covers the gap); "" while it can."""
