@@ -1,5 +1,5 @@
-"""Build of the compiled core (anning._normalize, _index, _csv, _wire, _events) and the gRPC
-stubs (from proto/); metadata is in pyproject.toml.
+"""Build of the compiled core (anning._normalize, _index, _csv, _wire, _events, _stream) and
+the gRPC stubs (from proto/); metadata is in pyproject.toml.
 
 Environment switches:
   ANNING_DEBUG=1   invariant checks in the core (sorted keys, no duplicates, no false negatives)
@@ -50,7 +50,7 @@ extensions = [
         define_macros=macros,
         extra_compile_args=compile_args,
     )
-    for name in ("_normalize", "_index", "_csv", "_wire", "_events")
+    for name in ("_normalize", "_index", "_csv", "_wire", "_events", "_stream")
 ]
 
 setup(

@@ -174,7 +174,8 @@ def test_every_replica_loads_the_nightly_file_and_converges(cluster, tmp_path):
         watermark = write(b, 100, 50)
         write(c, 150, 30)  # past the watermark: stays on top of the new list
         for server in (a, b, c):
-            eventually(lambda server=server: status(server).last_sequence == watermark + 30)
+            eventually(lambda server=server: status(server).last_sequence == watermark + 30
+                       and status(server).replica_lag_events == 0)
             with h.Stubs(server.target) as s:
                 s.admin.LoadSnapshot(pb.LoadSnapshotRequest(
                     paths=[str(csv)], entities=str(entities), events_through=watermark),

@@ -26,14 +26,18 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
+from anning._stream import DATA
 from anning.errors import AnningError, TooLarge, Unavailable
 from anning.model.events import Event, EventColumns
 from anning.storage.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
@@ -41,7 +45,6 @@ from anning.storage.fileio import OS_IO, FileIO
 from anning.storage.layout import DataDir, segment_number
 from anning.storage.nats.client import (
     Connection,
-    Delivery,
     PendingReply,
     TlsFiles,
     control_status,
@@ -49,7 +52,7 @@ from anning.storage.nats.client import (
     header_value,
     parse_urls,
 )
-from anning.storage.nats.messages import BadMessage, decode_messages, encode_event
+from anning.storage.nats.messages import BadMessage, decode_run, encode_event
 from anning.storage.nats.stream import (
     NANOS,
     StreamInfo,
@@ -69,8 +72,10 @@ BULK = 10_000  # past this many waiting, the engine takes them in bulk (catch_up
 HEARTBEAT_SECONDS = 1.0  # the consumer's idle heartbeat...
 SILENT_SECONDS = 3.5  # ...and how long without one before it is made again
 WATCH_SECONDS = 0.25  # how often the stream's state is asked for
+FAILED_WRITE_SECONDS = 10.0  # a write not acknowledged says writes are down for so long
 EVENT_BYTES = 40  # about what an event costs in a checkpoint (for min_bytes)
 OWN_IDS = 4096  # the ids of this process's last batches, to find one a retry says is there
+OWN_HEADER = "Anning-Batch"  # on a batch's last message: the batch's id
 
 
 class PositionLost(Unavailable):
@@ -101,6 +106,10 @@ class NatsEventSource:
         self.known_last = applied  # the stream's last sequence, as last heard
         self.first = 0  # the stream's first sequence, as last heard
         self.leader = ""
+        self.quorum = False
+        self._write_ok_at = 0.0  # the last write the stream acknowledged...
+        self._write_failed_at = 0.0  # ...and the last it did not, and why
+        self._write_error = ""
         self.lost = ""  # why the position is lost ("" while it is not)
         self.connection: Connection | None = None
         self._lock = threading.Lock()  # the fields below, and the consumer's
@@ -120,6 +129,8 @@ class NatsEventSource:
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._prefix = os.urandom(4).hex()  # of this process's message ids
+        self._own_pattern = re.compile(rb"\r\n" + OWN_HEADER.encode() + rb": (" +
+                                       self._prefix.encode() + rb"[0-9a-f]+)\r\n")
         self._own: OrderedDict[str, int] = OrderedDict()  # a batch's last id -> sequence
         self._own_lock = threading.Lock()
         self._checkpointing = threading.Lock()
@@ -188,8 +199,12 @@ class NatsEventSource:
             writes = f"NATS not reachable ({connection.last_error if connection else ''})"
         elif not stream_ok:
             writes = f"stream {self.settings.stream} not answering"
-        elif not self.leader:
-            writes = f"stream {self.settings.stream} has no leader (no quorum of its nodes)"
+        elif not self.quorum:
+            writes = f"stream {self.settings.stream} has no quorum (leader " \
+                f"{self.leader or 'none'})"
+        elif self._write_failed_at > self._write_ok_at and \
+                now - self._write_failed_at < FAILED_WRITE_SECONDS:
+            writes = f"the last write was not acknowledged: {self._write_error}"
         else:
             writes = stale if self.lost else ""
         via = connection.connected_to if connected and connection is not None else "-"
@@ -315,6 +330,10 @@ class NatsEventSource:
             if isinstance(job.outcome, int):
                 with self._lock:
                     self._heard_of(job.outcome)
+                self._write_ok_at = time.monotonic()
+            elif isinstance(job.outcome, Unavailable):
+                self._write_failed_at = time.monotonic()
+                self._write_error = str(job.outcome)
         return outcomes
 
     def _publish(self, job: _Write) -> PendingReply:
@@ -336,7 +355,7 @@ class NatsEventSource:
         return connection.request_start(
             subject, encode_event(events[-1]),
             {"Nats-Batch-Id": job.id, "Nats-Batch-Sequence": str(n), "Nats-Batch-Commit": "1",
-             "Nats-Msg-Id": f"{job.id}.{n}"}, before=before)
+             "Nats-Msg-Id": f"{job.id}.{n}", OWN_HEADER: job.id}, before=before)
 
     def _acknowledged(self, job: _Write, data: bytes) -> int:
         try:
@@ -349,7 +368,7 @@ class NatsEventSource:
             code = error.get("err_code")
             text = error.get("description", str(error))
             if code == 10201:  # the batch was kept by an earlier attempt: find where
-                return self._own_batch(f"{job.id}.{n}")
+                return self._own_batch(job.id)
             if code == 10199:
                 raise TooLarge(f"events: a write of {n} events is more than the stream's "
                                f"atomic batch limit ({text}; nats-server jetstream.limits."
@@ -428,7 +447,8 @@ class NatsEventSource:
         origin = f"nats:{self.settings.stream}:{info.created}"
         with self._lock:
             self._stream_ok_at = time.monotonic()
-            self.first, self.leader = info.first_sequence, info.leader
+            self.first, self.leader, self.quorum = info.first_sequence, info.leader, \
+                info.quorum
             self._heard_of(info.last_sequence)
             if not self.origin:
                 if self.applied > info.last_sequence:
@@ -481,7 +501,7 @@ class NatsEventSource:
                                    b"")
         inbox = connection.new_inbox()
         sid = connection.subscribe_bulk(
-            inbox, lambda deliveries: self._on_deliveries(generation, deliveries))
+            inbox, lambda buf, run: self._on_messages(generation, buf, run))
         config = {
             "deliver_subject": inbox, "deliver_policy": "by_start_sequence",
             "opt_start_seq": start, "ack_policy": "none", "replay_policy": "instant",
@@ -502,91 +522,134 @@ class NatsEventSource:
             self._consumer = str(answer.get("name", ""))
             self._activity = time.monotonic()
 
-    def _on_deliveries(self, generation: int, deliveries: list[Delivery]) -> None:
-        """On the connection's reader thread: a batch of what the consumer sent."""
+    def _on_messages(self, generation: int, buf: bytearray,
+                     run: dict[str, npt.NDArray[Any]]) -> None:
+        """On the connection's reader thread: a run of what the consumer sent (data and,
+        now and then, a heartbeat or a flow control request), its columns pointing into
+        `buf`."""
         if generation != self._generation or self.lost:
             return
-        connection = self.connection
-        assert connection is not None
-        sequences: list[int] = []
-        payloads: list[bytes] = []
-        own: list[tuple[str, int]] = []
-        prefix = self._prefix.encode()
-        dseq = self._dseq
-        applied = self.applied
+        kinds = run["kind"]
+        control = np.flatnonzero(kinds != DATA)
+        edges = [*control.tolist(), len(kinds)]
+        begin = 0
+        for edge in edges:
+            if edge > begin and not self._take_data(generation, buf, run, begin, edge):
+                return
+            if edge < len(kinds) and not self._take_control(buf, run, edge):
+                return
+            begin = edge + 1
+
+    def _take_data(self, generation: int, buf: bytearray, run: dict[str, npt.NDArray[Any]],
+                   begin: int, end: int) -> bool:
+        """Rows begin..end of a run, all deliveries: in order, or the consumer is made
+        again (a delivery lost) or the position is lost (events gone from the stream)."""
+        cseq = run["consumer_sequence"][begin:end]
+        sseq = run["stream_sequence"][begin:end]
+        expected = np.arange(self._dseq + 1, self._dseq + 1 + len(cseq), dtype=np.uint64)
         gap = ""
-        last_heard = 0
-        for d in deliveries:
-            if d.headers.startswith(b"NATS/1.0 1"):  # flow control, heartbeat
-                _, description = control_status(d.headers)
-                if "FlowControl" in description and d.reply:
-                    connection.publish(d.reply.decode(), b"")
-                stalled = header_value(d.headers, b"Nats-Consumer-Stalled")
-                if stalled:
-                    connection.publish(stalled.decode(), b"")
-                consumed = header_value(d.headers, b"Nats-Last-Consumer")
-                if consumed is not None and int(consumed) != dseq:
-                    gap = f"heartbeat says consumer sequence {int(consumed)}, seen {dseq}"
-                    break
-                continue
-            tokens = d.reply.split(b".")
-            if len(tokens) == 9:
-                sseq, cseq, pending = int(tokens[5]), int(tokens[6]), int(tokens[8])
-            elif len(tokens) >= 11:
-                sseq, cseq, pending = int(tokens[7]), int(tokens[8]), int(tokens[10])
+        wrong = np.flatnonzero(cseq != expected)
+        if len(wrong):
+            cut = int(wrong[0])
+            gap = f"consumer sequence {int(cseq[cut])} after {self._dseq + cut}"
+            cseq, sseq = cseq[:cut], sseq[:cut]
+            end = begin + cut
+        applied = self.applied
+        fresh = np.flatnonzero(sseq > applied)  # a consumer made again may repeat some
+        lost = ""
+        if len(fresh):
+            first = int(fresh[0])
+            want = np.arange(applied + 1, applied + 1 + len(sseq) - first, dtype=np.uint64)
+            skip = np.flatnonzero(sseq[first:] != want)
+            if len(skip):
+                at = first + int(skip[0])
+                lost = (f"the stream went from event {applied + int(skip[0])} to "
+                        f"{int(sseq[at])}: events {applied + int(skip[0]) + 1}.."
+                        f"{int(sseq[at]) - 1} are no longer in it. Load a snapshot with "
+                        f"--events-through {int(sseq[at]) - 1} or later")
+                stop = at
             else:
-                gap = f"a delivery without JetStream metadata ({d.reply[:60]!r})"
-                break
-            if cseq != dseq + 1:
-                gap = f"consumer sequence {cseq} after {dseq}"
-                break
-            dseq = cseq
-            last_heard = max(last_heard, sseq + pending)
-            if sseq <= applied:
-                continue  # had it (a consumer made again from before)
-            if sseq != applied + 1:
-                with self._lock:
-                    self._lose(f"the stream went from event {applied} to {sseq}: events "
-                               f"{applied + 1}..{sseq - 1} are no longer in it. Load a "
-                               f"snapshot with --events-through {sseq - 1} or later")
-                break
-            sequences.append(sseq)
-            payloads.append(d.data)
-            applied = sseq
-            if prefix in d.headers:
-                message_id = header_value(d.headers, b"Nats-Msg-Id")
-                if message_id is not None:
-                    own.append((message_id.decode(), sseq))
+                stop = len(sseq)
+            rows = np.arange(begin + first, begin + stop)
+        else:
+            rows = np.arange(0)
         events = None
-        if sequences:
+        if len(rows):
             try:
-                events = decode_messages(self.settings.stream, sequences, payloads)
+                events = decode_run(self.settings.stream, buf, run["stream_sequence"][rows],
+                                    run["data"][rows])
             except BadMessage as exc:
                 with self._lock:
                     self._lose(f"{exc}")
-                return
+                return False
+            self._note_own(buf, run, rows)
+        heard = int((run["stream_sequence"][begin:end] + run["pending"][begin:end]).max()) \
+            if end > begin else 0
         with self._lock:
             if generation != self._generation:
-                return
+                return False
             self._activity = time.monotonic()
-            self._dseq = dseq
+            if len(cseq):
+                self._dseq = int(cseq[-1])
             if events is not None:
                 self._queue.append(events)
                 self._queued += len(events)
                 self._since.append(events)
                 self._since_count += len(events)
-                self.applied = applied
-            self._heard_of(last_heard)
-        if own:
-            with self._own_lock:
-                for own_id, sseq in own:
-                    self._own[own_id] = sseq
-                while len(self._own) > OWN_IDS:
-                    self._own.popitem(last=False)
+                self.applied = int(events.sequence[-1])
+            self._heard_of(heard)
+            if lost:
+                self._lose(lost)
         if gap:
             log.warning("stream %s: %s; making the consumer again from %d",
                         self.settings.stream, gap, self.applied + 1)
             self._restart.set()
+        return not gap and not lost
+
+    def _note_own(self, buf: bytearray, run: dict[str, npt.NDArray[Any]],
+                  rows: npt.NDArray[np.intp]) -> None:
+        """The batches this process wrote among rows (their last message names them), with
+        the sequence of their last event: a retried batch the stream says it has is found
+        here. One search of the bytes, not a look at every message."""
+        headers = run["header"][rows]
+        low, high = int(headers[0, 0]), int(headers[-1, 0] + headers[-1, 1])
+        found = []
+        for m in self._own_pattern.finditer(buf, low, high):
+            row = int(np.searchsorted(headers[:, 0], m.start(), "right")) - 1
+            found.append((m.group(1).decode(), int(run["stream_sequence"][rows[row]])))
+        if found:
+            with self._own_lock:
+                for own_id, sseq in found:
+                    self._own[own_id] = sseq
+                while len(self._own) > OWN_IDS:
+                    self._own.popitem(last=False)
+
+    def _take_control(self, buf: bytearray, run: dict[str, npt.NDArray[Any]],
+                      row: int) -> bool:
+        """A heartbeat or flow control request (or a message that is neither: ignored)."""
+        connection = self.connection
+        assert connection is not None
+        off, length = int(run["header"][row, 0]), int(run["header"][row, 1])
+        headers = bytes(buf[off:off + length])
+        _, description = control_status(headers)
+        reply_at, reply_length = int(run["reply"][row, 0]), int(run["reply"][row, 1])
+        reply = bytes(buf[reply_at:reply_at + reply_length]).decode()
+        with contextlib.suppress(Unavailable):
+            if "FlowControl" in description and reply:
+                connection.publish(reply, b"")
+            stalled = header_value(headers, b"Nats-Consumer-Stalled")
+            if stalled:
+                connection.publish(stalled.decode(), b"")
+        with self._lock:
+            self._activity = time.monotonic()
+        consumed = header_value(headers, b"Nats-Last-Consumer")
+        if consumed is not None and int(consumed) != self._dseq:
+            log.warning("stream %s: a heartbeat says consumer sequence %d, seen %d; making "
+                        "the consumer again from %d", self.settings.stream, int(consumed),
+                        self._dseq, self.applied + 1)
+            self._restart.set()
+            return False
+        return True
 
     def _watch(self) -> None:
         """Ask the stream's state now and then; make the consumer again when it fell silent,

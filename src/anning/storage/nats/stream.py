@@ -23,6 +23,7 @@ __all__ = ["StreamInfo", "StreamSettings", "api_request", "ensure_stream", "stre
 NANOS = 1_000_000_000
 MIN_SERVER = (2, 12, 0)  # atomic batch publish (a write of several events is one batch)
 JS_NOT_FOUND = 10059  # stream not found
+PEER_SILENT_NANOS = 5 * NANOS  # a peer the leader has not heard from for this long is gone
 log = logging.getLogger("anning.nats")
 
 
@@ -73,6 +74,7 @@ class StreamInfo:
     messages: int
     created: str  # when the stream was made: a stream deleted and made again differs here
     leader: str  # the node leading it ("" without quorum)
+    quorum: bool = True  # the leader and enough of its peers alive to take a write
 
 
 def api_request(connection: Connection, subject: str, body: dict[str, Any] | None,
@@ -110,9 +112,16 @@ def stream_info(connection: Connection, settings: StreamSettings) -> StreamInfo 
 def _info_of(answer: dict[str, Any]) -> StreamInfo:
     state = answer.get("state", {})
     cluster = answer.get("cluster", {})
+    leader = str(cluster.get("leader", ""))
+    # A leader cut off from its peers goes on saying it leads for a while: count the peers
+    # it heard from lately (a write needs a majority of the replicas, the leader one of them)
+    peers = cluster.get("replicas") or []
+    alive = sum(1 for p in peers if not p.get("offline") and
+                (p.get("current") or int(p.get("active", 1 << 62)) < PEER_SILENT_NANOS))
+    replicas = int(answer.get("config", {}).get("num_replicas", len(peers) + 1))
     return StreamInfo(int(state.get("first_seq", 0)), int(state.get("last_seq", 0)),
                       int(state.get("messages", 0)), str(answer.get("created", "")),
-                      str(cluster.get("leader", "")))
+                      leader, bool(leader) and 1 + alive >= replicas // 2 + 1)
 
 
 def ensure_stream(connection: Connection, settings: StreamSettings) -> StreamInfo:
