@@ -74,6 +74,7 @@ SILENT_SECONDS = 3.5  # ...and how long without one before it is made again
 WATCH_SECONDS = 0.25  # how often the stream's state is asked for
 FAILED_WRITE_SECONDS = 10.0  # a write not acknowledged says writes are down for so long
 EVENT_BYTES = 40  # about what an event costs in a checkpoint (for min_bytes)
+CHECKPOINT_SECONDS = 60.0  # new events are written down at least this often
 OWN_IDS = 4096  # the ids of this process's last batches, to find one a retry says is there
 OWN_HEADER = "Anning-Batch"  # on a batch's last message: the batch's id
 
@@ -134,6 +135,7 @@ class NatsEventSource:
         self._own: OrderedDict[str, int] = OrderedDict()  # a batch's last id -> sequence
         self._own_lock = threading.Lock()
         self._checkpointing = threading.Lock()
+        self._checkpointed_at = time.monotonic()
 
     # -- start and stop ---------------------------------------------------------------------
     def start(self) -> None:
@@ -399,8 +401,11 @@ class NatsEventSource:
         if self.lost:
             return None
         with self._checkpointing, self.data.lock("checkpoint") as mine:
-            if not mine or self._since_count * EVENT_BYTES < max(min_bytes, 1):
+            due = self._since_count and time.monotonic() - self._checkpointed_at > \
+                CHECKPOINT_SECONDS
+            if not mine or (self._since_count * EVENT_BYTES < max(min_bytes, 1) and not due):
                 return None
+            self._checkpointed_at = time.monotonic()
             started = time.monotonic()
             with self._lock:
                 since = list(self._since)
