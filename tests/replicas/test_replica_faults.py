@@ -190,3 +190,28 @@ def test_a_replica_killed_mid_write_comes_back_with_its_acknowledged_writes(own_
             timeout=h.T)
         assert [r.scope for r in got.results] == [pb.SCOPE_SENDER] * 5
         assert s.admin.Status(pb.StatusRequest(), timeout=h.T).last_sequence >= max(acks)
+
+
+def test_a_replica_started_without_nats_answers_checks_and_writes_when_it_comes(
+        own_cluster, tmp_path):
+    for node in own_cluster.nodes:
+        own_cluster.kill(node.name)
+    a = replica(tmp_path, "a", own_cluster, "LATE")
+    a.start()
+    try:
+        a.wait_health(h.SERVING, 60)  # checks: from the list it has
+        assert a.health("anning.v1.OptOuts") == h.NOT_SERVING
+        with h.Stubs(a.target) as s:
+            reply = s.suppression.Check(pb.CheckRequest(sender="京东", number="13800000006"),
+                                        timeout=h.T)
+            assert reply.scope == pb.SCOPE_SENDER
+            assert h.code_of(s.opt_outs.OptOut, pb.OptOutRequest(
+                number="13900000061", scope="京东"), timeout=h.T) == Code.UNAVAILABLE
+            own_cluster.start()
+            eventually(lambda: code_of_opt_out(s) == Code.OK, 60, step=0.2)
+            eventually(lambda: a.health("anning.v1.OptOuts") == h.SERVING, 15)
+            assert "stream LATE" in s.admin.Status(pb.StatusRequest(), timeout=h.T).event_log
+        assert a.stop() == 0
+        h.assert_clean_log(a)
+    finally:
+        a.kill()

@@ -152,13 +152,15 @@ class Connection:
 
     # -- connecting ---------------------------------------------------------------------------
     def connect(self) -> None:
-        """Connect to the first server that answers (Unavailable naming each that did not),
-        then read in a thread of its own."""
-        with self._state:
-            self._dial_any()
-        self._reader = threading.Thread(target=self._read_forever, name="nats-reader",
-                                        daemon=True)
-        self._reader.start()
+        """Connect to the first server that answers (Unavailable naming each that did not:
+        then the reader thread goes on trying), and read in a thread of its own."""
+        try:
+            with self._state:
+                self._dial_any()
+        finally:  # unreachable now: the reader goes on trying, round the servers
+            self._reader = threading.Thread(target=self._read_forever, name="nats-reader",
+                                            daemon=True)
+            self._reader.start()
 
     @property
     def is_connected(self) -> bool:

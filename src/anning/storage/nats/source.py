@@ -38,7 +38,7 @@ import numpy as np
 import numpy.typing as npt
 
 from anning._stream import DATA
-from anning.errors import AnningError, TooLarge, Unavailable
+from anning.errors import AnningError, Refused, TooLarge, Unavailable
 from anning.model.events import Event, EventColumns
 from anning.storage.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from anning.storage.fileio import OS_IO, FileIO
@@ -108,6 +108,8 @@ class NatsEventSource:
         self.first = 0  # the stream's first sequence, as last heard
         self.leader = ""
         self.quorum = False
+        self._ensured = False  # the stream checked (or made) on this connection's cluster
+        self._refused = ""  # why the stream there will not do
         self._write_ok_at = 0.0  # the last write the stream acknowledged...
         self._write_failed_at = 0.0  # ...and the last it did not, and why
         self._write_error = ""
@@ -145,7 +147,7 @@ class NatsEventSource:
                                      on_reconnect=self._restart.set)
         try:
             self.connection.connect()
-            self._adopt(ensure_stream(self.connection, self.settings))
+            self._ensure()
             self._start_consumer()
         except Unavailable as exc:
             log.warning("NATS stream %s: %s; trying again in the background",
@@ -197,7 +199,9 @@ class NatsEventSource:
         elif seconds > self.settings.max_lag_seconds:
             stale = f"behind the stream for {seconds:.1f} s (more than " \
                 f"{self.settings.max_lag_seconds:g} s)"
-        if not connected:
+        if self._refused:
+            writes = self._refused
+        elif not connected:
             writes = f"NATS not reachable ({connection.last_error if connection else ''})"
         elif not stream_ok:
             writes = f"stream {self.settings.stream} not answering"
@@ -664,6 +668,8 @@ class NatsEventSource:
             if connection is None or not connection.is_connected:
                 continue
             try:
+                if not self._ensured:
+                    self._ensure()
                 info = stream_info(connection, self.settings)
                 if info is None:
                     self._lose(f"stream {self.settings.stream} no longer exists")
@@ -678,8 +684,19 @@ class NatsEventSource:
                     self._start_consumer()
             except Unavailable as exc:
                 log.debug("stream %s: %s", self.settings.stream, exc)
+            except Refused as exc:  # a stream made meanwhile, not as anning needs it
+                if exc.args[0] != self._refused:
+                    log.error("%s", exc)
+                self._refused = exc.args[0]
             except Exception:
                 log.exception("watching stream %s", self.settings.stream)
+
+    def _ensure(self) -> None:
+        """The stream made or checked (Refused when it is not as anning needs it)."""
+        assert self.connection is not None
+        self._adopt(ensure_stream(self.connection, self.settings))
+        self._ensured = True
+        self._refused = ""
 
 
 class NatsFeed:
