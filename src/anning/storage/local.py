@@ -27,6 +27,7 @@ from anning.storage.layout import DataDir
 from anning.storage.recovery import replay
 from anning.storage.source import CheckpointReport, SourceCondition, Update
 from anning.storage.wal import EventLog, LogPosition
+from anning.storage.wal.durable import read_durable
 from anning.storage.wal.reader import LogReader
 from anning.storage.wal.segments import OwnWrites, Segment, list_segments, scan
 
@@ -110,12 +111,13 @@ class LocalFeed:
             else:
                 events = self._reader.tail_columns().after(self.sent)
             self._pending = events
-        out = self._pending
-        if len(out) > max_events:
-            out = out.take(np.arange(max_events))
-            self._pending = self._pending.take(np.arange(max_events, len(self._pending)))
-        else:
-            self._pending = EventColumns.empty()
+        # never an event a power loss could still take away (anning.storage.wal.durable)
+        durable = read_durable(self.data.path)
+        ready = len(self._pending) if durable is None else \
+            int(np.searchsorted(self._pending.sequence, np.uint64(durable), "right"))
+        count = min(ready, max_events)
+        out = self._pending.take(np.arange(count))
+        self._pending = self._pending.take(np.arange(count, len(self._pending)))
         if len(out):
             self.sent = int(out.sequence[-1])
         return out
