@@ -157,7 +157,7 @@ def test_reflection_generic_client(main_server):
         pool = DescriptorPool(database)
         service = pool.FindServiceByName("anning.v1.Suppression")
         assert set(service.methods_by_name) == {"Check", "CheckBatch", "CheckStream",
-                                                "CheckColumns"}
+                                                "CheckColumns", "CheckBatchStream"}
         method = service.methods_by_name["Check"]
         request_class = message_factory.GetMessageClass(method.input_type)
         response_class = message_factory.GetMessageClass(method.output_type)
