@@ -145,7 +145,7 @@ class Client:
         codes: np.ndarray = await self._checked(call(), np.full(len(numbers), 255, np.uint8))
         return codes
 
-    def checker(self, *, max_batch: int = 1000, linger: float = 0.0, depth: int = 4,
+    def checker(self, *, max_batch: int = 1000, linger: float = 0.0, depth: int = 2,
                 transport: Transport = "stream") -> Checker:
         """Coalescing checks for many tasks (see the module's text)."""
         return Checker(self, max_batch=max_batch, linger=linger, depth=depth,
@@ -222,7 +222,7 @@ class Checker:
     """Coalescing checks for the tasks of one event loop (see the module's text)."""
 
     def __init__(self, client: Client, *, max_batch: int = 1000, linger: float = 0.0,
-                 depth: int = 4, transport: Transport = "stream") -> None:
+                 depth: int = 2, transport: Transport = "stream") -> None:
         if max_batch < 1 or depth < 1 or not 0 <= linger < 1:
             raise ValueError(f"max_batch {max_batch!r}, depth {depth!r}, linger {linger!r}: "
                              "max_batch and depth at least 1, linger in seconds below 1")

@@ -148,7 +148,7 @@ class Checker:
     """
 
     def __init__(self, client: Client, *, max_batch: int = 1000, linger: float = 0.0005,
-                 depth: int = 4, transport: Transport = "stream") -> None:
+                 depth: int = 2, transport: Transport = "stream") -> None:
         if max_batch < 1 or depth < 1 or not 0 <= linger < 1:
             raise ValueError(f"max_batch {max_batch!r}, depth {depth!r}, linger {linger!r}: "
                              "max_batch and depth at least 1, linger in seconds below 1")

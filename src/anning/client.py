@@ -182,7 +182,7 @@ class Client:
     def stream(self) -> StreamingChecker:
         return StreamingChecker(self)
 
-    def checker(self, *, max_batch: int = 1000, linger: float = 0.0005, depth: int = 4,
+    def checker(self, *, max_batch: int = 1000, linger: float = 0.0005, depth: int = 2,
                 transport: Transport = "stream") -> Checker:
         """A thread-safe checker whose `check(sender, number[, category])`, called from many
         threads, is coalesced into batches (`anning.batching`): each caller gets the answer

@@ -59,6 +59,7 @@ class Limits:
         self.changes_batch = 4096  # events a Changes message, unless the follower asks
         self.max_changes = 65536
         self.changes_poll = 0.02  # seconds between looks for new events when caught up
+        self.stream_window = 16  # CheckBatchStream answers checked ahead of the writes
 
 
 class CallsInFlight:
@@ -157,7 +158,26 @@ class Suppression(_Base):
                                context: Context) -> AsyncIterator[bytes]:
         """CheckBatch on one stream: each message decoded, checked and encoded by the same
         compiled codec, answered in order. Bad items get their errors; a message that cannot
-        be taken (malformed, too many items, no list) ends the stream with its code."""
+        be taken (malformed, too many items, no list) ends the stream with its code.
+
+        A task takes the messages in and checks them while this coroutine writes the answers
+        out: reading, checking and writing in one loop would leave the stream idle during each
+        write (measured: half the checks/s of CheckBatch with as many calls in flight)."""
+        answers: asyncio.Queue[Any] = asyncio.Queue(self.limits.stream_window)
+        taker = asyncio.ensure_future(self._take_batches(requests, answers))
+        try:
+            while True:
+                answer = await answers.get()
+                if answer is None:
+                    break
+                if isinstance(answer, Exception):
+                    await _abort(context, self.metrics, "CheckBatchStream", answer)
+                yield answer
+        finally:
+            taker.cancel()
+
+    async def _take_batches(self, requests: AsyncIterator[bytes],
+                            answers: asyncio.Queue[Any]) -> None:
         latency = self.metrics.latency_of("CheckBatchStream")
         try:
             async for request in requests:
@@ -168,9 +188,11 @@ class Suppression(_Base):
                 else:
                     answer = self._check_batch(request, "CheckBatchStream")
                 latency.observe(time.perf_counter() - started)
-                yield answer
-        except Exception as exc:
-            await _abort(context, self.metrics, "CheckBatchStream", exc)
+                await answers.put(answer)
+        except Exception as exc:  # the stream ends with its code, after the answers before it
+            await answers.put(exc)
+            return
+        await answers.put(None)
 
     def _check_batch(self, request: bytes, method: str) -> bytes:
         engine = self.engine
