@@ -257,7 +257,7 @@ class Checker:
                 loop.call_later(self.linger, self._settle, batch)
             else:  # once the loop has run the tasks that are ready now
                 loop.call_soon(self._settle, batch)
-            loop.call_at(batch.deadline + _GRACE, self._expire, batch)
+            batch.timer = loop.call_at(batch.deadline + _GRACE, self._expire, batch)
         i = len(batch.senders)
         batch.senders.append(sender)
         batch.numbers.append(number)
@@ -318,6 +318,7 @@ class Checker:
         done = batch.waiters[0]
         if done.done():  # expired already
             return
+        batch.timer.cancel()
         self._in_flight -= 1
         done.set_result(None)
         self._pump()

@@ -51,7 +51,7 @@ class Batch:
     """The checks of one batch and, once answered, its codes and errors, or why it failed."""
 
     __slots__ = ("attempts", "categories", "codes", "deadline", "errors", "failure", "numbers",
-                 "senders", "started", "waiters")
+                 "senders", "started", "timer", "waiters")
 
     def __init__(self) -> None:
         self.senders: list[str] = []
@@ -64,6 +64,7 @@ class Batch:
         self.errors: dict[int, str] = {}
         self.failure: tuple[grpc.StatusCode, str] | None = None
         self.attempts = 0
+        self.timer: Any = None  # anning.aio: the deadline's timer handle
 
     def __len__(self) -> int:
         return len(self.senders)
