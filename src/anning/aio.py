@@ -27,7 +27,14 @@ import grpc.aio
 import numpy as np
 
 from anning.batching import Batch, Transport, answer, encode, outcome, validate
-from anning.client import FAILED_CLOSED, RETRYABLE, CheckError, CheckResult, _result
+from anning.client import (
+    FAILED_CLOSED,
+    RECONNECT,
+    RETRYABLE,
+    CheckError,
+    CheckResult,
+    _result,
+)
 from anning.v1 import anning_pb2 as pb
 from anning.v1 import anning_pb2_grpc as rpc
 
@@ -55,7 +62,7 @@ class Client:
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         opts = [("grpc.max_receive_message_length", 64 << 20),
-                ("grpc.max_send_message_length", 64 << 20), *options]
+                ("grpc.max_send_message_length", 64 << 20), *RECONNECT, *options]
         if tls or root_certificates or certificate_chain:
             credentials = grpc.ssl_channel_credentials(root_certificates, private_key,
                                                        certificate_chain)

@@ -36,6 +36,10 @@ SCOPES = ("NONE", "SENDER", "ENTITY", "GLOBAL")
 # CANCELLED too: a synchronous call is never cancelled by its caller, so it is the server's
 # doing, as when a draining gRPC server drops calls it had received but not yet taken up.
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+# After a connection is lost gRPC waits 1 s, then 1.6 times longer each time, up to 120 s,
+# before it tries again; every check meanwhile fails (closed) at once. A port would stop
+# sending for up to two minutes after anning came back: try again from 0.2 s, at most every 2 s.
+RECONNECT = (("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2000))
 _RETRYABLE = RETRYABLE
 
 
@@ -93,7 +97,7 @@ class Client:
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         opts = [("grpc.max_receive_message_length", 64 << 20),
-                ("grpc.max_send_message_length", 64 << 20), *options]
+                ("grpc.max_send_message_length", 64 << 20), *RECONNECT, *options]
         if tls or root_certificates or certificate_chain:
             credentials = grpc.ssl_channel_credentials(root_certificates, private_key,
                                                        certificate_chain)

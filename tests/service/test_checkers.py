@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import grpc
 import numpy as np
@@ -280,3 +281,54 @@ def test_aio_client_calls(main_server):
             assert reply.recognised and reply.ack.sequence == ack.sequence + 1
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_checker_through_a_crash_and_restart(tmp_path, transport):
+    """kill -9 of the server under 16 checking threads, then a restart on the same port: every
+    answer is the truth or failed closed (never a wrong one), and the checker answers again
+    once the server is back (a new stream, a new connection)."""
+    data = tmp_path / "data"
+    h.write_main_snapshot(data)
+    server = h.Server(data).serve()
+    client = h.recorded_client(server.target, fail_closed=True, timeout=2.0, backoff=0.01)
+    checker = client.checker(transport=transport)
+    cases = [(s, n, c) for s, n, c, _ in CASES]
+    truth = {item: client.check(*item) for item in cases}
+    stop = threading.Event()
+    restarted = threading.Event()
+    seen: list[list] = [[] for _ in range(16)]
+
+    def work(k: int) -> None:
+        i = k
+        while not stop.is_set():
+            item = cases[i % len(cases)]
+            seen[k].append((item, checker.check(*item), restarted.is_set()))
+            i += 1
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(16)]
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        server.sigkill()
+        time.sleep(0.5)
+        server.serve()
+        restarted.set()
+        deadline = time.monotonic() + 10  # the client tries to reconnect at most every 2 s
+        while time.monotonic() < deadline and sum(
+                got != FAILED_CLOSED for per in seen for _, got, back in per[-200:] if back) < 200:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        checker.close()
+        client.close()
+        server.kill()
+    answers = [a for per_thread in seen for a in per_thread]
+    wrong = [(item, got) for item, got, _ in answers
+             if got != truth[item] and got != FAILED_CLOSED]
+    assert not wrong, wrong[:5]
+    after = [got for item, got, back in answers if back]
+    assert sum(got != FAILED_CLOSED for got in after) >= 200, "no answers after the restart"
