@@ -166,7 +166,7 @@ class Checker:
         self._leader_waiting = False
         self._inside = 0  # callers inside check()
         self._in_flight = 0
-        self._in_flight_items = 0
+        self._closed_items = 0  # checks in batches closed and not yet answered
         self._closed = False
         self._stream = _Stream(self) if transport == "stream" else None
         self.batches = 0  # sent, for the curious (benchmarks print the mean batch)
@@ -192,6 +192,7 @@ class Checker:
                 batch.deadline = batch.started + self.client.timeout
             if i + 1 >= self.max_batch:  # full: closed now, its leader sends it
                 self._open = Batch()
+                self._closed_items += i + 1
                 self._filled.notify()
             elif self._leader_waiting and self._nobody_coming():
                 self._filled.notify()
@@ -214,7 +215,7 @@ class Checker:
 
     def _nobody_coming(self) -> bool:
         """Every caller inside check() is in the open batch or in one on its way."""
-        return self._inside - self._in_flight_items - len(self._open.senders) <= 0
+        return self._inside - self._closed_items - len(self._open.senders) <= 0
 
     # -- the leader's side -------------------------------------------------------------------
     def _lead(self, batch: Batch) -> None:
@@ -227,6 +228,7 @@ class Checker:
                     settled = left <= 0 or self._nobody_coming()
                     if settled and self._in_flight < self.depth and not self._queued:
                         self._open = Batch()
+                        self._closed_items += len(batch)
                         break
                     self._filled.wait(0.05 if settled else left)  # slots free notify
                 self._leader_waiting = False
@@ -235,7 +237,6 @@ class Checker:
                 self._slots.wait()
             self._queued.popleft()
             self._in_flight += 1
-            self._in_flight_items += len(batch)
             self.batches += 1
             self.checks += len(batch)
             if self._queued:
@@ -265,7 +266,7 @@ class Checker:
         """The batch is answered (or failed): free its slot, wake its callers."""
         with self._mutex:
             self._in_flight -= 1
-            self._in_flight_items -= len(batch)
+            self._closed_items -= len(batch)
             self._slots.notify_all()
             if self._leader_waiting:
                 self._filled.notify()
