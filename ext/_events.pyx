@@ -383,8 +383,9 @@ def encode_changes(const uint64_t[::1] sequence, const uint64_t[::1] number,
                    list categories, list sources):
     """The bytes of an anning.v1.ChangesResponse holding these events: repeated Change{1:
     sequence, 2: kind, 3: number (E.164 digits), 4: sender, 5: categories, 6: at_ms, 7:
-    source}, in one pass. `scopes`, `categories` (8, by bit; b"" where no category) and
-    `sources` are the strings' UTF-8 bytes."""
+    source}, in one pass (an `all` mask as the one category `all`, as in the CSV export).
+    `scopes`, `categories` (8, by bit; b"" where no category) and `sources` are the strings'
+    UTF-8 bytes."""
     cdef Py_ssize_t n = sequence.shape[0], i, b, body, size = 0
     cdef uint8_t m
     for i in range(n):
@@ -404,9 +405,12 @@ def encode_changes(const uint64_t[::1] sequence, const uint64_t[::1] number,
             body += 1 + anning_varint_size(len(<bytes>scopes[scope[i]])) + \
                 len(<bytes>scopes[scope[i]])
             m = mask[i]
-            for b in range(8):
-                if (m >> b) & 1 and len(<bytes>categories[b]):
-                    body += 2 + len(<bytes>categories[b])
+            if m == _ALL:
+                body += 2 + 3  # one category, `all`, as the CSV export has it
+            else:
+                for b in range(8):
+                    if (m >> b) & 1 and len(<bytes>categories[b]):
+                        body += 2 + len(<bytes>categories[b])
         bodies[i] = body
         size += 1 + anning_varint_size(body) + body
     cdef bytearray out = bytearray(size)
@@ -430,8 +434,8 @@ def encode_changes(const uint64_t[::1] sequence, const uint64_t[::1] number,
             o += len(f)
             m = mask[i]
             for b in range(8):
-                f = categories[b]
-                if (m >> b) & 1 and len(f):
+                f = b"all" if m == _ALL else categories[b]
+                if ((m >> b) & 1 and len(f)) and (m != _ALL or b == 0):
                     o[0] = 0x2A
                     o[1] = <char>len(f)
                     memcpy(o + 2, <const char *>f, len(f))

@@ -248,7 +248,47 @@ def cmd_serve(args: argparse.Namespace) -> int:
         client_ca=args.client_ca, metrics=args.metrics, reflection=args.reflection,
         demo=not args.no_demo, demo_entries=args.demo_entries, max_batch=args.max_batch,
         max_concurrent_rpcs=args.max_concurrent_rpcs, checkpoint_bytes=args.checkpoint_bytes,
+        **_replica_options(args),
     ))
+
+
+def _replica_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`--nats` and its companions, as ServeOptions fields (none without --nats)."""
+    if not args.nats:
+        return {}
+    from anning.storage.nats import StreamSettings, TlsFiles
+
+    lag_events, _, lag_seconds = args.max_lag.partition(",")
+    try:
+        settings = StreamSettings(
+            args.nats, stream=args.stream, replicas=args.replicas,
+            retention_seconds=args.nats_retention_days * 86400.0,
+            max_lag_events=int(lag_events), max_lag_seconds=float(lag_seconds or 5),
+            write_timeout_seconds=args.nats_timeout)
+    except ValueError:
+        raise InvalidInput(f"--max-lag: {args.max_lag!r} is not EVENTS,SECONDS") from None
+    settings.check()
+    tls = TlsFiles(args.nats_ca, args.nats_cert, args.nats_key) \
+        if args.nats_ca or args.nats_cert else None
+    return {"replica": settings, "nats_tls": tls}
+
+
+def cmd_nats_config(args: argparse.Namespace) -> int:
+    """The configuration of a NATS cluster for anning's events, and how to start it."""
+    from anning.storage.nats import find_nats_server, write_cluster_config
+
+    layout = write_cluster_config(args.dir, args.nodes, args.host, args.client_port,
+                                  args.cluster_port, args.monitor_port,
+                                  max_batch=args.max_batch)
+    server = find_nats_server() or "nats-server"
+    print(f"# {len(layout.nodes)} nodes configured in {args.dir}; start each (its own terminal "
+          "or unit):")
+    for node in layout.nodes:
+        print(f"{server} -c {node.path}")
+    print("# then every replica:")
+    print(f"anning serve --nats {layout.urls} --stream ANNING --replicas "
+          f"{min(3, len(layout.nodes))} --data ./replica-data --listen 127.0.0.1:50051")
+    return 0
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -381,7 +421,37 @@ def main(argv: list[str] | None = None) -> int:
                        help="fold the write log into a checkpoint once it holds this many bytes")
     serve.add_argument("--max-concurrent-rpcs", type=int, default=None,
                        help="a worker answers RESOURCE_EXHAUSTED past this many calls at once")
+    nats = serve.add_argument_group("replicas (SPEC §8; pip install 'anning[cluster]')")
+    nats.add_argument("--nats", help="share events on a NATS JetStream stream: "
+                      "nats://host:port,... (default: the data directory's own write log)")
+    nats.add_argument("--stream", default="ANNING", help="the stream (default %(default)s)")
+    nats.add_argument("--replicas", type=int, default=3,
+                      help="the stream's replication factor when it is made (default 3)")
+    nats.add_argument("--nats-retention-days", type=float, default=7.0,
+                      help="how long the stream keeps events (a replica away longer needs a "
+                      "snapshot load; default %(default)s)")
+    nats.add_argument("--max-lag", default="10000,5", metavar="EVENTS,SECONDS",
+                      help="behind the stream by more, a replica says NOT_SERVING for checks "
+                      "(default %(default)s)")
+    nats.add_argument("--nats-timeout", type=float, default=5.0, metavar="SECONDS",
+                      help="a write the stream has not acknowledged by then answers "
+                      "UNAVAILABLE (default %(default)s)")
+    nats.add_argument("--nats-ca", help="CA certificate of the NATS servers (TLS)")
+    nats.add_argument("--nats-cert", help="client certificate for NATS (mutual TLS)")
+    nats.add_argument("--nats-key", help="its key")
     serve.set_defaults(func=cmd_serve)
+
+    nats_config = sub.add_parser("nats-config", help="write the configuration of a NATS "
+                                 "cluster that keeps anning's events")
+    nats_config.add_argument("--dir", required=True, help="where the files go")
+    nats_config.add_argument("--nodes", type=int, default=3)
+    nats_config.add_argument("--host", default="127.0.0.1")
+    nats_config.add_argument("--client-port", type=int, default=4222)
+    nats_config.add_argument("--cluster-port", type=int, default=6222)
+    nats_config.add_argument("--monitor-port", type=int, default=8222)
+    nats_config.add_argument("--max-batch", type=int, default=10_000,
+                             help="the largest write, in events (anning serve --max-batch)")
+    nats_config.set_defaults(func=cmd_nats_config)
 
     check = remote(sub.add_parser(
         "check", help="one check; exit 0 not suppressed, 1 suppressed, 2 bad input, 3 no answer"))
@@ -487,6 +557,9 @@ def main(argv: list[str] | None = None) -> int:
         what = "the snapshot" if isinstance(exc, CorruptSnapshot) else "a damaged file"
         print(f"anning: refusing {what}: {exc}", file=sys.stderr)
         return 3
+    except InvalidInput as exc:
+        print(f"anning: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

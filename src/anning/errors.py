@@ -16,6 +16,7 @@ offset for a damaged file. The service maps each class to one gRPC code in one p
       WriteError          a write that was not made durable
         WritesStopped     after a failure of the disk, until an operator restarts
         DiskFull          this write did not fit; nothing of it kept; retry later
+        Unavailable       the replicated log did not acknowledge it; retry later
       InvariantError      an index whose structure breaks an invariant (a bug, not input)
 """
 
@@ -35,6 +36,7 @@ __all__ = [
     "NotReady",
     "Refused",
     "TooLarge",
+    "Unavailable",
     "WriteError",
     "WritesStopped",
 ]
@@ -93,6 +95,11 @@ class WritesStopped(WriteError):
 
 class DiskFull(WriteError):
     """This write did not fit on the disk: nothing of it was kept; retry when there is space."""
+
+
+class Unavailable(WriteError):
+    """The replicated log did not acknowledge this write (unreachable, no quorum, no answer in
+    time): it is not acknowledged; the caller may retry. Checks go on."""
 
 
 class InvariantError(AnningError, RuntimeError):

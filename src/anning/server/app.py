@@ -25,7 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from anning.engine import Engine
+from anning.errors import AnningError
 from anning.server.metrics import Metrics
+from anning.storage.nats.client import TlsFiles
+from anning.storage.nats.stream import StreamSettings
 
 __all__ = ["ServeOptions", "serve"]
 
@@ -57,6 +60,8 @@ class ServeOptions:
     lame_duck_seconds: float = 2.0  # of it, at most, serving on while health says NOT_SERVING
     checkpoint_bytes: int = 8 << 20  # fold the log at this size: ~200k events, ~80 MB of dicts
     checkpoint_every: float = 5.0  # seconds between looks at the log's size
+    replica: StreamSettings | None = None  # events on a NATS JetStream stream (SPEC §8)
+    nats_tls: TlsFiles | None = None
 
 
 def _listen_address(options: ServeOptions) -> str:
@@ -71,6 +76,14 @@ def serve(options: ServeOptions) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
     workers = options.workers or os.cpu_count() or 1
+    if options.replica is not None:
+        # Workers of one replica would each read the stream on their own: a check in one
+        # could start after another acknowledged a write it has not read yet. A replica is
+        # one process; run several replicas (each its own data directory) behind the balancer.
+        if options.workers > 1:
+            log.error("--nats: a replica is one worker (--workers 1); run more replicas")
+            return 2
+        workers = 1
     data = Path(options.data)
     if options.metrics and workers > 1:
         from anning.server.metrics import prepare_multiprocess
@@ -84,7 +97,11 @@ def serve(options: ServeOptions) -> int:
     if options.demo and not DataDir(data).snapshot.exists():
         path, _ = ensure_snapshot(data, options.demo_entries)
         log.info("generated a demo list of %d entries at %s", options.demo_entries, path)
-    engine = Engine(data_dir=data)
+    try:
+        engine = Engine(data_dir=data, source=_event_source(options, data))
+    except AnningError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
     if engine.open_snapshot():
         log.info("serving %s: %d entries", DataDir(data).snapshot, len(engine.index))
     else:
@@ -102,6 +119,18 @@ def serve(options: ServeOptions) -> int:
             serve_metrics(options.metrics)
         return _run_worker(engine, options, address, workers)
     return _supervise(engine, options, address, workers)
+
+
+def _event_source(options: ServeOptions, data: Path) -> Any:
+    """The replicated log of `--nats` (None: the data directory's own write log)."""
+    if options.replica is None:
+        return None
+    from anning.storage.layout import DataDir
+    from anning.storage.nats import NatsEventSource
+
+    log.info("events on NATS stream %s (R=%d) via %s", options.replica.stream,
+             options.replica.replicas, options.replica.urls.split("@")[-1])
+    return NatsEventSource(DataDir(data), options.replica, tls=options.nats_tls)
 
 
 def _supervise(engine: Engine, options: ServeOptions, address: str, workers: int) -> int:
@@ -232,12 +261,18 @@ async def _serve_worker(engine: Engine, options: ServeOptions, address: str,
     async def publish_health() -> None:
         serving, not_serving = (health_pb2.HealthCheckResponse.SERVING,
                                 health_pb2.HealthCheckResponse.NOT_SERVING)
-        status = serving if engine.ready else not_serving
-        for service in ("", "anning.v1.Suppression", "anning.v1.Admin"):
-            await health_servicer.set(service, status)
-        # the write side says so until an operator restarts after a disk failure
-        writes_ok = engine.writes_failure is None
-        await health_servicer.set("anning.v1.OptOuts", status if writes_ok else not_serving)
+        condition = engine.status().source
+        ready = serving if engine.ready else not_serving
+        await health_servicer.set("anning.v1.Admin", ready)
+        # checks: a replica behind its stream, or whose position is lost, sends its callers
+        # elsewhere (it answers from what it has, or not at all when the position is lost)
+        checks = ready if condition.current else not_serving
+        for service in ("", "anning.v1.Suppression"):
+            await health_servicer.set(service, checks)
+        # writes: after a disk failure until an operator acts; with NATS, while the stream
+        # cannot acknowledge (unreachable, no quorum)
+        await health_servicer.set("anning.v1.OptOuts",
+                                  ready if condition.writable else not_serving)
 
     # Before the port opens: a new HealthServicer says SERVING for "" until told otherwise.
     await publish_health()
@@ -295,6 +330,12 @@ async def _serve_worker(engine: Engine, options: ServeOptions, address: str,
     if others:
         await asyncio.wait(others, timeout=options.grace_seconds)
     writes.close()  # every call is answered; what was queued is written
+    if options.replica is not None:
+        # the position written down: a restart asks the stream only for what came after
+        try:
+            engine.checkpoint(min_log_bytes=1)
+        except Exception as exc:
+            log.warning("checkpoint at stop failed: %r", exc)
     log.info("pid %d stopped", os.getpid())
     return 0
 
@@ -332,6 +373,9 @@ def _update_gauges(engine: Engine, metrics: Metrics) -> None:
         log.warning("status for metrics failed: %r", exc)
         return
     metrics.writes_ok.set(1 if status.writes_ok else 0)
+    metrics.current.set(1 if status.source.current else 0)
+    metrics.replica_lag.set(status.source.lag_events)
+    metrics.replica_lag_seconds.set(status.source.lag_seconds)
     metrics.last_sequence.set(status.last_sequence)
     if status.ready:
         metrics.entries.set(status.entries)

@@ -453,6 +453,9 @@ class Admin(_Base):
             workers=self.workers, version=__version__, last_sequence=s.last_sequence,
             events_through=s.events_through, folded_through=s.folded_through,
             feed_lag=s.feed_lag, oldest_uncovered_age_seconds=s.oldest_uncovered_age_seconds,
+            current=s.source.current, stale=s.source.stale,
+            replica_lag_events=s.source.lag_events, replica_lag_seconds=s.source.lag_seconds,
+            event_log=s.source.detail,
         )
 
 

@@ -3,6 +3,7 @@
     InvalidInput      INVALID_ARGUMENT   bad input, named field and value
     NotReady          UNAVAILABLE        no list yet: a port must fail closed
     WritesStopped     UNAVAILABLE        after a disk failure, until an operator acts
+    Unavailable       UNAVAILABLE        the replicated log did not acknowledge: retry
     DiskFull          RESOURCE_EXHAUSTED nothing of the write kept; retry later
     TooLarge          RESOURCE_EXHAUSTED a request or record over a limit
     Refused           FAILED_PRECONDITION a snapshot load refused by a guard
@@ -13,7 +14,15 @@ from __future__ import annotations
 
 import grpc
 
-from anning.errors import DiskFull, InvalidInput, NotReady, Refused, TooLarge, WritesStopped
+from anning.errors import (
+    DiskFull,
+    InvalidInput,
+    NotReady,
+    Refused,
+    TooLarge,
+    Unavailable,
+    WritesStopped,
+)
 from anning.load import SnapshotRefused
 
 __all__ = ["status_of"]
@@ -27,6 +36,8 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
         return grpc.StatusCode.UNAVAILABLE, f"not ready: {exc}"
     if isinstance(exc, WritesStopped):
         return grpc.StatusCode.UNAVAILABLE, f"writes stopped: {exc}"
+    if isinstance(exc, Unavailable):
+        return grpc.StatusCode.UNAVAILABLE, f"not written: {exc}"
     if isinstance(exc, SnapshotRefused):
         return grpc.StatusCode.FAILED_PRECONDITION, f"snapshot refused: {exc.report.refused}"
     if isinstance(exc, Refused):
