@@ -2,18 +2,27 @@
 # cython: initializedcheck=False
 """CheckBatch on the wire, without a Python object per check.
 
-Decodes the bytes of an anning.v1.CheckBatchRequest (protobuf wire format: repeated
+The server's side: decodes the bytes of an anning.v1.CheckBatchRequest (protobuf wire format: repeated
 CheckRequest{1: sender, 2: number, 3: category}) straight into arrays of sender ids, E.164
 numbers and category bits, and encodes the answers as the bytes of a CheckBatchResponse
 (repeated CheckResponse{1: suppressed, 2: scope, 3: error}). Senders and categories are looked
 up by their raw bytes (a text seen for the first time goes to Python once); numbers go through
 the C normaliser. Only a bad item makes Python objects: its error message.
+
+The client's side (the coalescing checkers of anning.client and anning.aio): `encode_checks`
+writes the request of many (sender, number, category) texts in one pass, `decode_results`
+reads a CheckBatchResponse into scope codes and the items' errors.
 """
 
 cimport numpy as cnp
 import numpy as np
+from cpython.unicode cimport PyUnicode_Check
 from libc.stdint cimport int64_t, uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
+
+
+cdef extern from "Python.h":
+    const char *PyUnicode_AsUTF8AndSize(object text, Py_ssize_t *size) except NULL
 
 from number cimport AN_NUM_OK, an_parse_number
 from strtab cimport (
@@ -282,3 +291,116 @@ def encode_results(const uint8_t[::1] codes, dict errors):
             o[pos + 1] = 0
             pos += 2
     return bytes(out[:pos])
+
+
+cdef inline Py_ssize_t varint_size(uint64_t v) noexcept:
+    cdef Py_ssize_t k = 1
+    while v >= 0x80:
+        v >>= 7
+        k += 1
+    return k
+
+
+cdef inline Py_ssize_t put_text(unsigned char *out, unsigned char tag, const char *s,
+                                Py_ssize_t n) noexcept:
+    out[0] = tag
+    cdef Py_ssize_t k = 1 + put_varint(out + 1, <uint64_t>n)
+    memcpy(out + k, s, n)
+    return k + n
+
+
+def encode_checks(list senders, list numbers, list categories=None):
+    """The bytes of a CheckBatchRequest of the checks (senders[i], numbers[i], categories[i]);
+    a number may be an int; an empty category is left out (marketing). Texts go as they are:
+    the server normalises and names a bad one in the item's error."""
+    cdef Py_ssize_t n = len(senders), i, size = 0, pos = 0, body
+    if len(numbers) != n or (categories is not None and len(categories) != n):
+        raise ValueError(f"encode_checks: {n} senders, {len(numbers)} numbers"
+                         + ("" if categories is None else f", {len(categories)} categories"))
+    cdef list texts = [None] * n
+    cdef const char *s
+    cdef const char *num
+    cdef const char *cat
+    cdef Py_ssize_t sn, nn, cn
+    cdef object number
+    # sizes first: the output is allocated once
+    cdef Py_ssize_t[::1] bodies = np.empty(n, np.intp)
+    for i in range(n):
+        number = numbers[i]
+        if not PyUnicode_Check(number):
+            number = str(number)
+        texts[i] = number
+        PyUnicode_AsUTF8AndSize(senders[i], &sn)
+        PyUnicode_AsUTF8AndSize(number, &nn)
+        body = 1 + varint_size(sn) + sn + 1 + varint_size(nn) + nn
+        if categories is not None:
+            PyUnicode_AsUTF8AndSize(categories[i], &cn)
+            if cn:
+                body += 1 + varint_size(cn) + cn
+        bodies[i] = body
+        size += 1 + varint_size(body) + body
+    out = bytearray(size)
+    cdef unsigned char *o = out
+    for i in range(n):
+        o[pos] = 0x0A
+        pos += 1
+        pos += put_varint(o + pos, <uint64_t>bodies[i])
+        s = PyUnicode_AsUTF8AndSize(senders[i], &sn)
+        pos += put_text(o + pos, 0x0A, s, sn)
+        num = PyUnicode_AsUTF8AndSize(texts[i], &nn)
+        pos += put_text(o + pos, 0x12, num, nn)
+        if categories is not None:
+            cat = PyUnicode_AsUTF8AndSize(categories[i], &cn)
+            if cn:
+                pos += put_text(o + pos, 0x1A, cat, cn)
+    return bytes(out)
+
+
+class MalformedResponse(ValueError):
+    """Bytes that are not the CheckBatchResponse of the request sent."""
+
+
+def decode_results(const unsigned char[::1] data, Py_ssize_t count):
+    """(scope codes uint8, errors {position: text}) of a CheckBatchResponse that must answer
+    `count` checks."""
+    cdef const unsigned char *buf = &data[0] if data.shape[0] else NULL
+    cdef Py_ssize_t n = data.shape[0], pos = 0, end, p, i = 0
+    cdef uint64_t key, length, value
+    cdef int field, wire
+    codes_arr = np.zeros(count, np.uint8)
+    cdef uint8_t[::1] codes = codes_arr
+    errors = {}
+    while pos < n:
+        if not read_varint(buf, n, &pos, &key):
+            raise MalformedResponse("response: not a CheckBatchResponse")
+        field, wire = <int>(key >> 3), <int>(key & 7)
+        if not (field == 1 and wire == 2):
+            if not skip_field(buf, n, &pos, wire):
+                raise MalformedResponse("response: not a CheckBatchResponse")
+            continue
+        if not read_varint(buf, n, &pos, &length) or length > <uint64_t>(n - pos):
+            raise MalformedResponse("response: not a CheckBatchResponse")
+        if i >= count:
+            raise MalformedResponse(f"response: more than the {count} results asked for")
+        end = pos + <Py_ssize_t>length
+        p = pos
+        while p < end:
+            if not read_varint(buf, end, &p, &key):
+                raise MalformedResponse(f"results[{i}]: not a CheckResponse")
+            field, wire = <int>(key >> 3), <int>(key & 7)
+            if field == 2 and wire == 0:
+                if not read_varint(buf, end, &p, &value):
+                    raise MalformedResponse(f"results[{i}]: not a CheckResponse")
+                codes[i] = <uint8_t>value if value < 4 else 0
+            elif field == 3 and wire == 2:
+                if not read_varint(buf, end, &p, &length) or length > <uint64_t>(end - p):
+                    raise MalformedResponse(f"results[{i}]: not a CheckResponse")
+                errors[i] = bytes(buf[p:p + <Py_ssize_t>length]).decode("utf-8", "replace")
+                p += <Py_ssize_t>length
+            elif not skip_field(buf, end, &p, wire):
+                raise MalformedResponse(f"results[{i}]: not a CheckResponse")
+        pos = end
+        i += 1
+    if i != count:
+        raise MalformedResponse(f"response: {i} results for {count} checks")
+    return codes_arr, errors

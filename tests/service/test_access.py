@@ -31,6 +31,7 @@ METHOD_ROLES = {  # the roles a method takes (any one will do); None: open
     "/anning.v1.Suppression/CheckBatch": ("check",),
     "/anning.v1.Suppression/CheckStream": ("check",),
     "/anning.v1.Suppression/CheckColumns": ("check",),
+    "/anning.v1.Suppression/CheckBatchStream": ("check",),
     "/anning.v1.OptOuts/Explain": ("check",),
     "/anning.v1.OptOuts/OptOut": ("write",),
     "/anning.v1.OptOuts/OptIn": ("write",),
@@ -101,6 +102,9 @@ def _calls(s: h.Stubs, csv: str) -> dict:
             pb.CheckColumnsRequest(senders=["京东"], sender_index=bytes(4),
                                    numbers=np.array([8613800000001], "<u8").tobytes()),
             timeout=T, metadata=md),
+        "/anning.v1.Suppression/CheckBatchStream": lambda: list(
+            s.suppression.CheckBatchStream(iter([pb.CheckBatchRequest(checks=[check])]),
+                                           timeout=T, metadata=md)),
         "/anning.v1.OptOuts/Explain": lambda: s.opt_outs.Explain(check, timeout=T, metadata=md),
         "/anning.v1.OptOuts/OptOut": lambda: s.opt_outs.OptOut(write, timeout=T, metadata=md),
         "/anning.v1.OptOuts/OptIn": lambda: s.opt_outs.OptIn(write, timeout=T, metadata=md),
@@ -169,5 +173,10 @@ def test_auth_header_forms(auth_server):
         with pytest.raises(grpc.RpcError) as info:
             closed.check("京东", "13800000001")
         assert info.value.code() == Code.UNAUTHENTICATED
+        for transport in ("stream", "unary"):  # and so do the coalescing checkers
+            with closed.checker(transport=transport) as checker, \
+                    pytest.raises(grpc.RpcError) as info:
+                checker.check("京东", "13800000001")
+            assert info.value.code() == Code.UNAUTHENTICATED, transport
     finally:
         closed.close()

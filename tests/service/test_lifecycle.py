@@ -97,7 +97,7 @@ def scope(stubs: h.Stubs, sender: str, number: str, category: str = "") -> int:
 
 def cli_check(target: str, sender: str, number: str) -> tuple[int, str]:
     """(exit status, scope) of `anning check --target`: exit 1 when suppressed, 0 when not."""
-    done = cli("check", "--target", target, sender, number)
+    done = cli("check", "--json", "--target", target, sender, number)
     assert done.returncode in (0, 1), done.stderr
     answer = json.loads(done.stdout)
     assert answer["suppressed"] == (done.returncode == 1), answer
@@ -133,14 +133,14 @@ def test_events_outlive_silent_loads_until_a_watermark_covers_them(tmp_path):
     server = h.Server(data, demo=False)
     with h.running(server), h.Stubs(server.target) as s:
         t = ("--target", server.target)
-        opt_out = cli("opt-out", *t, "13900000099", "shopb")
+        opt_out = cli("opt-out", "--json", *t, "13900000099", "shopb")
         assert opt_out.returncode == 0, opt_out.stderr
-        assert json.loads(opt_out.stdout)["sequence"] == "1"
-        reply = cli("reply", *t, "京东", "13900000098", "退订")
+        assert json.loads(opt_out.stdout)["sequence"] == 1
+        reply = cli("reply", "--json", *t, "京东", "13900000098", "退订")
         assert reply.returncode == 0, reply.stderr
         answer = json.loads(reply.stdout)
         assert (answer["action"], answer["scope"], answer["ack"]["sequence"]) == \
-            ("opt_out", "entity:京东集团", "2")
+            ("opt_out", "entity:京东集团", 2)
         both = [("shopb", "13900000099", SENDER), ("京东超市", "13900000098", ENTITY)]
         assert [scope(s, x, n) for x, n, _ in both] == [w for *_, w in both]
         status = s.admin.Status(pb.StatusRequest(), timeout=T)
@@ -154,7 +154,7 @@ def test_events_outlive_silent_loads_until_a_watermark_covers_them(tmp_path):
         def still_suppressed() -> None:
             assert [scope(s, x, n) for x, n, _ in both] == [w for *_, w in both]
             assert [cli_check(server.target, x, n) for x, n, _ in both] == \
-                [(1, "SENDER"), (1, "ENTITY")]
+                [(1, "sender"), (1, "entity")]
             # the binary snapshot itself holds them (the offline check reads only it)
             offline = cli("check", "--data", data, "京东超市", "13900000098")
             assert offline.returncode == 1, offline.stdout + offline.stderr
@@ -172,19 +172,20 @@ def test_events_outlive_silent_loads_until_a_watermark_covers_them(tmp_path):
         assert (report["events_through"], report["events_folded"]) == (2, 0)
         assert sequences(status) == (2, 2, 2, 0)
         assert [scope(s, x, n) for x, n, _ in both] == [NONE, NONE]
-        assert [cli_check(server.target, x, n) for x, n, _ in both] == [(0, "NONE")] * 2
+        assert [cli_check(server.target, x, n) for x, n, _ in both] == [(0, "none")] * 2
 
         # two fresh ones; a list that took in the first (watermark 3) and lacks both
-        assert json.loads(cli("opt-out", *t, "13900000097", "shopb").stdout)["sequence"] == "3"
-        assert json.loads(cli("reply", *t, "京东", "13900000096", "TD").stdout)["ack"][
-            "sequence"] == "4"
+        assert json.loads(cli("opt-out", "--json", *t, "13900000097",
+                              "shopb").stdout)["sequence"] == 3
+        assert json.loads(cli("reply", "--json", *t, "京东", "13900000096", "TD").stdout)[
+            "ack"]["sequence"] == 4
         report, status = load_and_wait(night, s, events_through=3)
         assert (report["events_through"], report["events_folded"]) == (3, 1)
         assert sequences(status) == (4, 3, 4, 1)
         assert scope(s, "shopb", "13900000097") == NONE
         assert scope(s, "京东超市", "13900000096") == ENTITY
-        assert cli_check(server.target, "shopb", "13900000097") == (0, "NONE")
-        assert cli_check(server.target, "京东超市", "13900000096") == (1, "ENTITY")
+        assert cli_check(server.target, "shopb", "13900000097") == (0, "none")
+        assert cli_check(server.target, "京东超市", "13900000096") == (1, "entity")
 
         # no watermark declared: the previous one (3) stands, the uncovered event stays
         report, status = load_and_wait(night, s)

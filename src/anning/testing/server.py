@@ -156,6 +156,9 @@ def recorded_client(target: str, token: str | None = None, **kwargs: Any) -> Cli
         request_serializer=pb.CheckBatchRequest.SerializeToString,
         response_deserializer=pb.CheckBatchResponse.FromString,
     )
+    client._check_batch_bytes = recorded.unary_unary("/anning.v1.Suppression/CheckBatch")
+    client._check_batch_stream = recorded.stream_stream(
+        "/anning.v1.Suppression/CheckBatchStream")
     return client
 
 
