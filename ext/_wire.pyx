@@ -49,8 +49,67 @@ cdef inline int read_varint(const unsigned char *buf, Py_ssize_t n, Py_ssize_t *
     return 0
 
 
+cdef enum:
+    MAX_FIELD_NUMBER = (1 << 29) - 1  # protobuf's limit: a larger one is corrupt wire format
+    MAX_GROUP_DEPTH = 100             # protobuf's default recursion limit
+
+
+cdef inline int read_key(const unsigned char *buf, Py_ssize_t n, Py_ssize_t *pos, int *field,
+                         int *wire) noexcept:
+    """A field's key: 0 unless its varint is whole and its field number 1 to 2^29-1, as
+    protobuf requires. (Field number 0 and larger ones are corrupt wire format; a key over 32
+    bits, taken as an int, used to alias a small field number: 2^32 + 1 read as field 1.)"""
+    cdef uint64_t key
+    if not read_varint(buf, n, pos, &key):
+        return 0
+    if key >> 3 < 1 or key >> 3 > MAX_FIELD_NUMBER:
+        return 0
+    field[0], wire[0] = <int>(key >> 3), <int>(key & 7)
+    return 1
+
+
+cdef inline int skip_group(const unsigned char *buf, Py_ssize_t n, Py_ssize_t *pos,
+                           int field, int max_depth) noexcept:
+    """Skip a group (wire type 3, deprecated but valid protobuf: an unknown field may be one)
+    up to its end-group key, which must carry the same field number. As protobuf (upb) does:
+    at most max_depth groups deep, and field number 0 is let pass inside a group."""
+    cdef int fields[MAX_GROUP_DEPTH]
+    cdef int depth = 1, f, w
+    cdef uint64_t key, v
+    fields[0] = field
+    while depth > 0:
+        if not read_varint(buf, n, pos, &key) or key >> 3 > MAX_FIELD_NUMBER:
+            return 0
+        f, w = <int>(key >> 3), <int>(key & 7)
+        if w == 4:
+            depth -= 1
+            if fields[depth] != f:
+                return 0
+        elif w == 3:
+            if depth >= max_depth:
+                return 0
+            fields[depth] = f
+            depth += 1
+        elif w == 0:
+            if not read_varint(buf, n, pos, &v):
+                return 0
+        elif w == 1 or w == 5:
+            if n - pos[0] < (8 if w == 1 else 4):
+                return 0
+            pos[0] += 8 if w == 1 else 4
+        elif w == 2:
+            if not read_varint(buf, n, pos, &v) or v > <uint64_t>(n - pos[0]):
+                return 0
+            pos[0] += <Py_ssize_t>v
+        else:
+            return 0
+    return 1
+
+
 cdef inline int skip_field(const unsigned char *buf, Py_ssize_t n, Py_ssize_t *pos,
-                           int wire) noexcept:
+                           int wire, int field, int max_depth) noexcept:
+    """Skip a field the decoder does not read; max_depth: how deep groups may nest here
+    (protobuf counts the enclosing messages in the same limit)."""
     cdef uint64_t v
     if wire == 0:
         return read_varint(buf, n, pos, &v)
@@ -62,6 +121,8 @@ cdef inline int skip_field(const unsigned char *buf, Py_ssize_t n, Py_ssize_t *p
         if not read_varint(buf, n, pos, &v) or v > <uint64_t>(n - pos[0]):
             return 0
         pos[0] += <Py_ssize_t>v
+    elif wire == 3:
+        return skip_group(buf, n, pos, field, max_depth)
     else:
         return 0
     return pos[0] <= n
@@ -117,13 +178,12 @@ cdef class BatchCodec:
         of a CheckBatchRequest; bad items get 0 as number and an error."""
         cdef const unsigned char *buf = &data[0] if data.shape[0] else NULL
         cdef Py_ssize_t n = data.shape[0], pos = 0, end, count = 0, i, p
-        cdef uint64_t key, length
+        cdef uint64_t length
         cdef int field, wire
         # First pass: count the items, so the arrays are allocated once.
         while pos < n:
-            if not read_varint(buf, n, &pos, &key):
+            if not read_key(buf, n, &pos, &field, &wire):
                 raise MalformedRequest("request: not a CheckBatchRequest")
-            field, wire = <int>(key >> 3), <int>(key & 7)
             if field == 1 and wire == 2:
                 if not read_varint(buf, n, &pos, &length) or length > <uint64_t>(n - pos):
                     raise MalformedRequest("request: not a CheckBatchRequest")
@@ -131,7 +191,7 @@ cdef class BatchCodec:
                 count += 1
                 if count > max_items:
                     raise TooLarge(f"checks: more than {max_items} in one batch")
-            elif not skip_field(buf, n, &pos, wire):
+            elif not skip_field(buf, n, &pos, wire, field, MAX_GROUP_DEPTH):
                 raise MalformedRequest("request: not a CheckBatchRequest")
         ids_arr = np.empty(count, np.uint32)
         numbers_arr = np.zeros(count, np.uint64)
@@ -150,10 +210,9 @@ cdef class BatchCodec:
         pos = 0
         i = 0
         while pos < n:
-            read_varint(buf, n, &pos, &key)
-            field, wire = <int>(key >> 3), <int>(key & 7)
+            read_key(buf, n, &pos, &field, &wire)  # the first pass found every key good
             if not (field == 1 and wire == 2):
-                skip_field(buf, n, &pos, wire)
+                skip_field(buf, n, &pos, wire, field, MAX_GROUP_DEPTH)
                 continue
             read_varint(buf, n, &pos, &length)
             end = pos + <Py_ssize_t>length
@@ -161,9 +220,8 @@ cdef class BatchCodec:
             sender_n = number_n = category_n = 0
             p = pos
             while p < end:
-                if not read_varint(buf, end, &p, &key):
+                if not read_key(buf, end, &p, &field, &wire):
                     raise MalformedRequest(f"checks[{i}]: not a CheckRequest")
-                field, wire = <int>(key >> 3), <int>(key & 7)
                 if wire == 2 and 1 <= field <= 3:
                     if not read_varint(buf, end, &p, &length) or length > <uint64_t>(end - p):
                         raise MalformedRequest(f"checks[{i}]: not a CheckRequest")
@@ -174,7 +232,7 @@ cdef class BatchCodec:
                     else:
                         category, category_n = buf + p, <Py_ssize_t>length
                     p += <Py_ssize_t>length
-                elif not skip_field(buf, end, &p, wire):
+                elif not skip_field(buf, end, &p, wire, field, MAX_GROUP_DEPTH - 1):
                     raise MalformedRequest(f"checks[{i}]: not a CheckRequest")
             pos = end
             ids[i] = 0
