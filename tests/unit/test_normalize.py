@@ -382,7 +382,7 @@ SENDER_CASES: list[tuple[object, str]] = [
     ("ΣΟΦΙΑ", "ΣΟΦΙΑ"),
     ("Москва", "Москва"),
     ("【京东]", "【京东]"),  # not a pair: kept
-    ("【【京东】】", "【京东】"),  # one pair only
+    ("【【京东】】", "京东"),  # nested pairs too: the normal form is its own normal form
     ("〔京东〕", "〔京东〕"),  # other brackets are kept
     ("京东\n", "京东"),  # surrounding white space, whatever kind
     ("a" * 64, "a" * 64),
