@@ -8,7 +8,10 @@ import pytest
 
 from anning import InvalidInput, SuppressionIndex, normalize_number, normalize_sender
 from anning._events import join_payloads, scan_frames
-from anning._wire import BatchCodec, MalformedRequest
+from anning._wire import BatchCodec, MalformedRequest, item_senders
+from anning.engine import Engine
+from anning.server.metrics import Metrics
+from anning.server.servicers import CallsInFlight, Limits, Suppression
 from anning.v1 import anning_pb2 as pb
 
 ITEM = pb.CheckRequest(sender="京东", number="13812345678").SerializeToString()
@@ -56,6 +59,25 @@ def test_wire_groups_are_skipped_as_protobuf_does(codec):
     for bad in (b"\x0b\x14", b"\x0c", b"\x0b" * 101 + b"\x0c" * 101, b"\x13\x00\x14"):
         with pytest.raises(MalformedRequest):
             codec.decode(bad + b"\x0a" + _varint(len(ITEM)) + ITEM, 10)
+
+
+def test_check_batch_with_an_item_not_utf8_needing_sender_names():
+    """b"\\x0a\\x07\\x0a\\x02\\xff\\xfe\\x12\\x01\\x31": one check whose sender is not UTF-8.
+    The server re-read the request with protobuf to name senders the list does not know (of
+    numbers with real-time events, here the stand-in number of a bad item); protobuf refuses
+    the whole request for that string: DecodeError, INTERNAL. It now names them by the
+    decoder's own walk, and the batch is answered, the bad item with its error."""
+    engine = Engine(SuppressionIndex.build(["13812345678"], ["【京东】"]))
+    engine.opt_out("13912345678", "淘宝")  # a sender the list does not know
+    engine.opt_out("8613800000000", "*")
+    server = Suppression(engine, Metrics(), Limits(), CallsInFlight())
+    good = pb.CheckRequest(sender="淘宝", number="13912345678").SerializeToString()
+    bad = b"\x0a\x07\x0a\x02\xff\xfe\x12\x01\x31"
+    for data, scopes in ((bad, [0]), (b"\x0a" + _varint(len(good)) + good + bad, [1, 0])):
+        assert item_senders(data)[-1] == "\ufffd\ufffd"
+        results = pb.CheckBatchResponse.FromString(server._check_batch(data)).results
+        assert [r.scope for r in results] == scopes
+        assert "is not valid UTF-8" in results[-1].error
 
 
 # fuzz_frames: join_payloads copied without bounds checks.

@@ -151,8 +151,8 @@ class Suppression(_Base):
         senders: list[str] = []
 
         def sender_of(i: int) -> str:  # only for unknown senders with real-time events
-            if not senders:
-                senders.extend(c.sender for c in pb.CheckBatchRequest.FromString(request).checks)
+            if not senders:  # decode's own walk: protobuf refuses a request for one bad string
+                senders.extend(_wire.item_senders(request))
             return senders[i]
 
         first = int(bits[0]) if len(bits) else 0
