@@ -9,7 +9,11 @@ The codec reads protobuf wire format by hand, in C, from the network. Properties
   protobuf itself on every input protobuf parses: the same items, each with the sender id,
   number and category bit (or the error) that the Python API gives for its texts;
 - every item without an error re-encodes with the protobuf classes to the same check;
-- encode_results' bytes parse as a CheckBatchResponse with the same codes and errors.
+- encode_results' bytes parse as a CheckBatchResponse with the same codes and errors;
+- item_senders gives each item's sender text, as the reference reads it;
+- the server's whole CheckBatch path (Suppression._check_batch, over an engine with real-time
+  events, some for senders the list does not know, which need their names) answers every good
+  item as the scalar Engine.check does, and raises only what decode raises.
 Run: python fuzz/fuzz_wire.py [libFuzzer flags] CORPUS_DIR...
 """
 
@@ -26,7 +30,10 @@ with atheris.instrument_imports(include=["anning"]):
 
     from anning import InvalidInput, SuppressionIndex
     from anning._normalize import normalize_number
-    from anning._wire import BatchCodec, MalformedRequest, encode_results
+    from anning._wire import BatchCodec, MalformedRequest, encode_results, item_senders
+    from anning.engine import Engine
+    from anning.server.metrics import Metrics
+    from anning.server.servicers import CallsInFlight, Limits, Suppression
     from anning.v1 import anning_pb2 as pb
 
 MAX_ITEMS = 64
@@ -48,6 +55,11 @@ def make_codec() -> BatchCodec:
 
 
 CODEC = make_codec()
+ENGINE = Engine(INDEX)
+for _number, _scope in (("13912345678", "淘宝"), ("13812345678", "京东超市"),
+                        ("8613800000000", "*"), ("13712345678", "淘宝")):
+    ENGINE.opt_out(_number, _scope)  # "淘宝": a sender the list itself does not know
+SERVER = Suppression(ENGINE, Metrics(), Limits(max_batch=MAX_ITEMS), CallsInFlight())
 
 
 class Bad(Exception):
@@ -149,7 +161,7 @@ def expected_item(i: int, sender: bytes, number: bytes, category: bytes
 def structured(fdp: atheris.FuzzedDataProvider) -> bytes:
     """A well-formed request built with protobuf from fuzzed texts (reaches the per-item code
     far more often than raw bytes), sometimes with raw bytes appended."""
-    pieces = ["13812345678", "+86 139-1234-5678", "京东", "【京东】", "京东超市", "*",
+    pieces = ["13812345678", "+86 139-1234-5678", "京东", "【京东】", "京东超市", "*", "淘宝",
               "notification", "all", "marketing", "tel:", "００８６", " ", "+", "(0)"]
     request = pb.CheckBatchRequest()
     for _ in range(fdp.ConsumeIntInRange(0, 8)):
@@ -160,7 +172,10 @@ def structured(fdp: atheris.FuzzedDataProvider) -> bytes:
             else:
                 texts.append(fdp.ConsumeUnicodeNoSurrogates(16))
         request.checks.add(sender=texts[0], number=texts[1], category=texts[2])
-    return request.SerializeToString() + fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 16))
+    tail = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 16))
+    if fdp.ConsumeBool():  # a check whose sender is not UTF-8: protobuf refuses the request
+        tail = b"\x0a\x07\x0a\x02\xff\xfe\x12\x01\x31" + tail
+    return request.SerializeToString() + tail
 
 
 def test_one_input(raw: bytes) -> None:
@@ -182,10 +197,12 @@ def test_one_input(raw: bytes) -> None:
     except MalformedRequest:
         expect(reference is None, f"MalformedRequest for a request of {len(reference or [])} "
                                   "checks")
+        check_server(data, MalformedRequest)
         return
     except OverflowError:
         expect(reference is None or len(reference) > MAX_ITEMS,
                "OverflowError for a batch within the limit")
+        check_server(data, OverflowError)
         return
     expect(reference is not None, "decoded what is not a CheckBatchRequest")
     assert reference is not None
@@ -213,6 +230,9 @@ def test_one_input(raw: bytes) -> None:
     expect(not errors2, f"re-encoded good checks have errors: {errors2}")
     expect(np.array_equal(ids2, ids[good]) and np.array_equal(numbers2, numbers[good])
            and np.array_equal(bits2, bits[good]), "re-encoded checks decode differently")
+    expect(item_senders(data) == [t[0].decode("utf-8", "replace") for t in reference],
+           "item_senders: other senders")
+    check_server(data, None, reference, errors)
     # The answer's encoding.
     codes = np.frombuffer(bytes((b & 3) for b in data[: len(ids)]).ljust(len(ids), b"\0"),
                           np.uint8).copy()
@@ -225,6 +245,27 @@ def test_one_input(raw: bytes) -> None:
         else:
             expect(result.error == "" and result.scope == codes[i]
                    and result.suppressed == bool(codes[i]), f"results[{i}]: {result}")
+
+
+def check_server(data: bytes, raises: type | None, reference: list | None = None,
+                 errors: dict | None = None) -> None:
+    """The server's batch path answers as decode does, and each good check as Engine.check."""
+    try:
+        answer = SERVER._check_batch(data)
+    except (MalformedRequest, OverflowError) as exc:
+        expect(raises is not None and isinstance(exc, raises), f"_check_batch raised {exc!r}")
+        return
+    expect(raises is None, f"_check_batch answered where decode raised {raises}")
+    assert reference is not None and errors is not None
+    results = pb.CheckBatchResponse.FromString(answer).results
+    expect(len(results) == len(reference), "_check_batch: another number of results")
+    for i, (sender, number, category) in enumerate(reference):
+        if i in errors:
+            expect(results[i].error == errors[i], f"results[{i}]: {results[i]}")
+            continue
+        want = ENGINE.check(sender.decode(), number.decode(), category.decode() or "marketing")
+        expect(results[i].scope == int(want) and not results[i].error,
+               f"results[{i}]: {results[i].scope} for {reference[i]}, Engine.check {want!r}")
 
 
 if __name__ == "__main__":
