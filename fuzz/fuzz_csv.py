@@ -1,8 +1,8 @@
 """Fuzz target: the snapshot CSV/TSV parser (anning._csv.SnapshotParser) over chunk boundaries,
 plain and through gzip and zstd as the loader reads them.
 
-The loader feeds the parser 8 MiB chunks: it consumes whole records and says how far it got,
-and the rest is fed again with the next chunk. Properties, per input (SPEC §5):
+The loader (anning.load) feeds the parser 8 MiB chunks: it consumes whole records and says how
+far it got, and the rest is fed again with the next chunk. Properties, per input (SPEC §5):
 - accepted rows + rejected rows = records read, and with the blank lines they account for every
   data line: exactly, line for line, where no quote can make a record span lines; otherwise the
   parser's line count is the number of line ends;
@@ -35,8 +35,9 @@ with atheris.instrument_imports(include=["anning"]):
     from anning._csv import COLUMNS, SnapshotParser
     from anning._normalize import check_e164, normalize_number
     from anning.index import ScopeTable
-    from anning.loader import _category, _source_code, _ZstdReader
-    from anning.scopes import DEFAULT_CATEGORIES, category_mask, parse_scope
+    from anning.load.parse import _category, _source_code
+    from anning.load.sources import _ZstdReader
+    from anning.model.scopes import DEFAULT_CATEGORIES, category_mask, parse_scope
 
 FIRST_LINE = 2
 PIECES = [b"13800000001", b"+86 138-0000-0002", b"\xef\xbc\x91\xef\xbc\x93\xef\xbc\x98" * 3,
@@ -62,7 +63,7 @@ class Result:
 
 def parse(read: Callable[[int], bytes], sizes: list[int], columns: list[str],
           delimiter: str) -> Result:
-    """The loader's loop (anning.loader._parse_file) with read sizes from `sizes`."""
+    """The loader's loop (anning.load.parse._parse_file) with read sizes from `sizes`."""
     table = ScopeTable()
     categories = DEFAULT_CATEGORIES
     parser = SnapshotParser(
@@ -92,7 +93,7 @@ def parse(read: Callable[[int], bytes], sizes: list[int], columns: list[str],
 
 
 def reader(stream: BinaryIO) -> Callable[[int], bytes]:
-    """read() as anning.loader._Source has it: decompression errors become OSError."""
+    """read() as anning.load.sources.Source has it: decompression errors become OSError."""
 
     def read(n: int) -> bytes:
         try:

@@ -27,9 +27,9 @@ with atheris.instrument_imports(include=["anning"]):
 
     from anning import InvalidInput, SuppressionIndex
     from anning._normalize import check_e164
-    from anning.engine import Engine, Event
-    from anning.events import OPT_IN, OPT_OUT, REASSIGN
-    from anning.scopes import SOURCES, parse_scope
+    from anning.engine import Engine
+    from anning.model.events import OPT_IN, OPT_OUT, REASSIGN, Event
+    from anning.model.scopes import SOURCES, parse_scope
     from anning.v1 import anning_pb2 as pb
 
 ENGINE = Engine(SuppressionIndex.build(["13812345678", "+44 20 7946 0958"],
