@@ -179,7 +179,10 @@ cpdef str normalize_sender(object text, str field="sender"):
         return s
     if PyUnicode_IS_ASCII(s):
         return s.lower()
-    return s.translate(_ASCII_LOWER)
+    # A folded letter may compose with the mark after it where the capital did not ("J" and
+    # U+030C stay two under NFKC, "j" and U+030C become "ǰ"): NFKC again, so that the result
+    # is its own normal form (fuzz/fuzz_normalize.py found "Ｊ̌" -> "ǰ" -> "ǰ").
+    return unicodedata.normalize("NFKC", s.translate(_ASCII_LOWER))
 
 
 _ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}

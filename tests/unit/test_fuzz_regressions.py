@@ -124,3 +124,10 @@ def test_sender_normal_form_is_its_own_normal_form():
     for text in ("【【京东】】", "[ 【京东】 ]", "「[京东]」"):
         assert normalize_sender(text) == "京东" == normalize_sender(normalize_sender(text))
     assert normalize_sender("[a]b[c]") == "a]b[c" == normalize_sender("a]b[c")
+
+
+def test_sender_folded_letter_composing_with_a_mark():
+    """"Ｊ̌" (full-width J, combining caron): NFKC gives "J" + U+030C, folding "j" + U+030C,
+    which NFKC composes to "ǰ": the result was not its own normal form."""
+    sender = normalize_sender("\uff2a\u030c纍")
+    assert sender == "\u01f0纍" == normalize_sender(sender)
