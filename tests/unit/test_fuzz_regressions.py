@@ -24,6 +24,12 @@ def codec() -> BatchCodec:
                       index.default_country)
 
 
+@pytest.fixture(scope="module")
+def metrics() -> Metrics:
+    """One for the module: prometheus_client registers each metric name once a process."""
+    return Metrics()
+
+
 def _varint(value: int) -> bytes:
     out = b""
     while value >= 0x80:
@@ -61,7 +67,7 @@ def test_wire_groups_are_skipped_as_protobuf_does(codec):
             codec.decode(bad + b"\x0a" + _varint(len(ITEM)) + ITEM, 10)
 
 
-def test_check_batch_with_an_item_not_utf8_needing_sender_names():
+def test_check_batch_with_an_item_not_utf8_needing_sender_names(metrics):
     """b"\\x0a\\x07\\x0a\\x02\\xff\\xfe\\x12\\x01\\x31": one check whose sender is not UTF-8.
     The server re-read the request with protobuf to name senders the list does not know (of
     numbers with real-time events, here the stand-in number of a bad item); protobuf refuses
@@ -70,7 +76,7 @@ def test_check_batch_with_an_item_not_utf8_needing_sender_names():
     engine = Engine(SuppressionIndex.build(["13812345678"], ["【京东】"]))
     engine.opt_out("13912345678", "淘宝")  # a sender the list does not know
     engine.opt_out("8613800000000", "*")
-    server = Suppression(engine, Metrics(), Limits(), CallsInFlight())
+    server = Suppression(engine, metrics, Limits(), CallsInFlight())
     good = pb.CheckRequest(sender="淘宝", number="13912345678").SerializeToString()
     bad = b"\x0a\x07\x0a\x02\xff\xfe\x12\x01\x31"
     for data, scopes in ((bad, [0]), (b"\x0a" + _varint(len(good)) + good + bad, [1, 0])):
@@ -131,3 +137,21 @@ def test_sender_folded_letter_composing_with_a_mark():
     which NFKC composes to "ǰ": the result was not its own normal form."""
     sender = normalize_sender("\uff2a\u030c纍")
     assert sender == "\u01f0纍" == normalize_sender(sender)
+
+
+def test_sender_written_as_a_scope_key_is_invalid(metrics):
+    """A sender whose normal form is `*` or `entity:...` ("[entity:]", "【*】") was read as
+    global or as an entity (an opt-out for "[entity:x]" hit the entity x), and "[entity:]" in
+    a batch, for a number with real-time events, failed the whole batch."""
+    for text in ("[entity:]", "[entity:x]", "【*】", "*", "ENTITY:x"):
+        with pytest.raises(InvalidInput, match="written as a scope key"):
+            normalize_sender(text)
+    engine = Engine(SuppressionIndex.build(["13812345678"], ["【京东】"]))
+    engine.opt_out("13912345678", "京东")
+    server = Suppression(engine, metrics, Limits(), CallsInFlight())
+    request = pb.CheckBatchRequest()
+    request.checks.add(sender="[entity:]", number="13912345678")
+    request.checks.add(sender="京东", number="13912345678")
+    results = pb.CheckBatchResponse.FromString(
+        server._check_batch(request.SerializeToString())).results
+    assert "written as a scope key" in results[0].error and results[1].scope == 1
