@@ -176,11 +176,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         client_ca=args.client_ca, metrics=args.metrics, reflection=args.reflection,
         demo=not args.no_demo, demo_entries=args.demo_entries, max_batch=args.max_batch,
         max_concurrent_rpcs=args.max_concurrent_rpcs, checkpoint_bytes=args.checkpoint_bytes,
+        load_dirs=args.load_dir,
     ))
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from anning.server.auth import new_token
+    from anning.server.tokens import new_token
 
     try:
         token, line = new_token(args.roles.split(","))
@@ -304,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="fold the write log into a checkpoint once it holds this many bytes")
     serve.add_argument("--max-concurrent-rpcs", type=int, default=None,
                        help="a worker answers RESOURCE_EXHAUSTED past this many calls at once")
+    serve.add_argument("--load-dir", action="append", default=[], metavar="DIR",
+                       help="Admin.LoadSnapshot may read (and write rejects) under DIR as well "
+                            "as the data directory; repeatable")
     serve.set_defaults(func=cmd_serve)
 
     check = remote(sub.add_parser("check", help="one check; exit 1 when suppressed"))

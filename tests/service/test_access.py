@@ -78,7 +78,7 @@ def auth_server(tmp_path_factory):
     csv = root / "list.csv"
     csv.write_text("number,sender,category\n" + "".join(
         f"{n},{s},{c}\n" for n, s, c in SNAPSHOT), encoding="utf-8")
-    server = h.Server(data, tokens=root / "tokens", reflection=True)
+    server = h.Server(data, tokens=root / "tokens", reflection=True, load_dirs=[root])
     server.tokens = tokens
     server.csv = str(csv)
     with h.running(server):

@@ -20,12 +20,13 @@ import sys
 import threading
 import time
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from anning.engine import Engine
 from anning.server.metrics import Metrics
+from anning.server.tokens import Tokens
 
 __all__ = ["ServeOptions", "serve"]
 
@@ -57,6 +58,8 @@ class ServeOptions:
     lame_duck_seconds: float = 2.0  # of it, at most, serving on while health says NOT_SERVING
     checkpoint_bytes: int = 8 << 20  # fold the log at this size: ~200k events, ~80 MB of dicts
     checkpoint_every: float = 5.0  # seconds between looks at the log's size
+    # where Admin.LoadSnapshot may read, besides the data directory (anning.server.loaddirs)
+    load_dirs: list[str] = field(default_factory=list)
 
 
 def _listen_address(options: ServeOptions) -> str:
@@ -72,6 +75,13 @@ def serve(options: ServeOptions) -> int:
                         stream=sys.stderr)
     workers = options.workers or os.cpu_count() or 1
     data = Path(options.data)
+    tokens = None
+    if options.tokens:  # read once, before any worker: a bad file stops the start, clearly
+        try:
+            tokens = Tokens.load(options.tokens)
+        except (OSError, ValueError) as exc:
+            log.error("cannot serve with --tokens %s: %s", options.tokens, exc)
+            return 2
     if options.metrics and workers > 1:
         from anning.server.metrics import prepare_multiprocess
         from anning.storage.layout import DataDir
@@ -100,11 +110,12 @@ def serve(options: ServeOptions) -> int:
             from anning.server.metrics import serve_metrics
 
             serve_metrics(options.metrics)
-        return _run_worker(engine, options, address, workers)
-    return _supervise(engine, options, address, workers)
+        return _run_worker(engine, options, address, workers, tokens)
+    return _supervise(engine, options, address, workers, tokens)
 
 
-def _supervise(engine: Engine, options: ServeOptions, address: str, workers: int) -> int:
+def _supervise(engine: Engine, options: ServeOptions, address: str, workers: int,
+               tokens: Tokens | None) -> int:
     children: dict[int, int] = {}
     stopping = threading.Event()
 
@@ -115,7 +126,7 @@ def _supervise(engine: Engine, options: ServeOptions, address: str, workers: int
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             try:
                 engine.after_fork()
-                code = _run_worker(engine, options, address, workers)
+                code = _run_worker(engine, options, address, workers, tokens)
             except BaseException:
                 log.exception("worker %d failed", slot)
                 code = 1
@@ -169,19 +180,21 @@ def _credentials(options: ServeOptions) -> Any:  # grpc.ServerCredentials | None
                                        require_client_auth=ca is not None)
 
 
-def _run_worker(engine: Engine, options: ServeOptions, address: str, workers: int) -> int:
-    return asyncio.run(_serve_worker(engine, options, address, workers))
+def _run_worker(engine: Engine, options: ServeOptions, address: str, workers: int,
+                tokens: Tokens | None = None) -> int:
+    return asyncio.run(_serve_worker(engine, options, address, workers, tokens))
 
 
 async def _serve_worker(engine: Engine, options: ServeOptions, address: str,
-                        workers: int) -> int:
+                        workers: int, tokens: Tokens | None = None) -> int:
     """One worker: a grpc.aio server on one event loop, one thread that writes (group commit)
     and one that checkpoints."""
     import grpc
     from grpc_health.v1 import _async as health
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_health.v1 import health_pb2
 
-    from anning.server.auth import AuthInterceptor, Tokens
+    from anning.server.auth import AuthInterceptor
+    from anning.server.loaddirs import LoadDirs
     from anning.server.servicers import CallsInFlight, Limits, build_handlers
     from anning.server.writes import WriteQueue
 
@@ -195,11 +208,11 @@ async def _serve_worker(engine: Engine, options: ServeOptions, address: str,
     loop.set_default_executor(futures.ThreadPoolExecutor(options.threads, "anning-admin"))
     metrics = Metrics()
     interceptors = []
-    if options.tokens:
-        tokens = Tokens.load(options.tokens)
+    if tokens is not None:
         interceptors.append(AuthInterceptor(
             tokens, lambda method, code: metrics.errors.labels(method, code).inc()))
-    limits = Limits(max_batch=options.max_batch, max_message_bytes=options.max_message_bytes)
+    limits = Limits(max_batch=options.max_batch, max_message_bytes=options.max_message_bytes,
+                    load_dirs=LoadDirs([options.data, *options.load_dirs]))
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
@@ -211,12 +224,11 @@ async def _serve_worker(engine: Engine, options: ServeOptions, address: str,
     )
     writes = WriteQueue(engine, loop)
     calls = CallsInFlight()
-    for service, handlers in build_handlers(engine, metrics, limits, calls, workers,
-                                            writes).items():
+    health_servicer = health.HealthServicer()
+    for service, handlers in build_handlers(engine, metrics, limits, calls, workers, writes,
+                                            health=health_servicer).items():
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service, handlers)])
         server.add_registered_method_handlers(service, handlers)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if options.reflection:
         from grpc_reflection.v1alpha import reflection
 
