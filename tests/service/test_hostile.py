@@ -182,7 +182,7 @@ def _raw(server: h.Server, method: str, body: bytes) -> str:
      "anning.v1.CheckRequest: sender at byte 0: 6 bytes said, 4 there"),
     ("/anning.v1.OptOuts/WriteBatch",
      pb.WriteBatchRequest(events=[EVENT]).SerializeToString() + b"\x0a\x04\x1a\x02\xc3\x28",
-     "anning.v1.WriteBatchRequest: events[1].scope at byte "),
+     "anning.v1.WriteBatchRequest: events[1].scope at byte 29: not UTF-8"),
     ("/anning.v1.OptOuts/OptOut", b"\x08\xff\xff", "at byte 0: a number cut off"),
     ("/anning.v1.Admin/Status", b"\x0f", "wire type 7, which does not exist"),
     ("/anning.v1.Admin/LoadSnapshot", b"\x0a\xff\xff\xff\xff\x07/etc",
