@@ -13,6 +13,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 
 from anning.testing import server as h
 from anning.testing.server import SENDER, T, write_main_snapshot
@@ -46,6 +47,9 @@ METHODS: dict[str, tuple[str, list]] = {
         paths=["/nonexistent.csv"], as_of="2024-01-01T00:00:00+08:00", allow_shrink=True)]),
     "/anning.v1.Admin/Status": ("unary", [pb.StatusRequest()]),
     "/grpc.health.v1.Health/Check": ("unary", [health_pb2.HealthCheckRequest(service="")]),
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": ("reflect", [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="anning.v1.Admin")]),
 }
 
 
@@ -89,7 +93,7 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
 def server(tmp_path_factory):
     data = tmp_path_factory.mktemp("hostile") / "data"
     write_main_snapshot(data)
-    srv = h.Server(data, metrics=True)
+    srv = h.Server(data, metrics=True, reflection=True)
     with h.running(srv):
         yield srv
 
@@ -102,6 +106,8 @@ def _call(channel: grpc.Channel, method: str, kind: str, body: bytes,
         if kind == "feed":  # the suffix sets `until` (mostly): the stream ends
             return Code.OK, "", list(channel.unary_stream(method)(body + b"\x10\x01",
                                                                   timeout=1.0))
+        if kind == "reflect":
+            return Code.OK, "", list(channel.stream_stream(method)(iter([body]), timeout=T))
         # a bad message in a stream is answered in its turn, and the stream goes on
         return Code.OK, "", list(channel.stream_stream(method)(iter([body, good]), timeout=T))
     except grpc.RpcError as exc:
@@ -160,7 +166,9 @@ def test_random_and_mutated_bytes_to_every_method(server):
     counted = h.samples(h.metrics_text(server.metrics_port), "anning_bad_requests_total")
     for method, n in undecodable.items():
         name = method.rsplit("/", 1)[1]
-        label = f"Health.{name}" if "Health" in method else name
+        label = {"/grpc.health.v1.Health/Check": "Health.Check",
+                 "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo":
+                     "Reflection.ServerReflectionInfo"}.get(method, name)
         assert counted[(("method", label), ("reason", "undecodable"))] == n, method
 
 

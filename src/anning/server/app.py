@@ -238,20 +238,20 @@ async def _serve_worker(engine: Engine, options: ServeOptions, address: str,
     writes = WriteQueue(engine, loop)
     calls = CallsInFlight()
     health_servicer = health.HealthServicer()
-    for service, handlers in build_handlers(engine, metrics, limits, calls, workers, writes,
-                                            health=health_servicer).items():
-        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service, handlers)])
-        server.add_registered_method_handlers(service, handlers)
+    listed = None
     if options.reflection:
         from grpc_reflection.v1alpha import reflection
 
         from anning.v1 import anning_pb2
 
-        names = [anning_pb2.DESCRIPTOR.services_by_name[s].full_name
-                 for s in ("Suppression", "OptOuts", "Admin")]
-        reflection.enable_server_reflection(
-            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME], server)
+        listed = [*(anning_pb2.DESCRIPTOR.services_by_name[s].full_name
+                    for s in ("Suppression", "OptOuts", "Admin")),
+                  health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                  reflection.SERVICE_NAME]
+    for service, handlers in build_handlers(engine, metrics, limits, calls, workers, writes,
+                                            health=health_servicer, reflection=listed).items():
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service, handlers)])
+        server.add_registered_method_handlers(service, handlers)
     done = threading.Event()
 
     async def publish_health() -> None:

@@ -21,11 +21,14 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import grpc
 from google.protobuf.message import DecodeError
 
-from anning.errors import InvalidInput
+from anning.errors import InvalidInput, TooLarge
+from anning.server.status import status_of
 
-__all__ = ["BadRequests", "SparseLog", "UndecodableRequest", "brief", "decode", "fault"]
+__all__ = ["BadRequests", "SparseLog", "UndecodableRequest", "abort", "brief", "decode", "fault",
+           "send"]
 
 log = logging.getLogger("anning.server")
 M = TypeVar("M")
@@ -216,12 +219,31 @@ _REASONS = {"undecodable", "invalid", "too_large", "failed"}
 
 class BadRequests:
     """Requests refused as bad input (and calls that failed), counted by method and reason,
-    and logged sparingly."""
+    and logged sparingly; the one place an error becomes a status code and its details."""
 
-    def __init__(self, counter: Any, sparse: SparseLog | None = None) -> None:
+    def __init__(self, counter: Any, errors: Any = None, sparse: SparseLog | None = None) -> None:
         self._counter = counter  # anning_bad_requests_total{method, reason}
+        self._errors = errors  # anning_errors_total{method, code}
         self._children: dict[tuple[str, str], Any] = {}
         self.log = sparse or SparseLog(log)
+
+    def answer(self, method: str, exc: Exception, peer: str) -> tuple[grpc.StatusCode, str]:
+        """The code and details for an error: a bad request (INVALID_ARGUMENT, or too large)
+        counted and logged sparingly, anything unexpected answered INTERNAL; the details cut
+        short enough to go in a trailer."""
+        mapped = status_of(exc)
+        if mapped is None:
+            self.failed(method, exc, peer)
+            mapped = (grpc.StatusCode.INTERNAL, f"{method} failed: {exc}")
+        elif isinstance(exc, UndecodableRequest):
+            self.refused(method, "undecodable", exc, peer)
+        elif isinstance(exc, InvalidInput):
+            self.refused(method, "invalid", exc, peer)
+        elif isinstance(exc, TooLarge):
+            self.refused(method, "too_large", exc, peer)
+        if self._errors is not None:
+            self._errors.labels(method, mapped[0].name).inc()
+        return mapped[0], brief(mapped[1])
 
     def count(self, method: str, reason: str) -> None:
         assert reason in _REASONS, reason
@@ -251,3 +273,20 @@ def _what(exc: BaseException) -> str:
     field = text.split(":", 1)[0]
     return field if len(field) <= 64 and "'" not in field and '"' not in field else \
         type(exc).__name__
+
+
+async def abort(context: Any, bad: BadRequests, method: str, exc: Exception) -> None:
+    """End the call with the answer for `exc` (grpc.aio's context.abort raises)."""
+    await context.abort(*bad.answer(method, exc, context.peer()))
+
+
+async def send(context: Any, message: Any) -> None:
+    """One answer of a stream. When the caller has gone (cancelled, or its connection dropped
+    while the answer waited for it to read), the stream ends as cancelled, quietly: an answer
+    yielded to gRPC, or a return after the failed write, fails again inside gRPC when it sends
+    the status, and gRPC logs a traceback for each (anyone could fill the log by opening
+    streams, never reading them, and cancelling)."""
+    try:
+        await context.write(message)
+    except Exception:
+        raise asyncio.CancelledError("the caller has gone") from None

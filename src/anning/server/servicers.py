@@ -34,8 +34,15 @@ from anning.model.events import OPT_IN, OPT_OUT, REASSIGN, Event
 from anning.model.scopes import DEFAULT_CATEGORIES
 from anning.server.loaddirs import LoadDirs
 from anning.server.metrics import Metrics
-from anning.server.requests import BadRequests, UndecodableRequest, brief, decode, fault
-from anning.server.status import status_of
+from anning.server.requests import (
+    BadRequests,
+    UndecodableRequest,
+    abort,
+    brief,
+    decode,
+    fault,
+    send,
+)
 from anning.server.writes import WriteQueue
 from anning.v1 import anning_pb2 as pb
 
@@ -98,42 +105,6 @@ class CallsInFlight:
             await asyncio.sleep(min(0.02, deadline - now))
 
 
-def _answer(metrics: Metrics, bad: BadRequests, name: str, exc: Exception,
-            context: Context) -> tuple[grpc.StatusCode, str]:
-    """The code and details for an error: a bad request (INVALID_ARGUMENT, or too large) is
-    counted and logged sparingly, anything unexpected answered INTERNAL; the details cut short
-    enough to go in a trailer."""
-    mapped = status_of(exc)
-    if mapped is None:
-        bad.failed(name, exc, context.peer())
-        mapped = (grpc.StatusCode.INTERNAL, f"{name} failed: {exc}")
-    elif isinstance(exc, UndecodableRequest):
-        bad.refused(name, "undecodable", exc, context.peer())
-    elif isinstance(exc, InvalidInput):
-        bad.refused(name, "invalid", exc, context.peer())
-    elif isinstance(exc, TooLarge):
-        bad.refused(name, "too_large", exc, context.peer())
-    metrics.errors.labels(name, mapped[0].name).inc()
-    return mapped[0], brief(mapped[1])
-
-
-async def _abort(context: Context, metrics: Metrics, bad: BadRequests, name: str,
-                 exc: Exception) -> None:
-    await context.abort(*_answer(metrics, bad, name, exc, context))
-
-
-async def _send(context: Context, message: Any) -> None:
-    """One answer of a stream. When the caller has gone (cancelled, or its connection dropped
-    while the answer waited for it to read), the stream ends as cancelled, quietly: an answer
-    yielded to gRPC, or a return after the failed write, fails again inside gRPC when it sends
-    the status, and gRPC logs a traceback for each (anyone could fill the log by opening
-    streams, never reading them, and cancelling)."""
-    try:
-        await context.write(message)
-    except Exception:
-        raise asyncio.CancelledError("the caller has gone") from None
-
-
 def _rpc(name: str, request_type: Any = None) -> Callable[..., Any]:
     """Around a unary method: its request decoded from raw bytes (as `request_type`; raw when
     None), errors to status codes, latency and error metrics."""
@@ -147,7 +118,7 @@ def _rpc(name: str, request_type: Any = None) -> Callable[..., Any]:
                     request = raw if request_type is None else decode(request_type, raw)
                     return await method(self, request, context)
             except Exception as exc:
-                await context.abort(*_answer(self.metrics, self.bad, name, exc, context))
+                await abort(context, self.bad, name, exc)
             finally:
                 self.metrics.latency_of(name).observe(time.perf_counter() - started)
 
@@ -271,7 +242,7 @@ class Suppression(_Base):
                 raw = await anext(requests)
             except StopAsyncIteration:
                 return
-            except Exception:  # the caller has gone: see _send
+            except Exception:  # the caller has gone: see requests.send
                 raise asyncio.CancelledError("the caller has gone") from None
             try:
                 request = decode(pb.CheckRequest, raw)
@@ -282,12 +253,12 @@ class Suppression(_Base):
             except InvalidInput as exc:
                 answer = pb.CheckResponse(error=brief(str(exc)))
             except Exception as exc:  # not ready (UNAVAILABLE), or a bug
-                await _abort(context, self.metrics, self.bad, "CheckStream", exc)
+                await abort(context, self.bad, "CheckStream", exc)
                 return
             else:
                 self.metrics.count_checks(code)
                 answer = _RESPONSES[code]
-            await _send(context, answer)
+            await send(context, answer)
 
 
 _KINDS = {pb.EVENT_KIND_OPT_OUT: OPT_OUT, pb.EVENT_KIND_OPT_IN: OPT_IN,
@@ -379,7 +350,7 @@ class OptOuts(_Base):
             encoder = ChangeEncoder(self.engine.index.categories if self.engine.ready
                                     else DEFAULT_CATEGORIES)
         except Exception as exc:  # never a traceback for a bad request
-            await _abort(context, self.metrics, self.bad, "Changes", exc)
+            await abort(context, self.bad, "Changes", exc)
             return
         try:
             while True:
@@ -388,7 +359,7 @@ class OptOuts(_Base):
                     events = events.until(until)
                 if len(events):
                     self.metrics.changes.inc(len(events))
-                    await _send(context, encoder.encode(events))
+                    await send(context, encoder.encode(events))
                     if until is not None and int(events.sequence[-1]) >= until:
                         return
                     continue
@@ -396,7 +367,7 @@ class OptOuts(_Base):
                     return
                 await asyncio.sleep(self.limits.changes_poll)
         except Exception as exc:
-            await _abort(context, self.metrics, self.bad, "Changes", exc)
+            await abort(context, self.bad, "Changes", exc)
         finally:
             feed.close()
 
@@ -473,12 +444,16 @@ def _identity(x: bytes) -> bytes:
 
 def build_handlers(engine: Engine, metrics: Metrics, limits: Limits, calls: CallsInFlight,
                    workers: int, writes: WriteQueue, health: Any = None,
+                   reflection: list[str] | None = None,
                    ) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
     """service name -> method name -> handler (for server.add_registered_method_handlers,
     grpc's fast path that skips the per-call search of generic handlers). Every request comes
-    in as raw bytes, decoded by the method; `health` (grpc_health's servicer), when given, is
-    served the same way (it answers without a token: the first method anyone can reach)."""
-    bad = BadRequests(metrics.bad_requests)
+    in as raw bytes, decoded by the method; `health` (grpc_health's servicer) and
+    `reflection` (the service names it lists), when given, are served the same way: they
+    answer without a token (anning.server.openservices)."""
+    from anning.server.openservices import health_handlers, reflection_handlers
+
+    bad = BadRequests(metrics.bad_requests, metrics.errors)
     suppression = Suppression(engine, metrics, limits, calls, bad)
     opt_outs = OptOuts(engine, metrics, limits, calls, bad, writes)
     admin = Admin(engine, metrics, limits, calls, bad, workers)
@@ -515,33 +490,7 @@ def build_handlers(engine: Engine, metrics: Metrics, limits: Limits, calls: Call
         },
     }
     if health is not None:
-        handlers["grpc.health.v1.Health"] = _health_handlers(health, metrics, bad)
+        handlers["grpc.health.v1.Health"] = health_handlers(health, bad)
+    if reflection is not None:
+        handlers.update(reflection_handlers(reflection, bad))
     return handlers
-
-
-def _health_handlers(servicer: Any, metrics: Metrics,
-                     bad: BadRequests) -> dict[str, grpc.RpcMethodHandler]:
-    """grpc_health's servicer behind the same decoding as anning's own methods."""
-    from grpc_health.v1 import health_pb2
-
-    async def check(raw: bytes, context: Context) -> Any:
-        try:
-            request = decode(health_pb2.HealthCheckRequest, raw)
-        except UndecodableRequest as exc:
-            await _abort(context, metrics, bad, "Health.Check", exc)
-        return await servicer.Check(request, context)
-
-    async def watch(raw: bytes, context: Context) -> None:
-        try:
-            request = decode(health_pb2.HealthCheckRequest, raw)
-        except UndecodableRequest as exc:
-            await _abort(context, metrics, bad, "Health.Watch", exc)
-        await servicer.Watch(request, context)  # it writes its answers with context.write
-
-    serialize = health_pb2.HealthCheckResponse.SerializeToString
-    return {
-        "Check": grpc.unary_unary_rpc_method_handler(
-            check, request_deserializer=_identity, response_serializer=serialize),
-        "Watch": grpc.unary_stream_rpc_method_handler(
-            watch, request_deserializer=_identity, response_serializer=serialize),
-    }
