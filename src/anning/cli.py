@@ -249,6 +249,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         demo=not args.no_demo, demo_entries=args.demo_entries, max_batch=args.max_batch,
         max_concurrent_rpcs=args.max_concurrent_rpcs, checkpoint_bytes=args.checkpoint_bytes,
         **_replica_options(args),
+        load_dirs=args.load_dir,
     ))
 
 
@@ -292,7 +293,7 @@ def cmd_nats_config(args: argparse.Namespace) -> int:
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from anning.server.auth import new_token
+    from anning.server.tokens import new_token
 
     try:
         token, line = new_token(args.roles.split(","))
@@ -439,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     nats.add_argument("--nats-ca", help="CA certificate of the NATS servers (TLS)")
     nats.add_argument("--nats-cert", help="client certificate for NATS (mutual TLS)")
     nats.add_argument("--nats-key", help="its key")
+    serve.add_argument("--load-dir", action="append", default=[], metavar="DIR",
+                       help="Admin.LoadSnapshot may read (and write rejects) under DIR as well "
+                            "as the data directory; repeatable")
     serve.set_defaults(func=cmd_serve)
 
     nats_config = sub.add_parser("nats-config", help="write the configuration of a NATS "

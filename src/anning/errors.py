@@ -6,6 +6,7 @@ offset for a damaged file. The service maps each class to one gRPC code in one p
 
     AnningError
       InvalidInput        bad input: a field and its value (also a ValueError)
+      NotPermitted        a request for what the server may not do (a path outside --load-dir)
       NotReady            no list loaded yet: a caller must fail closed, never "not suppressed"
       Refused             a snapshot load refused by a guard (reject ratio, shrink, columns)
       TooLarge            a request or a record over a limit (also an OverflowError)
@@ -33,6 +34,7 @@ __all__ = [
     "DiskFull",
     "InvalidInput",
     "InvariantError",
+    "NotPermitted",
     "NotReady",
     "Refused",
     "TooLarge",
@@ -48,6 +50,11 @@ class AnningError(Exception):
 
 class InvalidInput(AnningError, ValueError):
     """Bad input; the message names the field and the value (`number: '12x' is not ...`)."""
+
+
+class NotPermitted(AnningError):
+    """A request for what this server is not configured to allow (a snapshot path outside the
+    directories it may read); the message names it and what is allowed."""
 
 
 class NotReady(AnningError):

@@ -130,7 +130,7 @@ def test_events_outlive_silent_loads_until_a_watermark_covers_them(tmp_path):
     night = Night(tmp_path, data)
     first = night.load(as_of_ms=int(time.time() * 1000) - 3_600_000)
     assert first.returncode == 0, first.stderr
-    server = h.Server(data, demo=False)
+    server = h.Server(data, demo=False, load_dirs=[tmp_path])
     with h.running(server), h.Stubs(server.target) as s:
         t = ("--target", server.target)
         opt_out = cli("opt-out", "--json", *t, "13900000099", "shopb")
@@ -306,7 +306,7 @@ def test_rows_with_at_and_action_against_events(tmp_path, how):
                        as_of_ms=int(time.time() * 1000) - 3_600_000)
     assert first.returncode == 0, first.stderr
     rows = [f"{n},{row}" for n, _, row, *_ in CASES if row is not None]
-    server = h.Server(data, demo=False)
+    server = h.Server(data, demo=False, load_dirs=[tmp_path])
     with h.running(server), h.Stubs(server.target) as s:
         ack = s.opt_outs.WriteBatch(pb.WriteBatchRequest(events=[
             pb.WriteEvent(kind=kind, number=n, scope=scope_, category=category, at_ms=at)
@@ -361,7 +361,7 @@ def test_the_export_loads_back(tmp_path):
               (IN, "13920000002", "*", "marketing"), (REASSIGN, "13920000003", "", "")]
     asks = [("a,b", "13920000001"), ('say "hi"', "13920000001"), ("京东", "13920000001"),
             ("京东超市", "13920000002"), ("x", "13920000002"), ("x", "13920000003")]
-    server = h.Server(data, demo=False)
+    server = h.Server(data, demo=False, load_dirs=[tmp_path])
     with h.running(server), h.Stubs(server.target) as s:
         ack = s.opt_outs.WriteBatch(pb.WriteBatchRequest(events=[
             pb.WriteEvent(kind=k, number=n, scope=sc, category=c, at_ms=now + i)
@@ -399,7 +399,7 @@ def test_a_watermark_another_worker_just_wrote_is_accepted(tmp_path):
     night = Night(tmp_path, data)
     first = night.load(as_of_ms=int(time.time() * 1000) - 3_600_000)
     assert first.returncode == 0, first.stderr
-    server = h.Server(data, workers=2, demo=False)
+    server = h.Server(data, workers=2, demo=False, load_dirs=[tmp_path])
     with h.running(server):
         for i in range(15):
             number = f"139300000{i:02d}"

@@ -27,7 +27,8 @@ BAD = [("京东", "abc", ""), ("", "13800000001", ""), ("京东", "13800000001",
 def own_server(tmp_path_factory):
     data = tmp_path_factory.mktemp("metrics") / "data"
     h.write_main_snapshot(data)
-    with h.running(h.Server(data, metrics=True, max_batch=64)) as server:
+    with h.running(h.Server(data, metrics=True, max_batch=64,
+                            load_dirs=[data.parent])) as server:
         yield server
 
 
@@ -136,8 +137,8 @@ def test_check_counts_and_errors_are_exact(own_server):
     assert after.refusals == before.refusals
 
 
-def test_refused_load_counts_once(own_server, tmp_path):
-    small = tmp_path / "small.csv"  # one row: the list would shrink from 6 to 1
+def test_refused_load_counts_once(own_server):
+    small = own_server.data.parent / "small.csv"  # one row: the list would shrink from 6 to 1
     small.write_text("number,sender\n13800000001,京东\n", encoding="utf-8")
     before = Scrape(own_server.metrics_port)
     with h.Stubs(own_server.target) as s:

@@ -34,6 +34,10 @@ class Metrics:
         )
         self.errors = Counter("anning_errors_total", "Requests refused or failed, by code",
                               ["method", "code"])
+        self.bad_requests = Counter(
+            "anning_bad_requests_total", "Requests refused as bad input (reason: undecodable, "
+            "invalid, too_large) and calls that failed on anning's side (failed)",
+            ["method", "reason"])
         self.refusals = Counter("anning_snapshot_refusals_total", "Snapshot loads refused")
         self.changes = Counter("anning_changes_sent_total",
                                "Events sent to change-feed followers (OptOuts.Changes)")

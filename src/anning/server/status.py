@@ -1,6 +1,7 @@
 """anning's errors as gRPC status codes: the one place the mapping is made (SPEC §7).
 
     InvalidInput      INVALID_ARGUMENT   bad input, named field and value
+    NotPermitted      PERMISSION_DENIED  not allowed here (a path outside --load-dir)
     NotReady          UNAVAILABLE        no list yet: a port must fail closed
     WritesStopped     UNAVAILABLE        after a disk failure, until an operator acts
     Unavailable       UNAVAILABLE        the replicated log did not acknowledge: retry
@@ -17,6 +18,7 @@ import grpc
 from anning.errors import (
     DiskFull,
     InvalidInput,
+    NotPermitted,
     NotReady,
     Refused,
     TooLarge,
@@ -32,6 +34,8 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str] | None:
     """The code and details to answer for an error anning raised; None for an unexpected one."""
     if isinstance(exc, InvalidInput):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, NotPermitted):
+        return grpc.StatusCode.PERMISSION_DENIED, str(exc)
     if isinstance(exc, NotReady):
         return grpc.StatusCode.UNAVAILABLE, f"not ready: {exc}"
     if isinstance(exc, WritesStopped):

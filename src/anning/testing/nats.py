@@ -165,7 +165,7 @@ def replica(root: Path, name: str, cluster: NatsCluster, stream: str,
     data = root / name
     if not data.exists():
         h.write_main_snapshot(data)
-    return h.Server(data, metrics=True, extra_args=[
+    return h.Server(data, metrics=True, load_dirs=[root], extra_args=[
         "--nats", cluster.urls, "--stream", stream, "--nats-timeout", "3", *(extra or [])])
 
 

@@ -37,7 +37,9 @@ from anning.storage.wal.segments import OwnWrites, Segment, list_segments, locke
 __all__ = ["LogWriter"]
 
 log = logging.getLogger("anning.storage.wal")
-_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# no room for this write, nothing wrong with the disk: a full file system, a quota, or a
+# file-size limit (RLIMIT_FSIZE, the file system's largest file); the write is cut back
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class _Write:
