@@ -33,6 +33,7 @@ with atheris.instrument_imports(include=["anning"]):
     from anning._wire import BatchCodec, MalformedRequest, encode_results, item_senders
     from anning.engine import Engine
     from anning.server.metrics import Metrics
+    from anning.server.requests import BadRequests, UndecodableRequest
     from anning.server.servicers import CallsInFlight, Limits, Suppression
     from anning.v1 import anning_pb2 as pb
 
@@ -59,7 +60,9 @@ ENGINE = Engine(INDEX)
 for _number, _scope in (("13912345678", "淘宝"), ("13812345678", "京东超市"),
                         ("8613800000000", "*"), ("13712345678", "淘宝")):
     ENGINE.opt_out(_number, _scope)  # "淘宝": a sender the list itself does not know
-SERVER = Suppression(ENGINE, Metrics(), Limits(max_batch=MAX_ITEMS), CallsInFlight())
+METRICS = Metrics()
+SERVER = Suppression(ENGINE, METRICS, Limits(max_batch=MAX_ITEMS), CallsInFlight(),
+                     BadRequests(METRICS.bad_requests, METRICS.errors))
 
 
 class Bad(Exception):
@@ -252,6 +255,9 @@ def check_server(data: bytes, raises: type | None, reference: list | None = None
     """The server's batch path answers as decode does, and each good check as Engine.check."""
     try:
         answer = SERVER._check_batch(data, "CheckBatch")
+    except UndecodableRequest as exc:  # the server names the fault of what decode refused
+        expect(raises is MalformedRequest, f"_check_batch raised {exc!r}, decode {raises}")
+        return
     except (MalformedRequest, OverflowError) as exc:
         expect(raises is not None and isinstance(exc, raises), f"_check_batch raised {exc!r}")
         return

@@ -11,6 +11,7 @@ from anning._events import join_payloads, scan_frames
 from anning._wire import BatchCodec, MalformedRequest, item_senders
 from anning.engine import Engine
 from anning.server.metrics import Metrics
+from anning.server.requests import BadRequests
 from anning.server.servicers import CallsInFlight, Limits, Suppression
 from anning.v1 import anning_pb2 as pb
 
@@ -76,7 +77,8 @@ def test_check_batch_with_an_item_not_utf8_needing_sender_names(metrics):
     engine = Engine(SuppressionIndex.build(["13812345678"], ["【京东】"]))
     engine.opt_out("13912345678", "淘宝")  # a sender the list does not know
     engine.opt_out("8613800000000", "*")
-    server = Suppression(engine, metrics, Limits(), CallsInFlight())
+    server = Suppression(engine, metrics, Limits(), CallsInFlight(),
+                         BadRequests(metrics.bad_requests, metrics.errors))
     good = pb.CheckRequest(sender="淘宝", number="13912345678").SerializeToString()
     bad = b"\x0a\x07\x0a\x02\xff\xfe\x12\x01\x31"
     for data, scopes in ((bad, [0]), (b"\x0a" + _varint(len(good)) + good + bad, [1, 0])):
@@ -149,7 +151,8 @@ def test_sender_written_as_a_scope_key_is_invalid(metrics):
             normalize_sender(text)
     engine = Engine(SuppressionIndex.build(["13812345678"], ["【京东】"]))
     engine.opt_out("13912345678", "京东")
-    server = Suppression(engine, metrics, Limits(), CallsInFlight())
+    server = Suppression(engine, metrics, Limits(), CallsInFlight(),
+                         BadRequests(metrics.bad_requests, metrics.errors))
     request = pb.CheckBatchRequest()
     request.checks.add(sender="[entity:]", number="13912345678")
     request.checks.add(sender="京东", number="13912345678")
