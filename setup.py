@@ -1,9 +1,12 @@
-"""Build of the compiled core (anning._normalize, _index, _csv, _wire, _events) and the gRPC
-stubs (from proto/); metadata is in pyproject.toml.
+"""Build of the compiled core (anning._normalize, _index, _csv, _wire, _events, _stream) and
+the gRPC stubs (from proto/); metadata is in pyproject.toml.
 
 Environment switches:
   ANNING_DEBUG=1   invariant checks in the core (sorted keys, no duplicates, no false negatives)
   ANNING_NATIVE=1  -march=native (off by default: wheels must run on any x86-64)
+  ANNING_SANITIZE=1  clang with AddressSanitizer, UndefinedBehaviorSanitizer and libFuzzer's
+                   coverage (-fsanitize=fuzzer-no-link), for the fuzz targets in fuzz/ (see
+                   fuzz/README.md: Python must preload atheris' asan_with_fuzzer.so to import it)
 """
 
 import os
@@ -41,6 +44,18 @@ macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
 if debug:
     macros.append(("ANNING_DEBUG", "1"))
     compile_args = [a for a in compile_args if a != "-O3"] + ["-O1", "-g"]
+link_args: list[str] = []
+if os.environ.get("ANNING_SANITIZE", "") not in ("", "0"):
+    # Fuzzing build: the sanitizers only exist with clang (Debian's `clang` package), and
+    # setuptools takes its compiler and linker from CC / LDSHARED. -O1 -g keeps reports
+    # readable; recover=undefined makes UB a crash the fuzzer notices, not a line in a log.
+    os.environ["CC"] = os.environ.get("ANNING_SANITIZE_CC", "clang")
+    os.environ["LDSHARED"] = os.environ["CC"] + " -shared"
+    sanitize = ["-fsanitize=address,undefined,fuzzer-no-link", "-fno-omit-frame-pointer",
+                "-fno-sanitize-recover=undefined"]
+    compile_args = [a for a in compile_args if a not in ("-O3", "-march=native")]
+    compile_args += ["-O1", "-g", *sanitize]
+    link_args = sanitize
 
 extensions = [
     Extension(
@@ -49,8 +64,9 @@ extensions = [
         include_dirs=["ext", numpy.get_include()],
         define_macros=macros,
         extra_compile_args=compile_args,
+        extra_link_args=link_args,
     )
-    for name in ("_normalize", "_index", "_csv", "_wire", "_events")
+    for name in ("_normalize", "_index", "_csv", "_wire", "_events", "_stream")
 ]
 
 setup(

@@ -215,9 +215,19 @@ from libc.string cimport memcpy
 
 def join_payloads(const uint8_t[::1] data, const int64_t[::1] offsets,
                   const int64_t[::1] lengths):
-    """The payloads of scanned frames back to back (one msgpack stream to decode at once)."""
-    cdef Py_ssize_t i, total = 0, at = 0
+    """The payloads of scanned frames back to back (one msgpack stream to decode at once).
+
+    ValueError unless every (offset, length) lies inside data and there are as many offsets as
+    lengths: the copy below is unchecked C (found by fuzz/fuzz_frames.py: more lengths than
+    offsets, or a negative or too large offset, read memory outside the arrays and data)."""
+    cdef Py_ssize_t i, total = 0, at = 0, n = data.shape[0]
+    if offsets.shape[0] != lengths.shape[0]:
+        raise ValueError(f"join_payloads: {offsets.shape[0]} offsets for "
+                         f"{lengths.shape[0]} lengths")
     for i in range(lengths.shape[0]):
+        if offsets[i] < 0 or lengths[i] < 0 or offsets[i] > n or lengths[i] > n - offsets[i]:
+            raise ValueError(f"join_payloads: frame {i} ({offsets[i]}, {lengths[i]}) is not "
+                             f"inside the {n} bytes")
         total += lengths[i]
     out = PyBytes_FromStringAndSize(NULL, total)
     cdef char* dest = PyBytes_AS_STRING(out)

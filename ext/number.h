@@ -241,7 +241,18 @@ static inline int an_parse_number(const unsigned char *s, size_t len, int defaul
             digits[n++] = (char)c;
             seen = 1;
         } else if (c == '+') {
-            if (seen || plus) { *bad_at = i; return AN_NUM_MISPLACED_PLUS; }
+            /* As phonenumbers (the oracle, SPEC §3) reads a '+': one run of them before the
+             * digits ("++86 138..." is +86 138...), and after the digits only as trailing junk
+             * among separators ("138 1234 5678 +" is the number; fuzz/fuzz_normalize.py found
+             * both rejected). A '+' between digits, or apart from the first, stays misplaced. */
+            if (seen) {
+                size_t j = i;
+                while (j < len && (s[j] == '+' || an_is_separator(s[j]))) j++;
+                if (j == len) break;
+                *bad_at = i;
+                return AN_NUM_MISPLACED_PLUS;
+            }
+            if (plus && s[i - 1] != '+') { *bad_at = i; return AN_NUM_MISPLACED_PLUS; }
             plus = 1;
         } else if (!an_is_separator(c)) {
             *bad_at = i;

@@ -25,6 +25,7 @@ from anning.errors import (
     DiskFull,
     InvalidInput,
     InvariantError,
+    NotPermitted,
     NotReady,
     Refused,
     TooLarge,
@@ -37,11 +38,22 @@ from anning.storage.snapshot import read_snapshot, write_snapshot
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    """`anning.Client` without importing gRPC for every user of the engine."""
+    if name == "Client":
+        from anning.client import Client
+
+        return Client
+    raise AttributeError(f"module 'anning' has no attribute {name!r}")
+
+
 __all__ = [
     "DEFAULT_CATEGORIES",
     "DEFAULT_CATEGORY",
     "UNKNOWN_SENDER",
     "AnningError",
+    "Client",
     "CorruptCheckpoint",
     "CorruptFile",
     "CorruptLog",
@@ -49,6 +61,7 @@ __all__ = [
     "DiskFull",
     "InvalidInput",
     "InvariantError",
+    "NotPermitted",
     "NotReady",
     "Refused",
     "Scope",

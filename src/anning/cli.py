@@ -86,6 +86,9 @@ def _answer_lines(idx: SuppressionIndex, lines: Iterable[str]) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """Exit 0 not suppressed, 1 suppressed (or failed closed), 2 bad input, 3 no answer."""
+    from anning import cli_show as show
+
     if args.data:  # offline, against the binary snapshot
         idx = _load(args.data)
         try:
@@ -93,11 +96,34 @@ def cmd_check(args: argparse.Namespace) -> int:
         except InvalidInput as exc:
             print(f"anning: {exc}", file=sys.stderr)
             return 2
-        print(json.dumps({"suppressed": bool(scope), "scope": scope.name}))
+        name = show.scope_name(int(scope))
+        if args.json:
+            print(show.as_json({"suppressed": bool(scope), "scope": name}))
+        else:
+            print(show.check_line(bool(scope), name, args.sender, args.number, args.category))
         return 0 if scope is Scope.NONE else 1
-    result = _remote(args, lambda c: c.check(args.sender, args.number, args.category))
-    print(json.dumps({"suppressed": result.suppressed, "scope": result.scope,
-                      **({"failed_closed": True} if result.failed_closed else {})}))
+
+    def ask(client: Client) -> tuple[Any, Any]:
+        result = client.check(args.sender, args.number, args.category)
+        why = None
+        if not args.json and not result.failed_closed:  # the why, for a person: best effort
+            import grpc
+
+            try:
+                why = client.explain(args.sender, args.number, args.category)
+            except grpc.RpcError:
+                why = None
+        return result, why
+
+    result, why = _remote(args, ask)
+    name = show.scope_name(result.scope)
+    if args.json:
+        print(show.as_json({"suppressed": result.suppressed, "scope": name,
+                            **({"failed_closed": True, "error": result.error}
+                               if result.failed_closed else {})}))
+    else:
+        print(show.check_line(result.suppressed, name, args.sender, args.number, args.category,
+                              why, result.failed_closed, result.error))
     return 1 if result.suppressed else 0
 
 
@@ -105,39 +131,72 @@ def _client(args: argparse.Namespace) -> Client:
     from anning.client import Client
 
     token = args.token or os.environ.get("ANNING_TOKEN")
-    root = Path(args.tls_ca).read_bytes() if args.tls_ca else None
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise _BadInput("tls-cert, tls-key: a client certificate needs both (mutual TLS)")
+    root, cert, key = (_read_file(flag, path) for flag, path in (
+        ("tls-ca", args.tls_ca), ("tls-cert", args.tls_cert), ("tls-key", args.tls_key)))
     return Client(args.target, token, timeout=args.timeout, root_certificates=root,
-                  fail_closed=getattr(args, "fail_closed", False))
+                  certificate_chain=cert, private_key=key,
+                  tls=bool(root or cert), fail_closed=getattr(args, "fail_closed", False))
+
+
+class _BadInput(Exception):
+    """A flag the command cannot use: exit 2."""
+
+
+def _read_file(flag: str, path: str | None) -> bytes | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise _BadInput(f"{flag}: {path!r}: {exc.strerror}") from None
+
+
+# Codes that say the request itself is wrong (bad input, a missing or wrong token, a role it
+# lacks): asking again will not help. Exit 2; any other failure, 3 (no answer: try later).
+_BAD_REQUEST = ("INVALID_ARGUMENT", "UNAUTHENTICATED", "PERMISSION_DENIED")
 
 
 def _remote(args: argparse.Namespace, call: Callable[[Client], T]) -> T:
     import grpc
 
-    with _client(args) as client:
+    try:
+        client = _client(args)
+    except _BadInput as exc:
+        print(f"anning: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    with client:
         try:
             return call(client)
         except grpc.RpcError as exc:
             print(f"anning: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            raise SystemExit(2 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT else 3) from None
+            raise SystemExit(2 if exc.code().name in _BAD_REQUEST else 3) from None
 
 
-def _print_message(message: Any) -> None:
-    from google.protobuf.json_format import MessageToDict
+def _print_message(args: argparse.Namespace, message: Any, human: str) -> None:
+    from anning import cli_show as show
 
-    print(json.dumps(MessageToDict(message, always_print_fields_with_no_presence=True),
-                     ensure_ascii=False))
+    print(show.as_json(show.plain(message)) if args.json else human)
 
 
 def cmd_write(args: argparse.Namespace) -> int:
+    from anning import cli_show as show
+
     method = "opt_out" if args.command == "opt-out" else "opt_in"
     ack = _remote(args, lambda c: getattr(c, method)(args.number, args.scope, args.category,
                                                      args.at_ms, args.source))
-    _print_message(ack)
+    action = "opted out" if method == "opt_out" else "opted in"
+    _print_message(args, ack, show.write_line(action, args.number, args.scope, args.category,
+                                              ack))
     return 0
 
 
 def cmd_reassign(args: argparse.Namespace) -> int:
-    _print_message(_remote(args, lambda c: c.reassign(args.number, args.at_ms, args.source)))
+    from anning import cli_show as show
+
+    ack = _remote(args, lambda c: c.reassign(args.number, args.at_ms, args.source))
+    _print_message(args, ack, show.write_line("reassigned", args.number, "", "", ack))
     return 0
 
 
@@ -153,17 +212,30 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_reply(args: argparse.Namespace) -> int:
-    _print_message(_remote(args, lambda c: c.report_reply(args.sender, args.number, args.text)))
+    from anning import cli_show as show
+
+    result = _remote(args, lambda c: c.report_reply(args.sender, args.number, args.text))
+    _print_message(args, result, show.reply_line(args.number, args.text, result))
     return 0
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    _print_message(_remote(args, lambda c: c.explain(args.sender, args.number, args.category)))
+    from anning import cli_show as show
+
+    why = _remote(args, lambda c: c.explain(args.sender, args.number, args.category))
+    scope = show.scope_name(int(why.scope))
+    line = show.check_line(why.suppressed, scope, args.sender, args.number, args.category, why)
+    if why.suppressed and len(why.categories) > 1:
+        line += f" [categories: {', '.join(why.categories)}]"
+    _print_message(args, why, line)
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    _print_message(_remote(args, lambda c: c.status()))
+    from anning import cli_show as show
+
+    status = _remote(args, lambda c: c.status())
+    _print_message(args, status, show.status_lines(status))
     return 0
 
 
@@ -176,11 +248,52 @@ def cmd_serve(args: argparse.Namespace) -> int:
         client_ca=args.client_ca, metrics=args.metrics, reflection=args.reflection,
         demo=not args.no_demo, demo_entries=args.demo_entries, max_batch=args.max_batch,
         max_concurrent_rpcs=args.max_concurrent_rpcs, checkpoint_bytes=args.checkpoint_bytes,
+        **_replica_options(args),
+        load_dirs=args.load_dir,
     ))
 
 
+def _replica_options(args: argparse.Namespace) -> dict[str, Any]:
+    """`--nats` and its companions, as ServeOptions fields (none without --nats)."""
+    if not args.nats:
+        return {}
+    from anning.storage.nats import StreamSettings, TlsFiles
+
+    lag_events, _, lag_seconds = args.max_lag.partition(",")
+    try:
+        settings = StreamSettings(
+            args.nats, stream=args.stream, replicas=args.replicas,
+            retention_seconds=args.nats_retention_days * 86400.0,
+            max_lag_events=int(lag_events), max_lag_seconds=float(lag_seconds or 5),
+            write_timeout_seconds=args.nats_timeout)
+    except ValueError:
+        raise InvalidInput(f"--max-lag: {args.max_lag!r} is not EVENTS,SECONDS") from None
+    settings.check()
+    tls = TlsFiles(args.nats_ca, args.nats_cert, args.nats_key) \
+        if args.nats_ca or args.nats_cert else None
+    return {"replica": settings, "nats_tls": tls}
+
+
+def cmd_nats_config(args: argparse.Namespace) -> int:
+    """The configuration of a NATS cluster for anning's events, and how to start it."""
+    from anning.storage.nats import find_nats_server, write_cluster_config
+
+    layout = write_cluster_config(args.dir, args.nodes, args.host, args.client_port,
+                                  args.cluster_port, args.monitor_port,
+                                  max_batch=args.max_batch)
+    server = find_nats_server() or "nats-server"
+    print(f"# {len(layout.nodes)} nodes configured in {args.dir}; start each (its own terminal "
+          "or unit):")
+    for node in layout.nodes:
+        print(f"{server} -c {node.path}")
+    print("# then every replica:")
+    print(f"anning serve --nats {layout.urls} --stream ANNING --replicas "
+          f"{min(3, len(layout.nodes))} --data ./replica-data --listen 127.0.0.1:50051")
+    return 0
+
+
 def cmd_token(args: argparse.Namespace) -> int:
-    from anning.server.auth import new_token
+    from anning.server.tokens import new_token
 
     try:
         token, line = new_token(args.roles.split(","))
@@ -281,7 +394,12 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--target", default="127.0.0.1:50051", help="the server (HOST:PORT)")
         p.add_argument("--token", help="bearer token (default $ANNING_TOKEN)")
         p.add_argument("--tls-ca", help="CA certificate to verify the server (enables TLS)")
-        p.add_argument("--timeout", type=float, default=5.0)
+        p.add_argument("--tls-cert", help="client certificate, for a server that requires one "
+                       "(mutual TLS: `anning serve --client-ca`); with --tls-key")
+        p.add_argument("--tls-key", help="the client certificate's private key")
+        p.add_argument("--timeout", type=float, default=5.0, help="seconds (default 5)")
+        p.add_argument("--json", action="store_true",
+                       help="print JSON for scripts (default: a line for people)")
         return p
 
     serve = sub.add_parser("serve", help="the gRPC server")
@@ -304,15 +422,49 @@ def main(argv: list[str] | None = None) -> int:
                        help="fold the write log into a checkpoint once it holds this many bytes")
     serve.add_argument("--max-concurrent-rpcs", type=int, default=None,
                        help="a worker answers RESOURCE_EXHAUSTED past this many calls at once")
+    nats = serve.add_argument_group("replicas (SPEC §8; pip install 'anning[cluster]')")
+    nats.add_argument("--nats", help="share events on a NATS JetStream stream: "
+                      "nats://host:port,... (default: the data directory's own write log)")
+    nats.add_argument("--stream", default="ANNING", help="the stream (default %(default)s)")
+    nats.add_argument("--replicas", type=int, default=3,
+                      help="the stream's replication factor when it is made (default 3)")
+    nats.add_argument("--nats-retention-days", type=float, default=7.0,
+                      help="how long the stream keeps events (a replica away longer needs a "
+                      "snapshot load; default %(default)s)")
+    nats.add_argument("--max-lag", default="10000,5", metavar="EVENTS,SECONDS",
+                      help="behind the stream by more, a replica says NOT_SERVING for checks "
+                      "(default %(default)s)")
+    nats.add_argument("--nats-timeout", type=float, default=5.0, metavar="SECONDS",
+                      help="a write the stream has not acknowledged by then answers "
+                      "UNAVAILABLE (default %(default)s)")
+    nats.add_argument("--nats-ca", help="CA certificate of the NATS servers (TLS)")
+    nats.add_argument("--nats-cert", help="client certificate for NATS (mutual TLS)")
+    nats.add_argument("--nats-key", help="its key")
+    serve.add_argument("--load-dir", action="append", default=[], metavar="DIR",
+                       help="Admin.LoadSnapshot may read (and write rejects) under DIR as well "
+                            "as the data directory; repeatable")
     serve.set_defaults(func=cmd_serve)
 
-    check = remote(sub.add_parser("check", help="one check; exit 1 when suppressed"))
+    nats_config = sub.add_parser("nats-config", help="write the configuration of a NATS "
+                                 "cluster that keeps anning's events")
+    nats_config.add_argument("--dir", required=True, help="where the files go")
+    nats_config.add_argument("--nodes", type=int, default=3)
+    nats_config.add_argument("--host", default="127.0.0.1")
+    nats_config.add_argument("--client-port", type=int, default=4222)
+    nats_config.add_argument("--cluster-port", type=int, default=6222)
+    nats_config.add_argument("--monitor-port", type=int, default=8222)
+    nats_config.add_argument("--max-batch", type=int, default=10_000,
+                             help="the largest write, in events (anning serve --max-batch)")
+    nats_config.set_defaults(func=cmd_nats_config)
+
+    check = remote(sub.add_parser(
+        "check", help="one check; exit 0 not suppressed, 1 suppressed, 2 bad input, 3 no answer"))
     check.add_argument("sender")
     check.add_argument("number")
     check.add_argument("--category", default="")
     check.add_argument("--data", help="check the snapshot in DATA offline instead")
     check.add_argument("--fail-closed", action="store_true",
-                       help="report suppressed when no answer can be had")
+                       help="report suppressed (exit 1) when no answer can be had, not 3")
     check.set_defaults(func=cmd_check)
 
     for name, what in (("opt-out", "record an opt-out"), ("opt-in", "record an opt-in")):
@@ -409,6 +561,9 @@ def main(argv: list[str] | None = None) -> int:
         what = "the snapshot" if isinstance(exc, CorruptSnapshot) else "a damaged file"
         print(f"anning: refusing {what}: {exc}", file=sys.stderr)
         return 3
+    except InvalidInput as exc:
+        print(f"anning: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

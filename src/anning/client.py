@@ -3,6 +3,7 @@
     with Client("anning.internal:50051", token=TOKEN) as client:
         if client.check("【京东】", "13812345678").suppressed:
             ...  # do not send
+        checker = client.checker()  # many threads, one check each: coalesced into batches
 
 Checks retry on UNAVAILABLE (and CANCELLED) with exponential backoff within their deadline.
 With `fail_closed=True` a check that cannot be answered reports suppressed (scope UNKNOWN,
@@ -17,20 +18,46 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import numpy as np
 
+from anning.errors import AnningError
 from anning.v1 import anning_pb2 as pb
 from anning.v1 import anning_pb2_grpc as rpc
 
-__all__ = ["CheckResult", "Client", "StreamingChecker"]
+if TYPE_CHECKING:
+    from anning.batching import Checker, Transport
+
+__all__ = ["CheckError", "CheckResult", "Client", "StreamingChecker"]
 
 SCOPES = ("NONE", "SENDER", "ENTITY", "GLOBAL")
 # CANCELLED too: a synchronous call is never cancelled by its caller, so it is the server's
 # doing, as when a draining gRPC server drops calls it had received but not yet taken up.
-_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+# After a connection is lost gRPC waits 1 s, then 1.6 times longer each time, up to 120 s,
+# before it tries again; every check meanwhile fails (closed) at once. A port would stop
+# sending for up to two minutes after anning came back: try again from 0.2 s, at most every 2 s.
+RECONNECT = (("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2000))
+_RETRYABLE = RETRYABLE
+
+
+class CheckError(AnningError, grpc.RpcError):
+    """One caller's error from a coalescing checker: an RpcError with the code and details the
+    unary Check would have given that caller (INVALID_ARGUMENT for its bad number, the batch
+    call's code when no answer came)."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self._code = code
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
 
 
 @dataclass(frozen=True)
@@ -44,7 +71,9 @@ class CheckResult:
         return self.suppressed
 
 
-_FAILED_CLOSED = CheckResult(True, "UNKNOWN", "no answer from anning", True)
+FAILED_CLOSED = CheckResult(True, "UNKNOWN", "no answer from anning", True)
+_FAILED_CLOSED = FAILED_CLOSED
+RESULTS = tuple(CheckResult(bool(code), SCOPES[code]) for code in range(4))
 
 
 def _result(response: pb.CheckResponse) -> CheckResult:
@@ -68,7 +97,7 @@ class Client:
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         opts = [("grpc.max_receive_message_length", 64 << 20),
-                ("grpc.max_send_message_length", 64 << 20), *options]
+                ("grpc.max_send_message_length", 64 << 20), *RECONNECT, *options]
         if tls or root_certificates or certificate_chain:
             credentials = grpc.ssl_channel_credentials(root_certificates, private_key,
                                                        certificate_chain)
@@ -88,6 +117,10 @@ class Client:
             request_serializer=pb.CheckBatchRequest.SerializeToString,
             response_deserializer=pb.CheckBatchResponse.FromString,
         )
+        # raw bytes both ways, for the coalescing checkers (anning._wire encodes and decodes)
+        self._check_batch_bytes = self.channel.unary_unary("/anning.v1.Suppression/CheckBatch")
+        self._check_batch_stream = self.channel.stream_stream(
+            "/anning.v1.Suppression/CheckBatchStream")
 
     # -- checks ------------------------------------------------------------------------------
     def _call(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
@@ -152,6 +185,16 @@ class Client:
 
     def stream(self) -> StreamingChecker:
         return StreamingChecker(self)
+
+    def checker(self, *, max_batch: int = 1000, linger: float = 0.0005, depth: int = 2,
+                transport: Transport = "stream") -> Checker:
+        """A thread-safe checker whose `check(sender, number[, category])`, called from many
+        threads, is coalesced into batches (`anning.batching`): each caller gets the answer
+        `check` would give, or its own error; failing closed as this client does."""
+        from anning.batching import Checker
+
+        return Checker(self, max_batch=max_batch, linger=linger, depth=depth,
+                       transport=transport)
 
     # -- writes and the rest -----------------------------------------------------------------
     def _write(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:

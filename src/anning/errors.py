@@ -6,6 +6,7 @@ offset for a damaged file. The service maps each class to one gRPC code in one p
 
     AnningError
       InvalidInput        bad input: a field and its value (also a ValueError)
+      NotPermitted        a request for what the server may not do (a path outside --load-dir)
       NotReady            no list loaded yet: a caller must fail closed, never "not suppressed"
       Refused             a snapshot load refused by a guard (reject ratio, shrink, columns)
       TooLarge            a request or a record over a limit (also an OverflowError)
@@ -16,6 +17,7 @@ offset for a damaged file. The service maps each class to one gRPC code in one p
       WriteError          a write that was not made durable
         WritesStopped     after a failure of the disk, until an operator restarts
         DiskFull          this write did not fit; nothing of it kept; retry later
+        Unavailable       the replicated log did not acknowledge it; retry later
       InvariantError      an index whose structure breaks an invariant (a bug, not input)
 """
 
@@ -32,9 +34,11 @@ __all__ = [
     "DiskFull",
     "InvalidInput",
     "InvariantError",
+    "NotPermitted",
     "NotReady",
     "Refused",
     "TooLarge",
+    "Unavailable",
     "WriteError",
     "WritesStopped",
 ]
@@ -46,6 +50,11 @@ class AnningError(Exception):
 
 class InvalidInput(AnningError, ValueError):
     """Bad input; the message names the field and the value (`number: '12x' is not ...`)."""
+
+
+class NotPermitted(AnningError):
+    """A request for what this server is not configured to allow (a snapshot path outside the
+    directories it may read); the message names it and what is allowed."""
 
 
 class NotReady(AnningError):
@@ -93,6 +102,11 @@ class WritesStopped(WriteError):
 
 class DiskFull(WriteError):
     """This write did not fit on the disk: nothing of it was kept; retry when there is space."""
+
+
+class Unavailable(WriteError):
+    """The replicated log did not acknowledge this write (unreachable, no quorum, no answer in
+    time): it is not acknowledged; the caller may retry. Checks go on."""
 
 
 class InvariantError(AnningError, RuntimeError):

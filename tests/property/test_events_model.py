@@ -283,6 +283,12 @@ class EventsMachine(RuleBasedStateMachine):
         self.engine.checkpoint()
 
     @rule()
+    def compact(self):
+        # the housekeeping's compaction of events taken one by one: no answer changes
+        self.engine.compact_events(live_events=1)
+        assert self.engine.serving().overlay.live_count == 0
+
+    @rule()
     def restart(self):
         self.engine.source.close()
         self.engine = open_engine(self.dir)

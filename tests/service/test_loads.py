@@ -38,7 +38,8 @@ def _csv(path: Path, rows: list[str], header: str = "number,sender,category") ->
 @pytest.fixture(scope="module")
 def empty_server(tmp_path_factory):
     data = tmp_path_factory.mktemp("empty") / "data"
-    server = h.Server(data, demo=False)
+    # the tests' files are in their own temporary directories, all under the base one
+    server = h.Server(data, demo=False, load_dirs=[tmp_path_factory.getbasetemp()])
     with h.running(server, h.NOT_SERVING):
         yield server
 
@@ -158,7 +159,7 @@ def test_batches_during_snapshot_swaps(tmp_path):
         path = tmp_path / f"{name}.csv"
         path.write_text("number,sender\n" + "\n".join(rows) + "\n", encoding="utf-8")
         paths.append(str(path))
-    server = h.Server(tmp_path / "data", demo=False)
+    server = h.Server(tmp_path / "data", demo=False, load_dirs=[tmp_path])
     stop = threading.Event()
     wrong: list = []
     counts = [0, 0]

@@ -1,4 +1,4 @@
-"""Writes over the wire: OptOut, OptIn, ReportReply, Explain; reflection, metrics; a client
+"""Writes over the wire: OptOut, OptIn, ReportReply, Explain; reflection; a client
 failing closed when the server is down."""
 
 from __future__ import annotations
@@ -17,16 +17,12 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from anning.testing import server as h
 from anning.testing.server import (
     AS_OF_MS,
-    CASES,
     ENTITY,
     GLOBAL,
     NONE,
     NOW_MS,
     SENDER,
-    SNAPSHOT,
     T,
-    metrics_text,
-    samples,
 )
 from anning.v1 import anning_pb2 as pb
 
@@ -145,7 +141,7 @@ def test_report_reply(stubs, client):
     assert client.check("anyone", "13900000024").scope == "GLOBAL"
 
 
-# -- reflection, metrics -----------------------------------------------------------------------
+# -- reflection ---------------------------------------------------------------------------------
 
 
 def test_reflection_generic_client(main_server):
@@ -157,7 +153,7 @@ def test_reflection_generic_client(main_server):
         pool = DescriptorPool(database)
         service = pool.FindServiceByName("anning.v1.Suppression")
         assert set(service.methods_by_name) == {"Check", "CheckBatch", "CheckStream",
-                                                "CheckColumns"}
+                                                "CheckColumns", "CheckBatchStream"}
         method = service.methods_by_name["Check"]
         request_class = message_factory.GetMessageClass(method.input_type)
         response_class = message_factory.GetMessageClass(method.output_type)
@@ -171,28 +167,6 @@ def test_reflection_generic_client(main_server):
         with pytest.raises(grpc.RpcError) as info:
             call(request_class(sender="京东", number="abc"), timeout=T)
         assert info.value.code() == Code.INVALID_ARGUMENT
-
-
-def test_metrics(main_server, stubs):
-    for sender, number, category, _ in CASES:
-        stubs.suppression.Check(pb.CheckRequest(sender=sender, number=number,
-                                                category=category), timeout=T)
-    deadline = time.monotonic() + 5
-    while True:  # gauges are refreshed a few times a second
-        text = metrics_text(main_server.metrics_port)
-        entries = samples(text, "anning_entries")
-        if entries.get(()) == len(SNAPSHOT) or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    assert entries == {(): len(SNAPSHOT)}
-    checks = {dict(k)["scope"]: v for k, v in samples(text, "anning_checks_total").items()}
-    for scope in ("none", "sender", "entity", "global"):
-        want = sum(1 for *_, w in CASES if pb.Scope.Name(w) == f"SCOPE_{scope.upper()}")
-        assert checks.get(scope, 0) >= want, (scope, checks)
-    errors = {dict(k)["code"] for k in samples(text, "anning_errors_total")}
-    assert "INTERNAL" not in errors and "UNKNOWN" not in errors
-    assert samples(text, "anning_request_seconds_count")
-    assert "anning_snapshot_age_seconds" in text and "anning_write_log_lag_bytes" in text
 
 
 # -- failing closed ----------------------------------------------------------------------------

@@ -291,8 +291,8 @@ def test_cli_shrink_refusal_allow_shrink_and_json(tmp_path):
     assert message in done.stderr
     assert anx.read_bytes() == before
 
-    check = anning("check", "shop1", "13900000001", "--data", data)
-    assert check.returncode == 1 and json.loads(check.stdout)["scope"] == "SENDER"
+    check = anning("check", "shop1", "13900000001", "--data", data, "--json")
+    assert check.returncode == 1 and json.loads(check.stdout)["scope"] == "sender"
 
     done = anning("load", small, "--data", data, "--as-of", AS_OF, "--max-shrink", "0.25",
                   "--quiet")
@@ -304,7 +304,7 @@ def test_cli_shrink_refusal_allow_shrink_and_json(tmp_path):
     assert (json.loads(done.stdout)["entries_before"], json.loads(done.stdout)["entries_after"]) \
         == (79, 5)
     assert len(read_snapshot(anx)) == 5
-    check = anning("check", "shop1", "13900000078", "--data", data)
-    assert check.returncode == 0 and json.loads(check.stdout)["scope"] == "NONE"
+    check = anning("check", "shop1", "13900000078", "--data", data, "--json")
+    assert check.returncode == 0 and json.loads(check.stdout)["scope"] == "none"
 
 

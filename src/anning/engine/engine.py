@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from os import PathLike
 
 import numpy as np
@@ -45,12 +45,13 @@ from anning.storage.fileio import OS_IO, FileIO
 from anning.storage.layout import DataDir
 from anning.storage.local import LocalEventLog
 from anning.storage.snapshot import read_snapshot, snapshot_summary, write_snapshot
-from anning.storage.source import CheckpointReport, EventFeed, EventSource
+from anning.storage.source import CheckpointReport, EventFeed, EventSource, SourceCondition
 
 __all__ = ["CheckpointReport", "Engine", "EngineStatus", "Event", "Explanation", "NotReady",
            "ReplyOutcome"]
 
 BULK_TAKE = 10_000  # events brought at once past this are resolved in bulk (a new overlay)
+COMPACT_LIVE_EVENTS = 100_000  # events taken one by one before they are made compact again
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class EngineStatus:
     folded_through: int  # the last event the serving list holds the outcome of
     feed_lag: int  # events upstream has not declared it has (last_sequence - events_through)
     oldest_uncovered_age_seconds: float  # of the first of them (0: none)
+    source: SourceCondition = field(default_factory=SourceCondition)  # writes now; current
 
 
 class Engine:
@@ -175,12 +177,13 @@ class Engine:
 
     def status(self) -> EngineStatus:
         state = self._state
-        failure = self.writes_failure
+        condition = self.source.condition() if self.source is not None else SourceCondition()
+        failure = condition.writes_problem or None
         refusal = self.last_refusal or ""
         last = self.last_sequence
         if state is None:
             return EngineStatus(False, 0, 0, 0, None, 0.0, len(self._pending), failure is None,
-                                failure or "", refusal, last, 0, 0, last, 0.0)
+                                failure or "", refusal, last, 0, 0, last, 0.0, condition)
         idx = state.index
         as_of_ms = idx.meta.get("as_of_ms")
         watermark = idx.events_through
@@ -191,7 +194,8 @@ class Engine:
             True, len(idx), len(idx.senders), idx.nbytes, idx.meta.get("as_of"),
             now - as_of_ms / 1000 if as_of_ms else 0.0, len(state.overlay),
             failure is None, failure or "", refusal, last, watermark, idx.folded_through,
-            max(0, last - watermark), max(0.0, now - oldest / 1000) if oldest else 0.0)
+            max(0, last - watermark), max(0.0, now - oldest / 1000) if oldest else 0.0,
+            condition)
 
     def swap(self, index: SuppressionIndex) -> None:
         """Serve `index` from now on, with the events past its fold on top, resolved against
@@ -210,6 +214,8 @@ class Engine:
             return ServingState(index, Overlay.of(index, events.after(index.folded_through)))
 
         self._rebuild(resolved, swap=True)
+        if self.source is not None:
+            self.source.served(index.folded_through)
 
     def _rebuild(self, make: Callable[[EventColumns], ServingState], swap: bool,
                  extra: EventColumns | None = None) -> None:
@@ -281,6 +287,16 @@ class Engine:
         self._rebuild(lambda held: ServingState(self.index, Overlay.of(self.index, held)),
                       swap=False, extra=events)
 
+    def compact_events(self, live_events: int = COMPACT_LIVE_EVENTS) -> bool:
+        """When `live_events` or more were taken one by one since the overlay was built (each a
+        few hundred bytes of dicts), resolve them all again into the compact table: memory
+        stays bounded through a day of writes. Checks and writes go on meanwhile."""
+        state = self._state
+        if state is None or state.overlay.live_count < live_events:
+            return False
+        self.rebuild_events()
+        return True
+
     def rebuild_events(self) -> None:
         """Resolve every event held again, in bulk, into a new overlay: the dict of events
         taken one by one becomes the compact table (memory stays bounded)."""
@@ -296,6 +312,8 @@ class Engine:
         swap in between cannot give one list's sender ids to another list."""
         if self.source is not None or self.data is not None:
             self.refresh()
+            if self.source is not None and self.source.lost:
+                raise NotReady(f"position in the event log lost: {self.source.lost}")
         state = self._state
         if state is None:
             raise NotReady("no suppression list is loaded yet")
@@ -377,6 +395,7 @@ class Engine:
                 accepted.append(events)
         if not accepted:
             return outcomes
+        lasts: list[int | Exception]
         if self.source is not None:
             lasts = self.source.append(accepted)
         else:
@@ -387,6 +406,8 @@ class Engine:
         taken: list[Event] = []
         for slot, events, last in zip(slots, accepted, lasts, strict=True):
             outcomes[slot] = last
+            if isinstance(last, Exception):
+                continue  # not acknowledged by a replicated log: not taken either
             first = last - len(events) + 1
             taken += [replace(e, sequence=first + i) for i, e in enumerate(events)]
         self.take(taken)
@@ -476,6 +497,9 @@ class Engine:
     def _fold_in(self, declared: int | None, previous: int) -> FoldIn:
         """The events a load folds in: past the watermark it declares (or, when it declares
         none, the previous list's: upstream took those in before), up to the last there is."""
+        # what other processes wrote first: a watermark upstream took from the feed may name
+        # an event another worker wrote that this one has not read yet (not "past the last")
+        self.follower.take_events()
         last = self.last_sequence
         watermark = previous if declared is None else declared
         if watermark > last:
@@ -485,6 +509,12 @@ class Engine:
             raise _refused(f"events_through {watermark} goes back past the serving list's "
                            f"{previous}: the events between were left to upstream already")
         events = self._events_after(watermark, self._held_events().after(watermark))
+        if self.source is not None and self.source.applied < last:
+            # a replica folds only what it has read without a gap: its own later writes, taken
+            # before the events between were read, stay on top of the new list
+            through = max(self.source.applied, watermark)
+            events = events.take(events.sequence <= through)
+            return FoldIn(events, watermark, through)
         last = max(last, int(events.sequence[-1]) if len(events) else 0)
         return FoldIn(events, watermark, last)
 

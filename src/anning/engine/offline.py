@@ -23,10 +23,9 @@ from anning.load import (
     read_snapshot_files,
 )
 from anning.model.scopes import keep_categories
-from anning.storage.checkpoint import read_checkpoint
 from anning.storage.fileio import OS_IO, FileIO
 from anning.storage.layout import DataDir
-from anning.storage.local import read_events
+from anning.storage.local import read_events_through
 from anning.storage.snapshot import snapshot_summary, write_snapshot
 from anning.storage.source import CheckpointReport
 
@@ -59,10 +58,10 @@ def _fold_in(data: DataDir, io: FileIO, declared: int | None, previous: int) -> 
     """The events to fold in: past the watermark (declared, else the previous list's), every
     event on disk up to the last (the log is read as it stands: servers may write on)."""
     watermark = previous if declared is None else declared
-    events = read_events(data, min(watermark, previous), io)
-    last = int(events.sequence[-1]) if len(events) else previous
-    if data.checkpoint.exists():
-        last = max(last, read_checkpoint(data.checkpoint).last_sequence)
+    # the events and the last sequence of one read: a second look (at the checkpoint) could
+    # see events written since, and the new list would claim to hold them
+    events, last = read_events_through(data, min(watermark, previous), io)
+    last = max(last, previous)
     report = LoadReport(files=[])
     if watermark > last:
         report.refused = f"events_through {watermark} is past the last event there is ({last})"

@@ -20,12 +20,16 @@ import sys
 import threading
 import time
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from anning.engine import Engine
+from anning.errors import AnningError
 from anning.server.metrics import Metrics
+from anning.server.tokens import Tokens
+from anning.storage.nats.client import TlsFiles
+from anning.storage.nats.stream import StreamSettings
 
 __all__ = ["ServeOptions", "serve"]
 
@@ -34,6 +38,18 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
 SWITCH_INTERVAL = 0.0005  # seconds a thread may hold the GIL while another waits for it
 POLL_SECONDS = 0.5  # how often a worker looks for a snapshot or checkpoint another one wrote
 QUIET_SECONDS = 0.25  # SIGTERM: so long without a unary call in flight ends the lame duck
+TRANSPORT_OPTIONS = (  # measured in tests/service/test_transport.py
+    # Without BDP probing the windows a peer may fill stay fixed: a client that sends on a
+    # CheckStream and never reads its answers stops at them (with it, the server took in
+    # ~10 MB/s more of its requests, without end). A 12 MB batch over a 10 ms round trip
+    # takes ~25% longer.
+    ("grpc.http2.bdp_probe", 0),
+    # Calls arrived but not yet taken up by the event loop: past 1,000 (grpc's default) a
+    # burst was shed as CANCELLED (10,000 Checks at once: ~20% of them); now all are answered
+    # (in 2.8 s, +124 MB at the peak); --max-concurrent-rpcs sheds with RESOURCE_EXHAUSTED.
+    ("grpc.server.max_pending_requests", 10_000),
+    ("grpc.server.max_pending_requests_hard_limit", 20_000),
+)
 
 
 @dataclass
@@ -57,6 +73,10 @@ class ServeOptions:
     lame_duck_seconds: float = 2.0  # of it, at most, serving on while health says NOT_SERVING
     checkpoint_bytes: int = 8 << 20  # fold the log at this size: ~200k events, ~80 MB of dicts
     checkpoint_every: float = 5.0  # seconds between looks at the log's size
+    replica: StreamSettings | None = None  # events on a NATS JetStream stream (SPEC §8)
+    nats_tls: TlsFiles | None = None
+    # where Admin.LoadSnapshot may read, besides the data directory (anning.server.loaddirs)
+    load_dirs: list[str] = field(default_factory=list)
 
 
 def _listen_address(options: ServeOptions) -> str:
@@ -71,7 +91,22 @@ def serve(options: ServeOptions) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
     workers = options.workers or os.cpu_count() or 1
+    if options.replica is not None:
+        # Workers of one replica would each read the stream on their own: a check in one
+        # could start after another acknowledged a write it has not read yet. A replica is
+        # one process; run several replicas (each its own data directory) behind the balancer.
+        if options.workers > 1:
+            log.error("--nats: a replica is one worker (--workers 1); run more replicas")
+            return 2
+        workers = 1
     data = Path(options.data)
+    tokens = None
+    if options.tokens:  # read once, before any worker: a bad file stops the start, clearly
+        try:
+            tokens = Tokens.load(options.tokens)
+        except (OSError, ValueError) as exc:
+            log.error("cannot serve with --tokens %s: %s", options.tokens, exc)
+            return 2
     if options.metrics and workers > 1:
         from anning.server.metrics import prepare_multiprocess
         from anning.storage.layout import DataDir
@@ -84,7 +119,11 @@ def serve(options: ServeOptions) -> int:
     if options.demo and not DataDir(data).snapshot.exists():
         path, _ = ensure_snapshot(data, options.demo_entries)
         log.info("generated a demo list of %d entries at %s", options.demo_entries, path)
-    engine = Engine(data_dir=data)
+    try:
+        engine = Engine(data_dir=data, source=_event_source(options, data))
+    except AnningError as exc:
+        log.error("cannot start: %s", exc)
+        return 2
     if engine.open_snapshot():
         log.info("serving %s: %d entries", DataDir(data).snapshot, len(engine.index))
     else:
@@ -100,11 +139,24 @@ def serve(options: ServeOptions) -> int:
             from anning.server.metrics import serve_metrics
 
             serve_metrics(options.metrics)
-        return _run_worker(engine, options, address, workers)
-    return _supervise(engine, options, address, workers)
+        return _run_worker(engine, options, address, workers, tokens)
+    return _supervise(engine, options, address, workers, tokens)
 
 
-def _supervise(engine: Engine, options: ServeOptions, address: str, workers: int) -> int:
+def _event_source(options: ServeOptions, data: Path) -> Any:
+    """The replicated log of `--nats` (None: the data directory's own write log)."""
+    if options.replica is None:
+        return None
+    from anning.storage.layout import DataDir
+    from anning.storage.nats import NatsEventSource
+
+    log.info("events on NATS stream %s (R=%d) via %s", options.replica.stream,
+             options.replica.replicas, options.replica.urls.split("@")[-1])
+    return NatsEventSource(DataDir(data), options.replica, tls=options.nats_tls)
+
+
+def _supervise(engine: Engine, options: ServeOptions, address: str, workers: int,
+               tokens: Tokens | None) -> int:
     children: dict[int, int] = {}
     stopping = threading.Event()
 
@@ -115,7 +167,7 @@ def _supervise(engine: Engine, options: ServeOptions, address: str, workers: int
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             try:
                 engine.after_fork()
-                code = _run_worker(engine, options, address, workers)
+                code = _run_worker(engine, options, address, workers, tokens)
             except BaseException:
                 log.exception("worker %d failed", slot)
                 code = 1
@@ -169,19 +221,21 @@ def _credentials(options: ServeOptions) -> Any:  # grpc.ServerCredentials | None
                                        require_client_auth=ca is not None)
 
 
-def _run_worker(engine: Engine, options: ServeOptions, address: str, workers: int) -> int:
-    return asyncio.run(_serve_worker(engine, options, address, workers))
+def _run_worker(engine: Engine, options: ServeOptions, address: str, workers: int,
+                tokens: Tokens | None = None) -> int:
+    return asyncio.run(_serve_worker(engine, options, address, workers, tokens))
 
 
 async def _serve_worker(engine: Engine, options: ServeOptions, address: str,
-                        workers: int) -> int:
+                        workers: int, tokens: Tokens | None = None) -> int:
     """One worker: a grpc.aio server on one event loop, one thread that writes (group commit)
     and one that checkpoints."""
     import grpc
     from grpc_health.v1 import _async as health
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_health.v1 import health_pb2
 
-    from anning.server.auth import AuthInterceptor, Tokens
+    from anning.server.auth import AuthInterceptor
+    from anning.server.loaddirs import LoadDirs
     from anning.server.servicers import CallsInFlight, Limits, build_handlers
     from anning.server.writes import WriteQueue
 
@@ -195,49 +249,55 @@ async def _serve_worker(engine: Engine, options: ServeOptions, address: str,
     loop.set_default_executor(futures.ThreadPoolExecutor(options.threads, "anning-admin"))
     metrics = Metrics()
     interceptors = []
-    if options.tokens:
-        tokens = Tokens.load(options.tokens)
+    if tokens is not None:
         interceptors.append(AuthInterceptor(
             tokens, lambda method, code: metrics.errors.labels(method, code).inc()))
-    limits = Limits(max_batch=options.max_batch, max_message_bytes=options.max_message_bytes)
+    limits = Limits(max_batch=options.max_batch, max_message_bytes=options.max_message_bytes,
+                    load_dirs=LoadDirs([options.data, *options.load_dirs]))
     server = grpc.aio.server(
         interceptors=interceptors,
         options=[
             ("grpc.so_reuseport", 1 if workers > 1 else 0),
             ("grpc.max_receive_message_length", options.max_message_bytes),
             ("grpc.max_send_message_length", options.max_message_bytes),
+            *TRANSPORT_OPTIONS,
         ],
         maximum_concurrent_rpcs=options.max_concurrent_rpcs,
     )
     writes = WriteQueue(engine, loop)
     calls = CallsInFlight()
-    for service, handlers in build_handlers(engine, metrics, limits, calls, workers,
-                                            writes).items():
-        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service, handlers)])
-        server.add_registered_method_handlers(service, handlers)
     health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    listed = None
     if options.reflection:
         from grpc_reflection.v1alpha import reflection
 
         from anning.v1 import anning_pb2
 
-        names = [anning_pb2.DESCRIPTOR.services_by_name[s].full_name
-                 for s in ("Suppression", "OptOuts", "Admin")]
-        reflection.enable_server_reflection(
-            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-             reflection.SERVICE_NAME], server)
+        listed = [*(anning_pb2.DESCRIPTOR.services_by_name[s].full_name
+                    for s in ("Suppression", "OptOuts", "Admin")),
+                  health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                  reflection.SERVICE_NAME]
+    for service, handlers in build_handlers(engine, metrics, limits, calls, workers, writes,
+                                            health=health_servicer, reflection=listed).items():
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(service, handlers)])
+        server.add_registered_method_handlers(service, handlers)
     done = threading.Event()
 
     async def publish_health() -> None:
         serving, not_serving = (health_pb2.HealthCheckResponse.SERVING,
                                 health_pb2.HealthCheckResponse.NOT_SERVING)
-        status = serving if engine.ready else not_serving
-        for service in ("", "anning.v1.Suppression", "anning.v1.Admin"):
-            await health_servicer.set(service, status)
-        # the write side says so until an operator restarts after a disk failure
-        writes_ok = engine.writes_failure is None
-        await health_servicer.set("anning.v1.OptOuts", status if writes_ok else not_serving)
+        condition = engine.status().source
+        ready = serving if engine.ready else not_serving
+        await health_servicer.set("anning.v1.Admin", ready)
+        # checks: a replica behind its stream, or whose position is lost, sends its callers
+        # elsewhere (it answers from what it has, or not at all when the position is lost)
+        checks = ready if condition.current else not_serving
+        for service in ("", "anning.v1.Suppression"):
+            await health_servicer.set(service, checks)
+        # writes: after a disk failure until an operator acts; with NATS, while the stream
+        # cannot acknowledge (unreachable, no quorum)
+        await health_servicer.set("anning.v1.OptOuts",
+                                  ready if condition.writable else not_serving)
 
     # Before the port opens: a new HealthServicer says SERVING for "" until told otherwise.
     await publish_health()
@@ -295,6 +355,12 @@ async def _serve_worker(engine: Engine, options: ServeOptions, address: str,
     if others:
         await asyncio.wait(others, timeout=options.grace_seconds)
     writes.close()  # every call is answered; what was queued is written
+    if options.replica is not None:
+        # the position written down: a restart asks the stream only for what came after
+        try:
+            engine.checkpoint(min_log_bytes=1)
+        except Exception as exc:
+            log.warning("checkpoint at stop failed: %r", exc)
     log.info("pid %d stopped", os.getpid())
     return 0
 
@@ -311,6 +377,13 @@ def _housekeeping(engine: Engine, options: ServeOptions, done: threading.Event) 
             engine.poll()
         except Exception as exc:  # a damaged file is refused: the list served stays
             log.warning("taking up a new snapshot or checkpoint failed: %r", exc)
+        try:
+            started = time.monotonic()
+            if engine.compact_events():
+                log.info("events taken one by one made compact in %.2f s",
+                         time.monotonic() - started)
+        except Exception as exc:
+            log.warning("making the events compact failed: %r", exc)
         if time.monotonic() - last_checkpoint < options.checkpoint_every:
             continue
         last_checkpoint = time.monotonic()
@@ -332,6 +405,9 @@ def _update_gauges(engine: Engine, metrics: Metrics) -> None:
         log.warning("status for metrics failed: %r", exc)
         return
     metrics.writes_ok.set(1 if status.writes_ok else 0)
+    metrics.current.set(1 if status.source.current else 0)
+    metrics.replica_lag.set(status.source.lag_events)
+    metrics.replica_lag_seconds.set(status.source.lag_seconds)
     metrics.last_sequence.set(status.last_sequence)
     if status.ready:
         metrics.entries.set(status.entries)

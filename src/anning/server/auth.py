@@ -1,25 +1,20 @@
 """Access: bearer tokens with roles `check`, `write`, `admin` (SPEC §7).
 
-The tokens file holds one token a line as `sha256:<hex digest> role[,role...]`; tokens
-themselves are never stored (`anning token new` prints a token and its line). Health and
+The tokens file and its digests are anning.server.tokens (no gRPC there). Health and
 reflection need no token. With no tokens file the server listens on loopback only.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import secrets
 from collections.abc import Callable
-from os import PathLike
-from pathlib import Path
 from typing import Any
 
 import grpc
 
+from anning.server.tokens import ROLES, Tokens, new_token
+
 __all__ = ["ROLES", "AuthInterceptor", "Tokens", "new_token", "required_role"]
 
-ROLES = ("check", "write", "admin")
 _METHOD_ROLES = {
     "/anning.v1.Suppression/": ("check",),
     "/anning.v1.OptOuts/Explain": ("check",),
@@ -39,51 +34,6 @@ def required_role(method: str) -> tuple[str, ...] | None:
         if method.startswith(prefix):
             return _METHOD_ROLES[prefix]
     return ("admin",)  # anything else: the strictest
-
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-def new_token(roles: list[str]) -> tuple[str, str]:
-    """A fresh token and the line that grants it `roles` in a tokens file."""
-    bad = [r for r in roles if r not in ROLES]
-    if bad or not roles:
-        raise ValueError(f"roles: {roles!r}; each one of {', '.join(ROLES)}")
-    token = secrets.token_urlsafe(32)
-    return token, f"sha256:{_digest(token)} {','.join(roles)}"
-
-
-class Tokens:
-    """Token digests -> roles, from a tokens file."""
-
-    def __init__(self, roles_by_digest: dict[str, frozenset[str]]) -> None:
-        self._roles = roles_by_digest
-
-    @classmethod
-    def load(cls, path: str | PathLike[str]) -> Tokens:
-        roles: dict[str, frozenset[str]] = {}
-        for n, raw in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-            line = raw.split("#", 1)[0].strip()
-            if not line:
-                continue
-            parts = line.split()
-            if len(parts) != 2 or not parts[0].startswith("sha256:") or len(parts[0]) != 71:
-                raise ValueError(f"{path}:{n}: expected `sha256:<64 hex digits> roles`")
-            granted = frozenset(parts[1].split(","))
-            if not granted <= set(ROLES):
-                raise ValueError(f"{path}:{n}: roles {parts[1]!r}; each one of {', '.join(ROLES)}")
-            roles[parts[0][7:].lower()] = granted
-        if not roles:
-            raise ValueError(f"{path}: no tokens")
-        return cls(roles)
-
-    def roles(self, token: str) -> frozenset[str] | None:
-        digest = _digest(token)
-        for known, granted in self._roles.items():  # constant time per comparison
-            if hmac.compare_digest(known, digest):
-                return granted
-        return None
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):

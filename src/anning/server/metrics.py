@@ -34,6 +34,10 @@ class Metrics:
         )
         self.errors = Counter("anning_errors_total", "Requests refused or failed, by code",
                               ["method", "code"])
+        self.bad_requests = Counter(
+            "anning_bad_requests_total", "Requests refused as bad input (reason: undecodable, "
+            "invalid, too_large) and calls that failed on anning's side (failed)",
+            ["method", "reason"])
         self.refusals = Counter("anning_snapshot_refusals_total", "Snapshot loads refused")
         self.changes = Counter("anning_changes_sent_total",
                                "Events sent to change-feed followers (OptOuts.Changes)")
@@ -53,6 +57,14 @@ class Metrics:
         self.oldest_uncovered = Gauge(
             "anning_oldest_uncovered_event_age_seconds",
             "Age of the first event upstream has not declared it has taken in", **mode)
+        self.current = Gauge("anning_replica_current", "1 while this replica's events are "
+                             "current (within the lag allowed, its position in the log known)",
+                             **mode)
+        self.replica_lag = Gauge("anning_replica_lag_events",
+                                 "Events of the replicated log not yet applied here", **mode)
+        self.replica_lag_seconds = Gauge(
+            "anning_replica_lag_seconds",
+            "How long the oldest event not yet applied here has been known of", **mode)
         self.scope_names = ("none", "sender", "entity", "global")
         # the labelled children, looked up once: a lookup is a lock and a dict per call
         self.checks_by_code = tuple(self.checks.labels(name) for name in self.scope_names)

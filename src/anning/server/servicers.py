@@ -5,8 +5,11 @@ Checks run on the event loop: each is a few microseconds of compiled code, quick
 hand-off to a thread. Writes go to the server's one writing thread (anning.server.writes) and
 wait on a future; a snapshot load, the one long call, runs in a thread of its own.
 
-CheckBatch is registered with raw-bytes (de)serialisers: its request is decoded and its answer
-encoded by the compiled codec (anning._wire), not a Python loop over protobuf messages.
+Every method takes its request as raw bytes and decodes it itself (anning.server.requests):
+bytes that are not its request type are INVALID_ARGUMENT naming the fault, counted and logged
+sparingly, never UNKNOWN with a traceback. CheckBatch's and CheckBatchStream's requests are
+decoded and their answers encoded by the compiled codec (anning._wire), not a Python loop over
+protobuf messages.
 """
 
 from __future__ import annotations
@@ -26,12 +29,21 @@ from anning import __version__, _wire
 from anning._normalize import normalize_number
 from anning.engine import Engine, ServingState
 from anning.engine.export import ChangeEncoder
-from anning.errors import InvalidInput, NotReady, TooLarge
+from anning.errors import InvalidInput, TooLarge
 from anning.load import LoadOptions, SnapshotRefused, parse_time
 from anning.model.events import OPT_IN, OPT_OUT, REASSIGN, Event
 from anning.model.scopes import DEFAULT_CATEGORIES
+from anning.server.loaddirs import LoadDirs
 from anning.server.metrics import Metrics
-from anning.server.status import status_of
+from anning.server.requests import (
+    BadRequests,
+    UndecodableRequest,
+    abort,
+    brief,
+    decode,
+    fault,
+    send,
+)
 from anning.server.writes import WriteQueue
 from anning.v1 import anning_pb2 as pb
 
@@ -46,7 +58,7 @@ _RESPONSES = tuple(pb.CheckResponse(suppressed=bool(code), scope=pb.Scope.Name(c
 class Limits:
     def __init__(self, max_batch: int = 10_000, max_columns: int = 1_000_000,
                  max_message_bytes: int = 64 << 20, inline_bytes: int = 256 << 10,
-                 inline_events: int = 100) -> None:
+                 inline_events: int = 100, load_dirs: LoadDirs | None = None) -> None:
         self.max_batch = max_batch
         self.max_columns = max_columns
         self.max_message_bytes = max_message_bytes
@@ -58,6 +70,10 @@ class Limits:
         self.changes_batch = 4096  # events a Changes message, unless the follower asks
         self.max_changes = 65536
         self.changes_poll = 0.02  # seconds between looks for new events when caught up
+        self.stream_window = 16  # CheckBatchStream answers checked ahead of the writes
+        self.max_reply_chars = 1 << 16  # a reply's text: a long SMS is some thousands
+        # where LoadSnapshot may read (and write its rejects): nowhere unless told
+        self.load_dirs = load_dirs or LoadDirs([])
 
 
 class CallsInFlight:
@@ -91,32 +107,20 @@ class CallsInFlight:
             await asyncio.sleep(min(0.02, deadline - now))
 
 
-async def _abort(context: Context, metrics: Metrics, name: str, exc: Exception) -> None:
-    mapped = status_of(exc)
-    if mapped is None:
-        log.error("%s failed: %r", name, exc)
-        mapped = (grpc.StatusCode.INTERNAL, f"{name} failed: {exc}")
-    metrics.errors.labels(name, mapped[0].name).inc()
-    await context.abort(*mapped)
-
-
-def _rpc(name: str) -> Callable[..., Any]:
-    """Errors to status codes, latency and error metrics around a unary method."""
+def _rpc(name: str, request_type: Any = None) -> Callable[..., Any]:
+    """Around a unary method: its request decoded from raw bytes (as `request_type`; raw when
+    None), errors to status codes, latency and error metrics."""
 
     def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(method)
-        async def run(self: _Base, request: Any, context: Context) -> Any:
+        async def run(self: _Base, raw: bytes, context: Context) -> Any:
             started = time.perf_counter()
             try:
                 with self.calls:
+                    request = raw if request_type is None else decode(request_type, raw)
                     return await method(self, request, context)
             except Exception as exc:
-                mapped = status_of(exc)
-                if mapped is None:
-                    log.error("%s failed: %r", name, exc)
-                    mapped = (grpc.StatusCode.INTERNAL, f"{name} failed: {exc}")
-                self.metrics.errors.labels(name, mapped[0].name).inc()
-                await context.abort(*mapped)
+                await abort(context, self.bad, name, exc)
             finally:
                 self.metrics.latency_of(name).observe(time.perf_counter() - started)
 
@@ -127,20 +131,21 @@ def _rpc(name: str) -> Callable[..., Any]:
 
 class _Base:
     def __init__(self, engine: Engine, metrics: Metrics, limits: Limits,
-                 calls: CallsInFlight) -> None:
+                 calls: CallsInFlight, bad: BadRequests) -> None:
         self.engine = engine
         self.metrics = metrics
         self.limits = limits
         self.calls = calls
+        self.bad = bad
 
 
 class Suppression(_Base):
     def __init__(self, engine: Engine, metrics: Metrics, limits: Limits,
-                 calls: CallsInFlight) -> None:
-        super().__init__(engine, metrics, limits, calls)
+                 calls: CallsInFlight, bad: BadRequests) -> None:
+        super().__init__(engine, metrics, limits, calls, bad)
         self._codec: tuple[tuple[Any, int], _wire.BatchCodec] | None = None
 
-    @_rpc("Check")
+    @_rpc("Check", pb.CheckRequest)
     async def Check(self, request: pb.CheckRequest, context: Context) -> pb.CheckResponse:
         code = int(self.engine.check(request.sender, request.number, request.category))
         self.metrics.count_checks(code)
@@ -149,15 +154,70 @@ class Suppression(_Base):
     @_rpc("CheckBatch")
     async def CheckBatch(self, request: bytes, context: Context) -> bytes:
         if len(request) > self.limits.inline_bytes:
-            return await asyncio.to_thread(self._check_batch, request)
-        return self._check_batch(request)
+            return await asyncio.to_thread(self._check_batch, request, "CheckBatch")
+        return self._check_batch(request, "CheckBatch")
 
-    def _check_batch(self, request: bytes) -> bytes:
+    async def CheckBatchStream(self, requests: AsyncIterator[bytes], context: Context) -> None:
+        """CheckBatch on one stream: each message decoded, checked and encoded by the same
+        compiled codec, answered in order. Bad items get their errors; a message that cannot
+        be taken (malformed, too many items, no list) ends the stream with its code.
+
+        A task takes the messages in and checks them while this coroutine writes the answers
+        out: reading, checking and writing in one loop would leave the stream idle during each
+        write (measured: half the checks/s of CheckBatch with as many calls in flight). The
+        answers are written, not yielded (see anning.server.requests.send)."""
+        answers: asyncio.Queue[Any] = asyncio.Queue(self.limits.stream_window)
+        taker = asyncio.ensure_future(self._take_batches(requests, answers))
+        try:
+            while True:
+                answer = await answers.get()
+                if answer is None:
+                    return
+                if answer is _GONE:
+                    raise asyncio.CancelledError("the caller has gone")
+                if isinstance(answer, Exception):
+                    await abort(context, self.bad, "CheckBatchStream", answer)
+                    return
+                await send(context, answer)
+        finally:
+            taker.cancel()
+
+    async def _take_batches(self, requests: AsyncIterator[bytes],
+                            answers: asyncio.Queue[Any]) -> None:
+        latency = self.metrics.latency_of("CheckBatchStream")
+        while True:
+            try:
+                request = await anext(requests)
+            except StopAsyncIteration:
+                await answers.put(None)
+                return
+            except Exception:  # the caller has gone: see requests.send
+                await answers.put(_GONE)
+                return
+            started = time.perf_counter()
+            try:
+                if len(request) > self.limits.inline_bytes:
+                    answer = await asyncio.to_thread(self._check_batch, request,
+                                                     "CheckBatchStream")
+                else:
+                    answer = self._check_batch(request, "CheckBatchStream")
+            except Exception as exc:  # the stream ends with its code, after the answers before
+                await answers.put(exc)
+                return
+            latency.observe(time.perf_counter() - started)
+            await answers.put(answer)
+
+    def _check_batch(self, request: bytes, method: str) -> bytes:
         engine = self.engine
         state = engine.serving()  # one list for the whole batch: its sender ids are this one's
         index = state.index
         codec = self._codec_for(state)
-        ids, numbers, bits, errors = codec.decode(request, self.limits.max_batch)
+        try:
+            ids, numbers, bits, errors = codec.decode(request, self.limits.max_batch)
+        except _wire.MalformedRequest as exc:  # the compiled codec says where, not why
+            why = fault(pb.CheckBatchRequest.DESCRIPTOR, request)
+            raise UndecodableRequest(f"request: not a valid anning.v1.CheckBatchRequest: "
+                                     f"{why or exc}") from None
         if errors:  # bad items get a stand-in number and their error; the rest are checked
             bad = np.fromiter(errors, np.int64, len(errors))
             numbers[bad] = 8613800000000
@@ -173,7 +233,11 @@ class Suppression(_Base):
                                                 index.categories[bit], state)
         if errors:
             codes[bad] = 0
-        self._count(codes)
+            # a bad item is an error of its own, not a check that answered "none"
+            self.metrics.errors.labels(method, "INVALID_ARGUMENT").inc(len(errors))
+            self._count(np.delete(codes, bad))
+        else:
+            self._count(codes)
         return _wire.encode_results(codes, errors)
 
     def _count(self, codes: np.ndarray) -> None:
@@ -197,13 +261,16 @@ class Suppression(_Base):
         return codec
 
     @_rpc("CheckColumns")
-    async def CheckColumns(self, request: pb.CheckColumnsRequest,
-                           context: Context) -> pb.CheckColumnsResponse:
-        if len(request.numbers) > self.limits.inline_bytes:
-            return await asyncio.to_thread(self._check_columns, request)
-        return self._check_columns(request)
+    async def CheckColumns(self, raw: bytes, context: Context) -> pb.CheckColumnsResponse:
+        # by the whole request's size: a million senders and no numbers is work too
+        if len(raw) > self.limits.inline_bytes:
+            return await asyncio.to_thread(self._check_columns, raw)
+        return self._check_columns(raw)
 
-    def _check_columns(self, request: pb.CheckColumnsRequest) -> pb.CheckColumnsResponse:
+    def _check_columns(self, raw: bytes) -> pb.CheckColumnsResponse:
+        request = decode(pb.CheckColumnsRequest, raw)
+        if len(request.senders) > self.limits.max_columns:
+            raise TooLarge(f"senders: more than {self.limits.max_columns} in one call")
         if len(request.numbers) % 8 or len(request.sender_index) % 4:
             raise InvalidInput("numbers / sender_index: not whole uint64 / uint32 items")
         numbers = np.frombuffer(request.numbers, "<u8")
@@ -222,21 +289,37 @@ class Suppression(_Base):
         self._count(codes)
         return pb.CheckColumnsResponse(scopes=codes.tobytes())
 
-    async def CheckStream(self, requests: AsyncIterator[pb.CheckRequest],
-                          context: Context) -> AsyncIterator[pb.CheckResponse]:
+    async def CheckStream(self, requests: AsyncIterator[bytes], context: Context) -> None:
+        """One answer per request, in order; a bad one (undecodable too) answered with its
+        error, and the stream goes on."""
         engine = self.engine
-        async for request in requests:
+        while True:
             try:
+                raw = await anext(requests)
+            except StopAsyncIteration:
+                return
+            except Exception:  # the caller has gone: see requests.send
+                raise asyncio.CancelledError("the caller has gone") from None
+            try:
+                request = decode(pb.CheckRequest, raw)
                 code = int(engine.check(request.sender, request.number, request.category))
+            except UndecodableRequest as exc:
+                self.bad.refused("CheckStream", "undecodable", exc, context.peer())
+                answer = pb.CheckResponse(error=brief(str(exc)))
             except InvalidInput as exc:
-                yield pb.CheckResponse(error=str(exc))
-                continue
-            except NotReady as exc:
-                self.metrics.errors.labels("CheckStream", "UNAVAILABLE").inc()
-                await context.abort(grpc.StatusCode.UNAVAILABLE, f"not ready: {exc}")
-            self.metrics.count_checks(code)
-            yield _RESPONSES[code]
+                # a bad item is an error of its own, not a check that answered "none"
+                self.metrics.errors.labels("CheckStream", "INVALID_ARGUMENT").inc()
+                answer = pb.CheckResponse(error=brief(str(exc)))
+            except Exception as exc:  # not ready (UNAVAILABLE), or a bug
+                await abort(context, self.bad, "CheckStream", exc)
+                return
+            else:
+                self.metrics.count_checks(code)
+                answer = _RESPONSES[code]
+            await send(context, answer)
 
+
+_GONE = object()  # what the taker of a stream's messages says when its caller has gone
 
 _KINDS = {pb.EVENT_KIND_OPT_OUT: OPT_OUT, pb.EVENT_KIND_OPT_IN: OPT_IN,
           pb.EVENT_KIND_REASSIGN: REASSIGN}
@@ -244,8 +327,8 @@ _KINDS = {pb.EVENT_KIND_OPT_OUT: OPT_OUT, pb.EVENT_KIND_OPT_IN: OPT_IN,
 
 class OptOuts(_Base):
     def __init__(self, engine: Engine, metrics: Metrics, limits: Limits,
-                 calls: CallsInFlight, writes: WriteQueue) -> None:
-        super().__init__(engine, metrics, limits, calls)
+                 calls: CallsInFlight, bad: BadRequests, writes: WriteQueue) -> None:
+        super().__init__(engine, metrics, limits, calls, bad)
         self.writes = writes
 
     def _event(self, request: Any, kind: int) -> Any:
@@ -259,19 +342,19 @@ class OptOuts(_Base):
         sequence = await self.writes.write([event])
         return pb.WriteAck(sequence=sequence, at_ms=event.at_ms)
 
-    @_rpc("OptOut")
+    @_rpc("OptOut", pb.OptOutRequest)
     async def OptOut(self, request: pb.OptOutRequest, context: Context) -> pb.WriteAck:
         return await self._ack(request, OPT_OUT)
 
-    @_rpc("OptIn")
+    @_rpc("OptIn", pb.OptOutRequest)
     async def OptIn(self, request: pb.OptOutRequest, context: Context) -> pb.WriteAck:
         return await self._ack(request, OPT_IN)
 
-    @_rpc("Reassign")
+    @_rpc("Reassign", pb.ReassignRequest)
     async def Reassign(self, request: pb.ReassignRequest, context: Context) -> pb.WriteAck:
         return await self._ack(request, REASSIGN)
 
-    @_rpc("WriteBatch")
+    @_rpc("WriteBatch", pb.WriteBatchRequest)
     async def WriteBatch(self, request: pb.WriteBatchRequest,
                          context: Context) -> pb.WriteBatchAck:
         if len(request.events) > self.limits.max_batch:
@@ -300,9 +383,12 @@ class OptOuts(_Base):
                 raise InvalidInput(f"events[{i}].{exc}") from None
         return events
 
-    @_rpc("ReportReply")
+    @_rpc("ReportReply", pb.ReplyRequest)
     async def ReportReply(self, request: pb.ReplyRequest,
                           context: Context) -> pb.ReplyResult:
+        if len(request.text) > self.limits.max_reply_chars:  # reading it is linear, on the loop
+            raise InvalidInput(f"text: {len(request.text):,} characters, more than a reply has "
+                               f"({self.limits.max_reply_chars:,})")
         outcome = self.engine.read_reply(request.sender, request.number, request.text,
                                          request.at_ms or None)
         if outcome.event is not None:
@@ -312,19 +398,19 @@ class OptOuts(_Base):
         return pb.ReplyResult(recognised=outcome.recognised, action=outcome.action,
                               scope=outcome.scope, keyword=outcome.keyword, ack=ack)
 
-    async def Changes(self, request: pb.ChangesRequest,
-                      context: Context) -> AsyncIterator[bytes]:
+    async def Changes(self, raw: bytes, context: Context) -> None:
         """The change feed: the events after `since` in order, several a message, each once;
         then, unless `until` is set, the new ones as they come. With `until`, the stream ends
         once every event up to it that there is has gone out."""
-        batch = min(request.max_batch or self.limits.changes_batch, self.limits.max_changes)
-        until = request.until or None
         try:
+            request = decode(pb.ChangesRequest, raw)
+            batch = min(request.max_batch or self.limits.changes_batch, self.limits.max_changes)
+            until = request.until or None
             feed = self.engine.feed(request.since)
             encoder = ChangeEncoder(self.engine.index.categories if self.engine.ready
                                     else DEFAULT_CATEGORIES)
         except Exception as exc:  # never a traceback for a bad request
-            await _abort(context, self.metrics, "Changes", exc)
+            await abort(context, self.bad, "Changes", exc)
             return
         try:
             while True:
@@ -333,7 +419,7 @@ class OptOuts(_Base):
                     events = events.until(until)
                 if len(events):
                     self.metrics.changes.inc(len(events))
-                    yield encoder.encode(events)
+                    await send(context, encoder.encode(events))
                     if until is not None and int(events.sequence[-1]) >= until:
                         return
                     continue
@@ -341,11 +427,11 @@ class OptOuts(_Base):
                     return
                 await asyncio.sleep(self.limits.changes_poll)
         except Exception as exc:
-            await _abort(context, self.metrics, "Changes", exc)
+            await abort(context, self.bad, "Changes", exc)
         finally:
             feed.close()
 
-    @_rpc("Explain")
+    @_rpc("Explain", pb.CheckRequest)
     async def Explain(self, request: pb.CheckRequest, context: Context) -> pb.Explanation:
         why = self.engine.explain(request.sender, request.number, request.category)
         return pb.Explanation(
@@ -357,11 +443,11 @@ class OptOuts(_Base):
 
 class Admin(_Base):
     def __init__(self, engine: Engine, metrics: Metrics, limits: Limits,
-                 calls: CallsInFlight, workers: int) -> None:
-        super().__init__(engine, metrics, limits, calls)
+                 calls: CallsInFlight, bad: BadRequests, workers: int) -> None:
+        super().__init__(engine, metrics, limits, calls, bad)
         self.workers = workers
 
-    @_rpc("LoadSnapshot")
+    @_rpc("LoadSnapshot", pb.LoadSnapshotRequest)
     async def LoadSnapshot(self, request: pb.LoadSnapshotRequest,
                            context: Context) -> pb.LoadReport:
         if not request.paths:
@@ -371,9 +457,13 @@ class Admin(_Base):
             raise InvalidInput(f"max_reject_ratio: {ratio!r} is not a share between 0 and 1")
         if request.as_of:
             parse_time(request.as_of)  # bad input, not a refused snapshot
+        # only under the directories the operator allowed (--load-dir), resolved first
+        allowed = self.limits.load_dirs
+        paths = [allowed.resolve(f"paths[{i}]", p) for i, p in enumerate(request.paths)]
+        entities = allowed.resolve("entities", request.entities) if request.entities else None
+        rejects = allowed.resolve("rejects", request.rejects) if request.rejects else None
         options = LoadOptions(
-            entities=request.entities or None, as_of=request.as_of or None,
-            rejects=request.rejects or None,
+            entities=entities, as_of=request.as_of or None, rejects=rejects,
             max_reject_ratio=request.max_reject_ratio or 0.001,
             allow_shrink=request.allow_shrink,
             events_through=request.events_through if request.HasField("events_through")
@@ -381,8 +471,7 @@ class Admin(_Base):
         )
         try:
             # seconds to minutes of parsing and building: checks go on meanwhile
-            report = await asyncio.to_thread(self.engine.load_snapshot, list(request.paths),
-                                             options)
+            report = await asyncio.to_thread(self.engine.load_snapshot, paths, options)
         except SnapshotRefused:
             self.metrics.refusals.inc()
             raise
@@ -395,7 +484,7 @@ class Admin(_Base):
             events_through=report.events_through, events_folded=report.events_folded,
         )
 
-    @_rpc("Status")
+    @_rpc("Status", pb.StatusRequest)
     async def Status(self, request: pb.StatusRequest, context: Context) -> pb.StatusReply:
         self.engine.refresh()
         s = self.engine.status()
@@ -406,6 +495,9 @@ class Admin(_Base):
             workers=self.workers, version=__version__, last_sequence=s.last_sequence,
             events_through=s.events_through, folded_through=s.folded_through,
             feed_lag=s.feed_lag, oldest_uncovered_age_seconds=s.oldest_uncovered_age_seconds,
+            current=s.source.current, stale=s.source.stale,
+            replica_lag_events=s.source.lag_events, replica_lag_seconds=s.source.lag_seconds,
+            event_log=s.source.detail,
         )
 
 
@@ -414,43 +506,57 @@ def _identity(x: bytes) -> bytes:
 
 
 def build_handlers(engine: Engine, metrics: Metrics, limits: Limits, calls: CallsInFlight,
-                   workers: int, writes: WriteQueue
+                   workers: int, writes: WriteQueue, health: Any = None,
+                   reflection: list[str] | None = None,
                    ) -> dict[str, dict[str, grpc.RpcMethodHandler]]:
     """service name -> method name -> handler (for server.add_registered_method_handlers,
-    grpc's fast path that skips the per-call search of generic handlers)."""
-    suppression = Suppression(engine, metrics, limits, calls)
-    opt_outs = OptOuts(engine, metrics, limits, calls, writes)
-    admin = Admin(engine, metrics, limits, calls, workers)
+    grpc's fast path that skips the per-call search of generic handlers). Every request comes
+    in as raw bytes, decoded by the method; `health` (grpc_health's servicer) and
+    `reflection` (the service names it lists), when given, are served the same way: they
+    answer without a token (anning.server.openservices)."""
+    from anning.server.openservices import health_handlers, reflection_handlers
 
-    def unary(fn: Callable[..., Any], req: Any, resp: Any) -> grpc.RpcMethodHandler:
+    bad = BadRequests(metrics.bad_requests, metrics.errors)
+    suppression = Suppression(engine, metrics, limits, calls, bad)
+    opt_outs = OptOuts(engine, metrics, limits, calls, bad, writes)
+    admin = Admin(engine, metrics, limits, calls, bad, workers)
+
+    def unary(fn: Callable[..., Any], resp: Any) -> grpc.RpcMethodHandler:
         return grpc.unary_unary_rpc_method_handler(
-            fn, request_deserializer=req.FromString, response_serializer=resp.SerializeToString)
+            fn, request_deserializer=_identity, response_serializer=resp.SerializeToString)
 
-    return {
+    handlers = {
         "anning.v1.Suppression": {
-            "Check": unary(suppression.Check, pb.CheckRequest, pb.CheckResponse),
+            "Check": unary(suppression.Check, pb.CheckResponse),
             "CheckBatch": grpc.unary_unary_rpc_method_handler(
                 suppression.CheckBatch, request_deserializer=_identity,
                 response_serializer=_identity),
             "CheckStream": grpc.stream_stream_rpc_method_handler(
-                suppression.CheckStream, request_deserializer=pb.CheckRequest.FromString,
+                suppression.CheckStream, request_deserializer=_identity,
                 response_serializer=pb.CheckResponse.SerializeToString),
-            "CheckColumns": unary(suppression.CheckColumns, pb.CheckColumnsRequest,
-                                  pb.CheckColumnsResponse),
+            "CheckColumns": unary(suppression.CheckColumns, pb.CheckColumnsResponse),
+            "CheckBatchStream": grpc.stream_stream_rpc_method_handler(
+                suppression.CheckBatchStream, request_deserializer=_identity,
+                response_serializer=_identity),
         },
         "anning.v1.OptOuts": {
-            "OptOut": unary(opt_outs.OptOut, pb.OptOutRequest, pb.WriteAck),
-            "OptIn": unary(opt_outs.OptIn, pb.OptOutRequest, pb.WriteAck),
-            "ReportReply": unary(opt_outs.ReportReply, pb.ReplyRequest, pb.ReplyResult),
-            "Reassign": unary(opt_outs.Reassign, pb.ReassignRequest, pb.WriteAck),
-            "WriteBatch": unary(opt_outs.WriteBatch, pb.WriteBatchRequest, pb.WriteBatchAck),
-            "Explain": unary(opt_outs.Explain, pb.CheckRequest, pb.Explanation),
+            "OptOut": unary(opt_outs.OptOut, pb.WriteAck),
+            "OptIn": unary(opt_outs.OptIn, pb.WriteAck),
+            "ReportReply": unary(opt_outs.ReportReply, pb.ReplyResult),
+            "Reassign": unary(opt_outs.Reassign, pb.WriteAck),
+            "WriteBatch": unary(opt_outs.WriteBatch, pb.WriteBatchAck),
+            "Explain": unary(opt_outs.Explain, pb.Explanation),
             "Changes": grpc.unary_stream_rpc_method_handler(
-                opt_outs.Changes, request_deserializer=pb.ChangesRequest.FromString,
+                opt_outs.Changes, request_deserializer=_identity,
                 response_serializer=_identity),
         },
         "anning.v1.Admin": {
-            "LoadSnapshot": unary(admin.LoadSnapshot, pb.LoadSnapshotRequest, pb.LoadReport),
-            "Status": unary(admin.Status, pb.StatusRequest, pb.StatusReply),
+            "LoadSnapshot": unary(admin.LoadSnapshot, pb.LoadReport),
+            "Status": unary(admin.Status, pb.StatusReply),
         },
     }
+    if health is not None:
+        handlers["grpc.health.v1.Health"] = health_handlers(health, bad)
+    if reflection is not None:
+        handlers.update(reflection_handlers(reflection, bad))
+    return handlers

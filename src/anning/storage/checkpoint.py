@@ -7,7 +7,9 @@ past the serving snapshot's watermark, for the change feed and for the next load
 
 Layout (little-endian): a 4096-byte header (magic, format version, header CRC, the length of a
 JSON meta block that follows in the header: rows, the last log segment folded in, the last
-sequence held, the watermark, the scope names, and per column its offset, length and CRC-32),
+sequence held, the watermark, whose sequences they are (the origin: "" for the local write log,
+"nats:STREAM:CREATED" for a replica of a JetStream stream; absent in files written before it
+was, which are the local log's), the scope names, and per column its offset, length and CRC-32),
 then the columns of the events (anning.model.events.EventColumns), each at a 4096-byte boundary.
 Every byte is checked before any is used; the file is written whole through FileIO's atomic
 replace, and mapped read-only to load.
@@ -52,6 +54,7 @@ class Checkpoint:
     covers: int  # the last log segment folded in (0: none)
     last_sequence: int  # of the last event folded in (0: none ever)
     watermark: int  # events up to this sequence were left out (upstream has them)
+    origin: str = ""  # whose sequences: "" the local write log, "nats:STREAM:created" a stream
 
     @classmethod
     def empty(cls) -> Checkpoint:
@@ -77,7 +80,8 @@ def write_checkpoint(path: str | PathLike[str], checkpoint: Checkpoint,
         offset += len(padded)
     meta = json.dumps({"rows": len(events), "covers": checkpoint.covers,
                        "last_sequence": checkpoint.last_sequence,
-                       "watermark": checkpoint.watermark, "scopes": events.scopes,
+                       "watermark": checkpoint.watermark, "origin": checkpoint.origin,
+                       "scopes": events.scopes,
                        "columns": columns, "size": offset}, ensure_ascii=False).encode()
     if _HEADER.size + len(meta) > PAGE:
         # many scope names: the meta block moves past the columns, the header points at it
@@ -150,7 +154,7 @@ def _read_mapped(path: Path, mm: mmap.mmap, size: int) -> Checkpoint:
     events = EventColumns(columns, scopes)
     _check(path, events)
     return Checkpoint(events, int(meta["covers"]), int(meta["last_sequence"]),
-                      int(meta["watermark"]))
+                      int(meta["watermark"]), str(meta.get("origin", "")))
 
 
 def _check(path: Path, events: EventColumns) -> None:

@@ -18,18 +18,20 @@ from pathlib import Path
 
 import numpy as np
 
+from anning.errors import AnningError
 from anning.model.events import Event, EventColumns
 from anning.storage import records
 from anning.storage.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from anning.storage.fileio import OS_IO, FileIO
 from anning.storage.layout import DataDir
 from anning.storage.recovery import replay
-from anning.storage.source import CheckpointReport, Update
+from anning.storage.source import CheckpointReport, SourceCondition, Update
 from anning.storage.wal import EventLog, LogPosition
+from anning.storage.wal.durable import read_durable
 from anning.storage.wal.reader import LogReader
 from anning.storage.wal.segments import OwnWrites, Segment, list_segments, scan
 
-__all__ = ["LocalEventLog", "LocalFeed", "file_identity", "read_events"]
+__all__ = ["LocalEventLog", "LocalFeed", "file_identity", "read_events", "read_events_through"]
 
 log = logging.getLogger("anning.storage")
 FileIdentity = tuple[int, int, int]
@@ -48,6 +50,15 @@ def read_events(data: DataDir, after: int = 0, io: FileIO = OS_IO) -> EventColum
     """Every event on disk with a sequence past `after` (the checkpoint's and the log's), in
     sequence order, reading whole records only: safe beside running servers and writers."""
     return _read_positioned(data, after, io)[0]
+
+
+def read_events_through(data: DataDir, after: int = 0,
+                        io: FileIO = OS_IO) -> tuple[EventColumns, int]:
+    """`read_events`, and the last sequence on disk as of that same read (the log's last, else
+    the checkpoint's): all a load may say it has folded. Asked of the checkpoint again after
+    the read, it could name events written (and checkpointed) since, which the read missed."""
+    events, (_segment, _offset, following) = _read_positioned(data, after, io)
+    return events, following - 1
 
 
 def _read_positioned(data: DataDir, after: int,
@@ -100,12 +111,13 @@ class LocalFeed:
             else:
                 events = self._reader.tail_columns().after(self.sent)
             self._pending = events
-        out = self._pending
-        if len(out) > max_events:
-            out = out.take(np.arange(max_events))
-            self._pending = self._pending.take(np.arange(max_events, len(self._pending)))
-        else:
-            self._pending = EventColumns.empty()
+        # never an event a power loss could still take away (anning.storage.wal.durable)
+        durable = read_durable(self.data.path)
+        ready = len(self._pending) if durable is None else \
+            int(np.searchsorted(self._pending.sequence, np.uint64(durable), "right"))
+        count = min(ready, max_events)
+        out = self._pending.take(np.arange(count))
+        self._pending = self._pending.take(np.arange(count, len(self._pending)))
         if len(out):
             self.sent = int(out.sequence[-1])
         return out
@@ -136,12 +148,29 @@ class LocalEventLog:
         """Of the last event this process wrote or read (0: none)."""
         return max(self.log.writer.segment.next_sequence, self.log.reader.next_sequence, 1) - 1
 
-    def append(self, writes: Sequence[Sequence[Event]]) -> list[int]:
-        """Each write's events durable, one record a write; the sequence of each one's last."""
+    def append(self, writes: Sequence[Sequence[Event]]) -> list[int | Exception]:
+        """Each write's events durable, one record a write; the sequence of each one's last
+        (all of them, or an error raised: one write and one fsync)."""
         framed = [records.encode_events(events) for events in writes]
         counts = [len(events) for events in writes]
         firsts = self.log.append(framed, counts)
         return [first + count - 1 for first, count in zip(firsts, counts, strict=True)]
+
+    @property
+    def applied(self) -> int:
+        return self.last_sequence  # the log is read to its end before a load asks
+
+    @property
+    def lost(self) -> str:
+        return ""  # a reader that meets a retired segment catches up from the checkpoint
+
+    def condition(self) -> SourceCondition:
+        failure = self.log.failure
+        return SourceCondition(writable=failure is None, writes_problem=failure or "",
+                               detail=f"write log of {self.data.path}")
+
+    def served(self, folded_through: int) -> None:
+        pass
 
     def recover(self) -> EventColumns:
         """Every event on disk (the checkpoint's, then the log's after it, a torn tail cut, a
@@ -150,6 +179,10 @@ class LocalEventLog:
         while True:
             identity = file_identity(path)
             checkpoint = read_checkpoint(path) if identity is not None else Checkpoint.empty()
+            if checkpoint.origin:
+                raise AnningError(f"{path}: this data directory is a replica of "
+                                  f"{checkpoint.origin} (its sequences are that stream's): "
+                                  "serve it with --nats, or load a snapshot into a fresh one")
             logged = replay(self.log, checkpoint.covers, checkpoint.last_sequence + 1)
             if file_identity(path) == identity:
                 break

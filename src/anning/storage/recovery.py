@@ -52,6 +52,10 @@ def replay(wal: EventLog, after: int = 0, next_sequence: int = 1) -> EventColumn
             segment, end = _fresh_segment(wal, segment, end, next_sequence)
         reader.move_to(segment, end, next_sequence)
         wal.own.clear()  # the writes marked so far are all behind the reader now
+        # what a killed writer left unsynced is durable from here on: the feed may hand it out
+        if segment.fd >= 0:
+            io.fsync(segment.fd)
+        writer.durable.set(next_sequence - 1)
         _seal_older(wal, numbers[-1], first_of_newest)
         return records.columns_of(sequences, out)
 

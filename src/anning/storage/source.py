@@ -15,7 +15,7 @@ from typing import Protocol
 
 from anning.model.events import Event, EventColumns
 
-__all__ = ["CheckpointReport", "EventFeed", "EventSource", "Update"]
+__all__ = ["CheckpointReport", "EventFeed", "EventSource", "SourceCondition", "Update"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,25 @@ class CheckpointReport:
     covers: int  # the last log segment folded in
     retired_bytes: int  # of log segments deleted
     seconds: float
+
+
+@dataclass(frozen=True)
+class SourceCondition:
+    """Whether a source takes writes now, and whether what this process serves is current.
+
+    `writable` False: writes answer UNAVAILABLE (`writes_problem` says why; for the local log,
+    a disk failure). `current` False: the events applied are behind the log by more than the
+    configured lag, or the position in it is lost (`stale` says which); a load balancer should
+    route checks elsewhere."""
+
+    writable: bool = True
+    current: bool = True
+    writes_problem: str = ""
+    stale: str = ""
+    lost: str = ""  # the position is lost: nothing is served until a snapshot load covers it
+    lag_events: int = 0
+    lag_seconds: float = 0.0
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,10 +75,21 @@ class EventSource(Protocol):
     def last_sequence(self) -> int:
         """The sequence of the last durable event this process knows of."""
 
-    def append(self, writes: Sequence[Sequence[Event]]) -> list[int]:
-        """Make each write (all or none) durable, together: its events get the next dense
-        sequences; returns each one's last. Raises DiskFull, WritesStopped or TooLarge: then
-        none of them was kept."""
+    @property
+    def applied(self) -> int:
+        """Every event up to this sequence has been taken by this process (a replica may know
+        of later ones, and hold its own later writes, before it has read those between)."""
+
+    @property
+    def lost(self) -> str:
+        """Why this process cannot go on applying the log from where it stands (it answers
+        nothing until a snapshot load covers the gap); "" while it can."""
+
+    def append(self, writes: Sequence[Sequence[Event]]) -> list[int | Exception]:
+        """Make each write (all or none) durable: its events get the next dense sequences;
+        returns each one's last, or the error that kept it from being acknowledged (a
+        replicated log: Unavailable, TooLarge). Raises DiskFull, WritesStopped or TooLarge
+        when none of them was kept."""
 
     def recover(self) -> EventColumns:
         """Every durable event, repairing what a crash left; the source goes on from there.
@@ -86,6 +116,12 @@ class EventSource(Protocol):
         """Fold what is held into a checkpoint (keeping the events past `watermark`), when
         there are `min_bytes` to fold; None when there was nothing to do or another process is
         at it."""
+
+    def condition(self) -> SourceCondition:
+        """Whether writes are taken now and whether this process's events are current."""
+
+    def served(self, folded_through: int) -> None:
+        """A list that holds the outcome of every event up to `folded_through` serves now."""
 
     def lag(self) -> int:
         """How far this process's reading is behind what was appended (bytes or events)."""

@@ -156,6 +156,9 @@ def recorded_client(target: str, token: str | None = None, **kwargs: Any) -> Cli
         request_serializer=pb.CheckBatchRequest.SerializeToString,
         response_deserializer=pb.CheckBatchResponse.FromString,
     )
+    client._check_batch_bytes = recorded.unary_unary("/anning.v1.Suppression/CheckBatch")
+    client._check_batch_stream = recorded.stream_stream(
+        "/anning.v1.Suppression/CheckBatchStream")
     return client
 
 
@@ -186,7 +189,9 @@ class Server:
     def __init__(self, data: Path, *, workers: int = 1, tokens: Path | None = None,
                  reflection: bool = False, metrics: bool = False, demo: bool = True,
                  demo_entries: int = 2000, max_batch: int | None = None,
-                 threads: int | None = None, extra_args: list[str] | None = None) -> None:
+                 threads: int | None = None, load_dirs: Sequence[Path] = (),
+                 extra_args: list[str] | None = None, env: dict[str, str] | None = None,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
         self.data = Path(data)
         self.data.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -207,13 +212,17 @@ class Server:
             self.args += ["--max-batch", str(max_batch)]
         if threads is not None:
             self.args += ["--threads", str(threads)]
+        for directory in load_dirs:  # where Admin.LoadSnapshot may read, besides the data
+            self.args += ["--load-dir", str(directory)]
         self.args += extra_args or []  # e.g. ["--checkpoint-bytes", "4096"]
         self.log_path = self.data.parent / f"{self.data.name}-server-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.first_health: int | None = None  # the first answer of the health service
+        self.env = env or {}  # added to the environment, e.g. LD_PRELOAD
+        self.credentials = credentials  # of the harness's own channels (health), for TLS
 
     def start(self) -> Server:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed by stop(); a restart appends
         self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT,
@@ -226,8 +235,14 @@ class Server:
         self.wait_health(SERVING, timeout)
         return self
 
+    def channel(self) -> grpc.Channel:
+        """A plain channel to the server (TLS with `credentials`)."""
+        if self.credentials is not None:
+            return grpc.secure_channel(self.target, self.credentials)
+        return grpc.insecure_channel(self.target)
+
     def health(self, service: str = "", timeout: float = 1.0) -> int | None:
-        with grpc.insecure_channel(self.target) as ch:
+        with self.channel() as ch:
             try:
                 status: int = health_pb2_grpc.HealthStub(ch).Check(
                     health_pb2.HealthCheckRequest(service=service), timeout=timeout).status
@@ -252,6 +267,20 @@ class Server:
 
     def output(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def rss(self) -> int:
+        """The resident memory of the server process now, in bytes (VmRSS; one worker)."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the server process has used so far."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def terminate(self) -> None:
         assert self.proc is not None

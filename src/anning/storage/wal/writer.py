@@ -31,12 +31,15 @@ from anning.errors import DiskFull, TooLarge, WritesStopped
 from anning.storage import records
 from anning.storage.fileio import FileIO
 from anning.storage.layout import segment_name
+from anning.storage.wal.durable import DurableMark
 from anning.storage.wal.segments import OwnWrites, Segment, list_segments, locked, scan
 
 __all__ = ["LogWriter"]
 
 log = logging.getLogger("anning.storage.wal")
-_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# no room for this write, nothing wrong with the disk: a full file system, a quota, or a
+# file-size limit (RLIMIT_FSIZE, the file system's largest file); the write is cut back
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class _Write:
@@ -70,6 +73,7 @@ class LogWriter:
         self.failure = failure
         self.segment = Segment(io, directory, segment)
         self.segment.synced = synced
+        self.durable = DurableMark(directory)
 
     # -- appending ---------------------------------------------------------------------------
     def append(self, framed: list[bytes], counts: list[int]) -> list[int]:
@@ -118,6 +122,7 @@ class LogWriter:
                 for count in w.counts:
                     w.firsts.append(first)
                     first += count
+            self.durable.set(first - 1)  # for the change feed's readers
         except BaseException as exc:  # the one outcome of the batch, raised in each thread
             for w in batch:  # (as a Future's exception is, by every caller of result())
                 w.error = exc

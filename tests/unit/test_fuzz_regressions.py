@@ -1,0 +1,161 @@
+"""Bugs the fuzz targets in fuzz/ found, one test each (the inputs are kept under
+fuzz/regressions/<target>/ too, where fuzz/run.py replays them under the sanitizers)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from anning import InvalidInput, SuppressionIndex, normalize_number, normalize_sender
+from anning._events import join_payloads, scan_frames
+from anning._wire import BatchCodec, MalformedRequest, item_senders
+from anning.engine import Engine
+from anning.server.metrics import Metrics
+from anning.server.requests import BadRequests
+from anning.server.servicers import CallsInFlight, Limits, Suppression
+from anning.v1 import anning_pb2 as pb
+
+ITEM = pb.CheckRequest(sender="京东", number="13812345678").SerializeToString()
+
+
+@pytest.fixture(scope="module")
+def codec() -> BatchCodec:
+    index = SuppressionIndex.build(["13812345678"], ["【京东】"])
+    return BatchCodec(index._sender_id, index.category_bit, normalize_number, 0,
+                      index.default_country)
+
+
+@pytest.fixture(scope="module")
+def metrics() -> Metrics:
+    """One for the module: prometheus_client registers each metric name once a process."""
+    return Metrics()
+
+
+def _varint(value: int) -> bytes:
+    out = b""
+    while value >= 0x80:
+        out += bytes([value & 0x7F | 0x80])
+        value >>= 7
+    return out + bytes([value])
+
+
+# fuzz_wire: the hand-written CheckBatch decoder and protobuf disagreed on what a request is.
+
+def test_wire_field_number_zero_is_malformed(codec):
+    """b"\\x00\\x40" (field 0): protobuf refuses it; the decoder answered an empty batch."""
+    with pytest.raises(MalformedRequest):
+        codec.decode(b"\x00\x40", 10)
+
+
+def test_wire_large_field_number_does_not_alias_field_1(codec):
+    """A key whose field number is 2^32 + 1 was cut to an int, 1, and read as a check."""
+    data = _varint(((1 << 32) + 1) << 3 | 2) + _varint(len(ITEM)) + ITEM
+    with pytest.raises(MalformedRequest):
+        codec.decode(data, 10)
+
+
+def test_wire_groups_are_skipped_as_protobuf_does(codec):
+    """An unknown field may be a group (wire type 3), field 0 allowed inside: protobuf parses
+    these requests, and the decoder called them malformed."""
+    for group in (b"\x0b=\x04\x01\x05\x00\x00\x00\x0c", b"\x13\x13\x14\x14",
+                  b"\x0b" * 100 + b"\x0c" * 100):
+        data = group + b"\x0a" + _varint(len(ITEM)) + ITEM
+        assert len(pb.CheckBatchRequest.FromString(data).checks) == 1
+        _ids, numbers, _bits, errors = codec.decode(data, 10)
+        assert numbers.tolist() == [8613812345678] and not errors
+    for bad in (b"\x0b\x14", b"\x0c", b"\x0b" * 101 + b"\x0c" * 101, b"\x13\x00\x14"):
+        with pytest.raises(MalformedRequest):
+            codec.decode(bad + b"\x0a" + _varint(len(ITEM)) + ITEM, 10)
+
+
+def test_check_batch_with_an_item_not_utf8_needing_sender_names(metrics):
+    """b"\\x0a\\x07\\x0a\\x02\\xff\\xfe\\x12\\x01\\x31": one check whose sender is not UTF-8.
+    The server re-read the request with protobuf to name senders the list does not know (of
+    numbers with real-time events, here the stand-in number of a bad item); protobuf refuses
+    the whole request for that string: DecodeError, INTERNAL. It now names them by the
+    decoder's own walk, and the batch is answered, the bad item with its error."""
+    engine = Engine(SuppressionIndex.build(["13812345678"], ["【京东】"]))
+    engine.opt_out("13912345678", "淘宝")  # a sender the list does not know
+    engine.opt_out("8613800000000", "*")
+    server = Suppression(engine, metrics, Limits(), CallsInFlight(),
+                         BadRequests(metrics.bad_requests, metrics.errors))
+    good = pb.CheckRequest(sender="淘宝", number="13912345678").SerializeToString()
+    bad = b"\x0a\x07\x0a\x02\xff\xfe\x12\x01\x31"
+    for data, scopes in ((bad, [0]), (b"\x0a" + _varint(len(good)) + good + bad, [1, 0])):
+        assert item_senders(data)[-1] == "\ufffd\ufffd"
+        answer = server._check_batch(data, "CheckBatch")
+        results = pb.CheckBatchResponse.FromString(answer).results
+        assert [r.scope for r in results] == scopes
+        assert "is not valid UTF-8" in results[-1].error
+
+
+# fuzz_frames: join_payloads copied without bounds checks.
+
+def test_join_payloads_refuses_frames_outside_the_data():
+    """More lengths than offsets read past the offsets array; an offset or length past the
+    data read past the data (a wrong answer at best, a crash at worst)."""
+    data = b"abcdefgh"
+    offsets, lengths, _end, _why = scan_frames(data, 100)
+    assert join_payloads(data, offsets, lengths) == b""
+    assert join_payloads(data, np.array([2, 6], np.int64), np.array([1, 2], np.int64)) == b"cgh"
+    for offs, lens in (([], [1]), ([0], [1, 1]), ([6], [5]), ([-2], [1]), ([9], [0]),
+                       ([0], [-1])):
+        with pytest.raises(ValueError):
+            join_payloads(data, np.array(offs, np.int64), np.array(lens, np.int64))
+
+
+# fuzz_normalize: SPEC §3 against phonenumbers, and senders' normal form.
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("tel:9555595555++++++", 869555595555),  # the input the fuzzer found
+    ("138 1234 5678 +", 8613812345678),
+    ("++86 138 1234 5678", 8613812345678),
+    ("(++86)13812345678", 8613812345678),
+])
+def test_plus_where_phonenumbers_takes_it(text, value):
+    """phonenumbers drops trailing '+' and reads a run of leading ones as one; it finds
+    these valid, so SPEC §3 says anning must give the same E.164 digits."""
+    assert normalize_number(text) == value
+
+
+@pytest.mark.parametrize("text", ["138+1234 5678", "+ +8613812345678", "+(+8613812345678",
+                                  "0086+13812345678", "13812345678+1", "++"])
+def test_plus_elsewhere_is_still_invalid(text):
+    with pytest.raises(InvalidInput, match="number: "):
+        normalize_number(text)
+
+
+def test_sender_normal_form_is_its_own_normal_form():
+    """"[[]]" normalised to "[]", which normalised again is empty (invalid): a sender stored
+    under its normal form must be found by it."""
+    with pytest.raises(InvalidInput, match="is empty"):
+        normalize_sender("[[]]")
+    for text in ("【【京东】】", "[ 【京东】 ]", "「[京东]」"):
+        assert normalize_sender(text) == "京东" == normalize_sender(normalize_sender(text))
+    assert normalize_sender("[a]b[c]") == "a]b[c" == normalize_sender("a]b[c")
+
+
+def test_sender_folded_letter_composing_with_a_mark():
+    """"Ｊ̌" (full-width J, combining caron): NFKC gives "J" + U+030C, folding "j" + U+030C,
+    which NFKC composes to "ǰ": the result was not its own normal form."""
+    sender = normalize_sender("\uff2a\u030c纍")
+    assert sender == "\u01f0纍" == normalize_sender(sender)
+
+
+def test_sender_written_as_a_scope_key_is_invalid(metrics):
+    """A sender whose normal form is `*` or `entity:...` ("[entity:]", "【*】") was read as
+    global or as an entity (an opt-out for "[entity:x]" hit the entity x), and "[entity:]" in
+    a batch, for a number with real-time events, failed the whole batch."""
+    for text in ("[entity:]", "[entity:x]", "【*】", "*", "ENTITY:x"):
+        with pytest.raises(InvalidInput, match="written as a scope key"):
+            normalize_sender(text)
+    engine = Engine(SuppressionIndex.build(["13812345678"], ["【京东】"]))
+    engine.opt_out("13912345678", "京东")
+    server = Suppression(engine, metrics, Limits(), CallsInFlight(),
+                         BadRequests(metrics.bad_requests, metrics.errors))
+    request = pb.CheckBatchRequest()
+    request.checks.add(sender="[entity:]", number="13912345678")
+    request.checks.add(sender="京东", number="13912345678")
+    results = pb.CheckBatchResponse.FromString(
+        server._check_batch(request.SerializeToString(), "CheckBatch")).results
+    assert "written as a scope key" in results[0].error and results[1].scope == 1
