@@ -238,6 +238,60 @@ def join_payloads(const uint8_t[::1] data, const int64_t[::1] offsets,
     return out
 
 
+# -- the write log's events made columns --------------------------------------------------------
+
+from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
+from cpython.object cimport PyObject
+
+
+def event_columns(list fields, dict source_ids):
+    """Checked fields (tuples kind, number, scope, mask, at_ms, source) as the columns kind,
+    number, scope, mask, at, source (numpy arrays) and the scope names: each name's id is the
+    order it first appears in (a reassignment's scope left out: 0xFFFFFFFF); a source is its id
+    in `source_ids`. OverflowError for a value its column cannot hold, KeyError for an unknown
+    source, ValueError for a tuple of other than six fields."""
+    cdef Py_ssize_t i, n = len(fields)
+    kind_a = np.empty(n, np.uint8)
+    number_a = np.empty(n, np.uint64)
+    scope_a = np.empty(n, np.uint32)
+    mask_a = np.empty(n, np.uint8)
+    at_a = np.empty(n, np.int64)
+    source_a = np.empty(n, np.uint8)
+    cdef uint8_t[::1] kind = kind_a
+    cdef uint64_t[::1] number = number_a
+    cdef uint32_t[::1] scope = scope_a
+    cdef uint8_t[::1] mask = mask_a
+    cdef int64_t[::1] at = at_a
+    cdef uint8_t[::1] source = source_a
+    cdef dict ids = {}
+    cdef list names = []
+    cdef tuple t
+    cdef PyObject *found
+    for i in range(n):
+        t = fields[i]
+        if len(t) != 6:
+            raise ValueError(f"fields[{i}]: {len(t)} fields, not 6")
+        kind[i] = t[0]
+        number[i] = t[1]
+        mask[i] = t[3]
+        at[i] = t[4]
+        found = PyDict_GetItem(source_ids, t[5])
+        if found == NULL:
+            raise KeyError(t[5])
+        source[i] = <object>found
+        if kind[i] == _REASSIGN:
+            scope[i] = 0xFFFFFFFF
+            continue
+        found = PyDict_GetItem(ids, t[2])
+        if found == NULL:
+            scope[i] = len(names)
+            PyDict_SetItem(ids, t[2], len(names))
+            names.append(t[2])
+        else:
+            scope[i] = <object>found
+    return kind_a, number_a, scope_a, mask_a, at_a, source_a, names
+
+
 # -- the change feed's formats: CSV rows and protobuf messages, written in one pass ----------
 
 cdef extern from *:

@@ -33,7 +33,8 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from anning.model.events import REASSIGN, REASSIGN_SCOPE, Event, EventColumns
+from anning._events import event_columns
+from anning.model.events import Event, EventColumns
 from anning.model.scopes import SOURCES
 
 __all__ = [
@@ -128,20 +129,17 @@ def encode_header(first_sequence: int) -> bytes:
 
 
 def columns_of(sequences: Sequence[int], fields: Sequence[EventFields]) -> EventColumns:
-    """Events as the log's records hold them, as columns (no object per event)."""
-    n = len(fields)
-    ids: dict[str, int] = {}
+    """Events as the log's records hold them, as columns (no object per event), in one
+    compiled pass over the fields (restarts, catch-ups, loads and the change feed read them
+    all: seven generator passes took 0.3 s for half a million events)."""
+    kind, number, scope, mask, at, source, names = event_columns(
+        fields if isinstance(fields, list) else list(fields), _SOURCE_IDS)
     columns: dict[str, np.ndarray] = {
-        "sequence": np.fromiter(sequences, np.uint64, n),
-        "number": np.fromiter((f[1] for f in fields), np.uint64, n),
-        "at": np.fromiter((f[4] for f in fields), np.int64, n),
-        "scope": np.fromiter((REASSIGN_SCOPE if f[0] == REASSIGN else ids.setdefault(f[2], len(ids))
-                              for f in fields), np.uint32, n),
-        "mask": np.fromiter((f[3] for f in fields), np.uint8, n),
-        "kind": np.fromiter((f[0] for f in fields), np.uint8, n),
-        "source": np.fromiter((_SOURCE_IDS[f[5]] for f in fields), np.uint8, n),
+        "sequence": np.fromiter(sequences, np.uint64, len(sequences)),
+        "number": number, "at": at, "scope": scope, "mask": mask, "kind": kind,
+        "source": source,
     }
-    return EventColumns(columns, list(ids))
+    return EventColumns(columns, names)
 
 
 def decode(value: Any) -> Seal | Header | Write:
