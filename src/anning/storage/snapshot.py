@@ -225,7 +225,8 @@ def _read_mapped(path: Path, fd: int, mm: mmap.mmap, size: int) -> SuppressionIn
             arrays[name] = np.frombuffer(mm, dtype, (end - offset) // itemsize, offset)
     _check_sections(path, fd, spans, size, copies)
     try:
-        raw_meta = arrays.pop("meta").tobytes()
+        # read, not copied out of the mapping: its pages would stay resident, MBs of them
+        raw_meta = _read_bytes(path, fd, spans[-1][0], len(arrays.pop("meta")))
         meta = json.loads(raw_meta)
         index = _assemble(arrays, meta, *params)
     except (ValueError, KeyError, TypeError, InvalidInput) as exc:
@@ -318,6 +319,13 @@ def _check_sections(path: Path, fd: int, spans: list[tuple[int, int, int, str]],
     for (_start, _end, expected, name), actual in zip(regions, crcs, strict=True):
         if actual != expected:
             raise CorruptSnapshot(path, f"section {name} checksum mismatch")
+
+
+def _read_bytes(path: Path, fd: int, position: int, length: int) -> bytearray:
+    out = bytearray(length)
+    with memoryview(out) as view:
+        _read_into(path, fd, view, position)
+    return out
 
 
 def _read_into(path: Path, fd: int, view: memoryview, position: int) -> None:
