@@ -3,6 +3,8 @@ fuzz/regressions/<target>/ too, where fuzz/run.py replays them under the sanitiz
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -10,9 +12,11 @@ from anning import InvalidInput, SuppressionIndex, normalize_number, normalize_s
 from anning._events import join_payloads, scan_frames
 from anning._wire import BatchCodec, MalformedRequest, item_senders
 from anning.engine import Engine
+from anning.errors import CorruptSnapshot
 from anning.server.metrics import Metrics
 from anning.server.requests import BadRequests
 from anning.server.servicers import CallsInFlight, Limits, Suppression
+from anning.storage.snapshot import read_snapshot, snapshot_summary
 from anning.v1 import anning_pb2 as pb
 
 ITEM = pb.CheckRequest(sender="京东", number="13812345678").SerializeToString()
@@ -159,3 +163,24 @@ def test_sender_written_as_a_scope_key_is_invalid(metrics):
     results = pb.CheckBatchResponse.FromString(
         server._check_batch(request.SerializeToString(), "CheckBatch")).results
     assert "written as a scope key" in results[0].error and results[1].scope == 1
+
+
+# -- the readers of files and the gate's PDUs (fuzz_snapshot, fuzz_checkpoint, fuzz_records,
+# fuzz_pdu): each input is kept under fuzz/regressions/<target>/
+
+REGRESSIONS = Path(__file__).resolve().parents[2] / "fuzz" / "regressions"
+
+
+@pytest.mark.parametrize(("name", "problem"), [
+    ("summary-meta-offset-past-end", "outside the file"),  # was ValueError from f.read
+    ("meta-as-of-ms-past-int64", "as_of_ms"),  # loaded; statements then OverflowError
+    ("directory-out-of-order", "directory: slot 4"),  # loaded; lookups read past the words
+])
+def test_crafted_snapshot_is_corrupt(tmp_path, name, problem):
+    """Snapshots whose checksums hold but whose contents do not (a crafted file)."""
+    path = tmp_path / "index.anx"
+    path.write_bytes((REGRESSIONS / "snapshot" / name).read_bytes())
+    with pytest.raises(CorruptSnapshot, match=problem) as caught:
+        snapshot_summary(path)
+        read_snapshot(path)
+    assert caught.value.path == path
