@@ -3,6 +3,9 @@ fuzz/regressions/<target>/ too, where fuzz/run.py replays them under the sanitiz
 
 from __future__ import annotations
 
+import json
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +15,12 @@ from anning import InvalidInput, SuppressionIndex, normalize_number, normalize_s
 from anning._events import join_payloads, scan_frames
 from anning._wire import BatchCodec, MalformedRequest, item_senders
 from anning.engine import Engine
-from anning.errors import CorruptSnapshot
+from anning.errors import CorruptCheckpoint, CorruptSnapshot
+from anning.model.events import OPT_OUT, REASSIGN, Event, EventColumns
 from anning.server.metrics import Metrics
 from anning.server.requests import BadRequests
 from anning.server.servicers import CallsInFlight, Limits, Suppression
+from anning.storage.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from anning.storage.snapshot import read_snapshot, snapshot_summary
 from anning.v1 import anning_pb2 as pb
 
@@ -184,3 +189,46 @@ def test_crafted_snapshot_is_corrupt(tmp_path, name, problem):
         snapshot_summary(path)
         read_snapshot(path)
     assert caught.value.path == path
+
+
+def _checkpoint_file(tmp_path, edit=None, meta_edit=None, extra=b""):
+    """A real checkpoint, its columns edited, then every CRC made right (a crafted file)."""
+    events = [Event(8613812345678, "京东", 1, OPT_OUT, 1_790_000_000_000, "reply", 5),
+              Event(8613912345678, "", 0, REASSIGN, 1_790_000_000_001, "api", 6)]
+    path = tmp_path / "events.ckpt"
+    write_checkpoint(path, Checkpoint(EventColumns.from_events(events), 1, 6, 0))
+    data = bytearray(path.read_bytes())
+    meta_length = struct.unpack_from("<I", data, 16)[0]
+    meta = json.loads(data[20:20 + meta_length])
+    if edit:
+        name, row, value = edit
+        offset, length, _crc = meta["columns"][name]
+        dtype = dict(EventColumns.FIELDS)[name]
+        column = np.frombuffer(bytes(data[offset:offset + length]), dtype).copy()
+        column[row] = value
+        data[offset:offset + length] = column.tobytes()
+        padded = data[offset:offset + 4096]
+        meta["columns"][name][2] = zlib.crc32(padded)
+    meta.update(meta_edit or {})
+    raw = json.dumps(meta).encode()
+    data[20:4096] = raw + bytes(4096 - 20 - len(raw))
+    struct.pack_into("<II", data, 12, 0, len(raw))
+    struct.pack_into("<I", data, 12, zlib.crc32(data[:4096]))
+    path.write_bytes(bytes(data) + extra)
+    return path
+
+
+@pytest.mark.parametrize(("edit", "meta_edit", "extra", "problem"), [
+    (None, {"watermark": float("inf")}, b"", "watermark"),  # was OverflowError
+    (None, {"covers": 1.5}, b"", "covers"),  # was taken as 1
+    (("scope", 1, 0), None, b"", "a reassignment names a scope"),  # events(): IndexError
+    (("kind", 0, 7), None, b"", "kind 7"),
+    (("source", 0, 9), None, b"", "source 9"),  # events(): IndexError
+    (None, None, b"\0", "extended"),  # bytes no checksum covers
+])
+def test_crafted_checkpoint_is_corrupt(tmp_path, edit, meta_edit, extra, problem):
+    path = _checkpoint_file(tmp_path, edit, meta_edit, extra)
+    with pytest.raises(CorruptCheckpoint, match=problem):
+        read_checkpoint(path)
+    (tmp_path / "base").mkdir()
+    read_checkpoint(_checkpoint_file(tmp_path / "base"))  # the base itself loads
