@@ -4,10 +4,12 @@ fuzz/regressions/<target>/ too, where fuzz/run.py replays them under the sanitiz
 from __future__ import annotations
 
 import json
+import os
 import struct
 import zlib
 from pathlib import Path
 
+import msgpack
 import numpy as np
 import pytest
 
@@ -15,13 +17,16 @@ from anning import InvalidInput, SuppressionIndex, normalize_number, normalize_s
 from anning._events import join_payloads, scan_frames
 from anning._wire import BatchCodec, MalformedRequest, item_senders
 from anning.engine import Engine
-from anning.errors import CorruptCheckpoint, CorruptSnapshot
+from anning.errors import CorruptCheckpoint, CorruptLog, CorruptSnapshot
 from anning.model.events import OPT_OUT, REASSIGN, Event, EventColumns
 from anning.server.metrics import Metrics
 from anning.server.requests import BadRequests
 from anning.server.servicers import CallsInFlight, Limits, Suppression
+from anning.storage import records
 from anning.storage.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from anning.storage.fileio import OS_IO
 from anning.storage.snapshot import read_snapshot, snapshot_summary
+from anning.storage.wal.segments import Segment, scan
 from anning.v1 import anning_pb2 as pb
 
 ITEM = pb.CheckRequest(sender="京东", number="13812345678").SerializeToString()
@@ -232,3 +237,28 @@ def test_crafted_checkpoint_is_corrupt(tmp_path, edit, meta_edit, extra, problem
         read_checkpoint(path)
     (tmp_path / "base").mkdir()
     read_checkpoint(_checkpoint_file(tmp_path / "base"))  # the base itself loads
+
+
+@pytest.mark.parametrize("value", [
+    [2, [5]],  # TypeError: 'int' object is not iterable
+    [1, 1, 8613812345678, "京东", 1, 1_790_000_000_000, "carrier pigeon"],  # KeyError later
+    [3, 1, [[1, -1, "京东", 1, 1_790_000_000_000, "reply"]]],  # OverflowError later
+    [3, 1, [[9, 8613812345678, "京东", 1, 1_790_000_000_000, "reply"]]],
+    [3, 1, [[1, 8613812345678, "京东", 256, 1_790_000_000_000, "reply"]]],
+    [3, 1, [[True, 8613812345678, "京东", 1, 1_790_000_000_000, "reply"]]],
+])
+def test_log_record_with_fields_the_columns_cannot_hold(value):
+    with pytest.raises(records.RecordError):
+        records.decode(value)
+
+
+def test_segment_whose_sequences_go_back_is_corrupt(tmp_path):
+    """A header in the middle of a segment set the expected sequence back: the old-version
+    write after it took sequences already given."""
+    event = [1, 8613812345678, "京东", 1, 1_790_000_000_000, "reply"]
+    data = (records.encode_header(5) + records.frame(msgpack.packb([2, [event, event]]))
+            + records.encode_header(5) + records.frame(msgpack.packb([2, [event]])))
+    segment = Segment(OS_IO, tmp_path, 1)
+    os.write(segment.fd, data)
+    with pytest.raises(CorruptLog, match="sequence 5, after 6"):
+        scan(OS_IO, segment, 0, True, 0)
