@@ -18,6 +18,7 @@ from anning._events import join_payloads, scan_frames
 from anning._wire import BatchCodec, MalformedRequest, item_senders
 from anning.engine import Engine
 from anning.errors import CorruptCheckpoint, CorruptLog, CorruptSnapshot
+from anning.gate.pdu import SUBMIT_SM, PduError, decode_message, encode_pdu
 from anning.model.events import OPT_OUT, REASSIGN, Event, EventColumns
 from anning.server.metrics import Metrics
 from anning.server.requests import BadRequests
@@ -262,3 +263,13 @@ def test_segment_whose_sequences_go_back_is_corrupt(tmp_path):
     os.write(segment.fd, data)
     with pytest.raises(CorruptLog, match="sequence 5, after 6"):
         scan(OS_IO, segment, 0, True, 0)
+
+
+def test_submit_sm_of_255_bytes_is_refused():
+    """sm_length is 0..254: 255 was decoded, and no encoder could write the PDU back."""
+    body = (b"\0" + b"\0\0" + b"123\0" + b"\0\0" + b"456\0" + b"\0\0\0" + b"\0\0"
+            + b"\0\0\0\0" + bytes([255]) + b"x" * 255)
+    with pytest.raises(PduError, match="sm_length: 255"):
+        decode_message(SUBMIT_SM, body)
+    assert (REGRESSIONS / "pdu" / "submit-sm-length-255").read_bytes()[1:17] == \
+        encode_pdu(SUBMIT_SM, 1, body)[:16]
