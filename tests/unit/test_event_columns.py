@@ -8,6 +8,7 @@ import pytest
 
 from anning.model.events import OPT_IN, OPT_OUT, REASSIGN, REASSIGN_SCOPE
 from anning.model.scopes import SOURCES
+from anning.storage import records
 from anning.storage.records import columns_of
 
 
@@ -48,3 +49,22 @@ def test_fields_that_do_not_fit_are_refused(bad, error):
     with pytest.raises(error):
         columns_of([1, 2], [good, bad])
     assert np.array_equal(columns_of([1], [good]).columns["number"], [8613800000000])
+
+
+@pytest.mark.parametrize("bad", [
+    (7, 8613800000000, "s", 1, 0, "api"), (1, -1, "s", 1, 0, "api"),
+    (1, 2**64, "s", 1, 0, "api"), (1, 8613800000000, "s", 256, 0, "api"),
+    (1, 8613800000000, "s", -1, 0, "api"), (1, 8613800000000, "s", 1, 2**63, "api"),
+    (1, 8613800000000, "s", 1, 0, "carrier pigeon"), (True, 8613800000000, "s", 1, 0, "api"),
+    (1, 8613800000000, b"s", 1, 0, "api"), {0: 1, 1: 2, 2: "s", 3: 1, 4: 0, 5: "api"},
+])
+def test_a_write_checked_in_bulk_refuses_what_one_event_would(bad):
+    """A write's events are checked in bulk (types and ranges over all of them), one by one
+    only when one fails: a bad one among good ones is RecordError naming it, as alone."""
+    good = [(OPT_OUT, 8613800000000 + i, "s", 1, i, "api") for i in range(50)]
+    assert records.decode([3, 1, good]).events == good
+    assert records.decode([3, 1, [list(g) for g in good]]).events == good
+    with pytest.raises(records.RecordError, match="not the fields of an event"):
+        records.decode([3, 1, [*good[:20], bad, *good[20:]]])
+    with pytest.raises(records.RecordError, match="not the fields of an event"):
+        records.decode([2, [bad, *good]])
