@@ -62,7 +62,7 @@ def pytest_terminal_summary(
     terminalreporter: Any, exitstatus: int, config: pytest.Config
 ) -> None:
     figures = config.stash.get(FIGURES, None)
-    if not figures or not figures.items:
+    if not figures or not (figures.items or figures.given):
         return
     for line in figures.lines():
         terminalreporter.write_line(line)

@@ -13,6 +13,7 @@ from anning.errors import WritesStopped
 from anning.model.events import OPT_IN, OPT_OUT, Event
 from anning.storage.layout import DataDir
 from anning.storage.local import LocalFeed
+from anning.storage.wal.durable import DurableMark, read_durable
 from anning.testing.crashio import CrashIO
 from anning.testing.server import write_main_snapshot
 
@@ -58,3 +59,16 @@ def test_what_a_killed_writer_left_is_handed_out_once_a_restart_has_synced_it(tm
     assert feed_of(DataDir(data)) == []
     Engine(data_dir=data)  # a restart's recovery syncs the log and marks it
     assert feed_of(DataDir(data)) == [(1, 8613900000001, OPT_OUT)]
+
+
+def test_the_mark_only_rises_whichever_worker_marks_last(tmp_path):
+    """Two workers' fsyncs end in either order: the one that made less durable marking last
+    must not pull the mark back below the other's (the feed stopped short forever; CI)."""
+    ahead, behind = DurableMark(tmp_path), DurableMark(tmp_path)
+    ahead.set(8641)
+    behind.set(8601)
+    assert read_durable(tmp_path) == 8641
+    behind.set(8642)
+    assert read_durable(tmp_path) == 8642
+    ahead.close()
+    behind.close()

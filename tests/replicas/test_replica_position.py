@@ -27,6 +27,15 @@ def batches(start: int, count: int, scope: str = "京东") -> Iterator[pb.WriteB
             for n in range(first, min(first + 1000, start + count))])
 
 
+def replica_current(server: h.Server) -> float:
+    """The replica's anning_replica_current, as Prometheus scrapes it."""
+    assert server.metrics_port
+    for line in h.metrics_text(server.metrics_port).splitlines():
+        if line.startswith("anning_replica_current "):
+            return float(line.split()[1])
+    raise AssertionError("anning_replica_current is not exported")
+
+
 def write(server: h.Server, start: int, count: int) -> int:
     with h.Stubs(server.target) as s:
         last = 0
@@ -125,6 +134,8 @@ def test_a_checkpoint_older_than_the_stream_needs_a_load(cluster, tmp_path):
             assert f"--events-through {state['first'] - 1}" in stale, stale
             assert not status(c).current
             assert c.health("anning.v1.Suppression") == h.NOT_SERVING
+            # what the alert AnningReplicaNotCurrent (deploy/prometheus) watches
+            eventually(lambda: replica_current(c) == 0.0)
             with h.Stubs(c.target) as s:
                 error = h.rpc_error(s.suppression.Check, pb.CheckRequest(
                     sender="京东", number="13700000005"), timeout=h.T)
@@ -140,6 +151,7 @@ def test_a_checkpoint_older_than_the_stream_needs_a_load(cluster, tmp_path):
             assert status(c).stale == ""
             eventually(lambda: status(c).last_sequence == last and
                        status(c).replica_lag_events == 0)
+            eventually(lambda: replica_current(c) == 1.0)
             kept = list(range(3010 - 1000, 3010, 7))
             assert scopes(c, kept) == [pb.SCOPE_SENDER] * len(kept)
             assert scopes(c, [5]) == [pb.SCOPE_NONE]  # the load declared it has taken it in

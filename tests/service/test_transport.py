@@ -155,7 +155,13 @@ def test_a_hundred_megabytes_of_metadata(server):
         assert _stream_ended(conn, 1)  # answered (RESOURCE_EXHAUSTED), the rest thrown away
     finally:
         conn.close()
-    assert server.rss() - rss < 50 * MB  # measured: +4 MB: nothing of it was kept
+    # measured: +4 MB, nothing of it was kept; on a loaded machine the connections' buffers may
+    # take a moment to be let go, so the bound is asked of the RSS within a few seconds
+    deadline, grown = time.monotonic() + 10, server.rss() - rss
+    while grown >= 50 * MB and time.monotonic() < deadline:
+        time.sleep(0.2)
+        grown = server.rss() - rss
+    assert grown < 50 * MB, grown
     assert_usual_latency(server, before)
 
 

@@ -4,9 +4,11 @@ what they need."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
+import threading
 import zlib
 from dataclasses import replace
 
@@ -129,6 +131,40 @@ def test_a_log_reopened_after_a_fork_is_built_whole(tmp_path):
     assert reopened.writer.segment.fd != log.writer.segment.fd  # descriptors of its own
     log.append([records.encode_events(EVENTS[1:2])], [1])
     assert reopened.tail() == [replace(EVENTS[1], sequence=2)]
+
+
+def test_a_log_opened_while_another_process_starts_a_segment_waits_for_its_header(tmp_path):
+    """Another process's checkpoint rotates: it creates the next segment and writes its header
+    while holding the current one's lock. A log opened in between (`anning checkpoint` beside a
+    server) meets the new segment still empty; it must begin from the older one and move on
+    under that lock, not give up on a segment "without its header record" (seen in CI)."""
+    first = EventLog(tmp_path)
+    first.append([records.encode_events(EVENTS[:1])], [1])
+    rotator = os.open(tmp_path / segment_name(1), os.O_RDWR | os.O_APPEND)
+    fcntl.flock(rotator, fcntl.LOCK_EX)
+    started = os.open(tmp_path / segment_name(2), os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    outcome: list[object] = []
+
+    def checkpoint_beside() -> None:
+        try:
+            log = EventLog(tmp_path)
+            outcome.append(log.rotate())
+            outcome.append(log.append([records.encode_events(EVENTS[1:2])], [1]))
+        except Exception as exc:
+            outcome.append(exc)
+
+    beside = threading.Thread(target=checkpoint_beside)
+    beside.start()
+    beside.join(0.3)
+    assert not outcome, outcome  # waiting for the rotation under way, not failing
+    os.write(started, records.encode_header(2))
+    os.write(rotator, records.encode_seal(2, 2))
+    fcntl.flock(rotator, fcntl.LOCK_UN)
+    beside.join(10)
+    os.close(rotator)
+    os.close(started)
+    assert outcome == [2, [2]]  # it sealed the new segment; its event has the next sequence
+    assert EventLog(tmp_path).append([records.encode_events(EVENTS[2:])], [1]) == [3]
 
 
 @pytest.fixture

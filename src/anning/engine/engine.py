@@ -43,6 +43,7 @@ from anning.model.events import OPT_IN, OPT_OUT, REASSIGN, Event, EventColumns, 
 from anning.model.scopes import DEFAULT_CATEGORY, Scope, keep_categories
 from anning.storage.fileio import OS_IO, FileIO
 from anning.storage.layout import DataDir
+from anning.storage.loadrecord import LoadRecord, LoadRecordReader, write_load_record
 from anning.storage.local import LocalEventLog
 from anning.storage.snapshot import read_snapshot, snapshot_summary, write_snapshot
 from anning.storage.source import CheckpointReport, EventFeed, EventSource, SourceCondition
@@ -94,7 +95,8 @@ class Engine:
         self._state: ServingState | None = None
         self._pending = EventStore(0)  # events taken before any list was loaded
         self._sequence = 0  # without a source: the sequence of the last event taken
-        self.last_refusal: str | None = None
+        self.last_refusal: str | None = None  # of a load by this engine
+        self._load_record = LoadRecordReader(self.data) if self.data is not None else None
         self.follower = Follower(self)
         if source is None and self.data is not None and write_log:
             source = LocalEventLog(self.data, io)
@@ -175,11 +177,16 @@ class Engine:
         state = self._state
         return max(known, state.index.folded_through if state else 0)
 
+    def last_load(self) -> LoadRecord | None:
+        """How the data directory's last snapshot load ended, by whichever process ran it."""
+        return self._load_record.read() if self._load_record is not None else None
+
     def status(self) -> EngineStatus:
         state = self._state
         condition = self.source.condition() if self.source is not None else SourceCondition()
         failure = condition.writes_problem or None
-        refusal = self.last_refusal or ""
+        record = self.last_load()  # cron's load too: a later success clears a refusal
+        refusal = record.refused if record is not None else self.last_refusal or ""
         last = self.last_sequence
         if state is None:
             return EngineStatus(False, 0, 0, 0, None, 0.0, len(self._pending), failure is None,
@@ -483,11 +490,15 @@ class Engine:
                 check_shrink(report, before, options)
             except SnapshotRefused as refused:
                 self.last_refusal = refused.report.refused
+                if self.data is not None:
+                    write_load_record(self.data, refused.report.refused or "refused", None,
+                                      self.io)
                 raise
             if self.data is not None:
                 path = self.data.snapshot
                 self.data.path.mkdir(parents=True, exist_ok=True)
                 write_snapshot(index, path, self.io)
+                write_load_record(self.data, "", len(index), self.io)
                 del index  # serve the mapped pages: the built arrays go before they come in
                 index = read_snapshot(path)
                 self.follower.snapshot_served(path)

@@ -25,6 +25,7 @@ from anning.load import (
 from anning.model.scopes import keep_categories
 from anning.storage.fileio import OS_IO, FileIO
 from anning.storage.layout import DataDir
+from anning.storage.loadrecord import write_load_record
 from anning.storage.local import read_events_through
 from anning.storage.snapshot import snapshot_summary, write_snapshot
 from anning.storage.source import CheckpointReport
@@ -36,9 +37,21 @@ def load_into_data_dir(data_dir: str | PathLike[str], paths: Sequence[str | Path
                        options: LoadOptions, progress: ProgressFn | None = None,
                        io: FileIO = OS_IO) -> LoadReport:
     """Parse, check the guards against the snapshot on disk, write the new binary snapshot
-    atomically. Raises SnapshotRefused (the old file untouched)."""
+    atomically. Raises SnapshotRefused (the old file untouched). Either way the outcome is
+    recorded in the directory (anning.storage.loadrecord), for its servers to report."""
     data = DataDir(data_dir)
     data.path.mkdir(parents=True, exist_ok=True)
+    try:
+        report = _load(data, paths, options, progress, io)
+    except SnapshotRefused as refused:
+        write_load_record(data, refused.report.refused or "refused", None, io)
+        raise
+    write_load_record(data, "", report.entries_after, io)
+    return report
+
+
+def _load(data: DataDir, paths: Sequence[str | PathLike[str]], options: LoadOptions,
+          progress: ProgressFn | None, io: FileIO) -> LoadReport:
     previous = snapshot_summary(data.snapshot) if data.snapshot.exists() else None
     options = replace(options, categories=keep_categories(
         tuple(previous.meta.get("categories", ())) if previous else (), options.categories))

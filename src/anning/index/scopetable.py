@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 import numpy as np
@@ -39,20 +40,36 @@ class ScopeTable:
         table = cls()
         table.scopes = list(scopes)
         table.scope_ids = {s: i for i, s in enumerate(scopes)}
-        table.senders = list(senders)
-        table.sender_ids = {s: i for i, s in enumerate(senders)}
-        if len(table.scope_ids) != len(scopes) or len(table.sender_ids) != len(senders):
-            raise ValueError("a scope or sender is listed twice")
+        if len(table.scope_ids) != len(scopes):
+            raise ValueError("a scope is listed twice")
         if len(sender_scope) != len(senders) or len(sender_entity) != len(senders):
             raise ValueError(f"{len(sender_scope)} sender scopes for {len(senders)} senders")
-        for i, name in enumerate(senders):
-            if table.scope_ids.get(name) != sender_scope[i] or name.startswith(ENTITY_PREFIX):
+        scope_of = sender_scope.tolist()
+        for name, scope in zip(senders, scope_of, strict=True):
+            if table.scope_ids.get(name) != scope or name.startswith(ENTITY_PREFIX):
                 raise ValueError(f"sender {name!r} does not match its scope")
+        # A sender's name is its scope's key (checked above): one string object for both, as
+        # in a built table, not a second copy of every name from the snapshot's meta.
+        table.senders = [table.scopes[i] for i in scope_of]
+        table.sender_ids = {s: i for i, s in enumerate(table.senders)}
+        if len(table.sender_ids) != len(senders):
+            raise ValueError("a sender is listed twice")
         entity_of = sender_entity.tolist()
         if any(e != NO_SCOPE and e >= len(scopes) for e in entity_of):
             raise ValueError("a sender's entity is outside the scopes")
         table._entity_of = entity_of
         return table
+
+    def python_bytes(self) -> int:
+        """Memory of the tables: the containers, the scope keys (a sender's name is its
+        scope's key object) and the ints they hold (one object a value: made one by one)."""
+        getsizeof = sys.getsizeof
+        total = sum(map(getsizeof, (self.scopes, self.scope_ids, self.senders,
+                                    self.sender_ids, self._entity_of)))
+        total += sum(map(getsizeof, self.scopes))
+        for ints in (self.scope_ids.values(), self.sender_ids.values(), self._entity_of):
+            total += sum(map(getsizeof, ints))
+        return total
 
     def scope(self, key: str) -> int:
         """Id of a canonical scope key, registering it (and its sender) when new."""

@@ -5,7 +5,6 @@ An index knows nothing of files: `anning.storage.snapshot` writes one to disk an
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -117,7 +116,7 @@ class SuppressionIndex:
         # when its statements were made: only what real-time events are compared with
         self.statements = statements or RowStatements(int(self.meta.get("as_of_ms", 0)))
         self.statements.check_against(len(core))
-        self._python_bytes = _python_size(table)
+        self._python_bytes = table.python_bytes()
         self._raw_sender_ids: dict[str, int] = {}
         self._mixed = np.empty(0, np.int64)  # entries built from rows of different times
         if _index.DEBUG:
@@ -408,10 +407,3 @@ class SuppressionIndex:
             f"<SuppressionIndex {len(self)} entries, {len(self.senders)} senders, "
             f"{len(self.scopes)} scopes, {self.nbytes / max(len(self), 1):.1f} B/entry>"
         )
-
-
-def _python_size(table: ScopeTable) -> int:
-    size = sys.getsizeof(table.scopes) + sys.getsizeof(table.scope_ids)
-    size += sys.getsizeof(table.senders) + sys.getsizeof(table.sender_ids)
-    size += sum(sys.getsizeof(s) for s in table.scopes)
-    return size

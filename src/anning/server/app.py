@@ -404,11 +404,16 @@ def _update_gauges(engine: Engine, metrics: Metrics) -> None:
     except Exception as exc:  # a gauge must never take the worker down
         log.warning("status for metrics failed: %r", exc)
         return
+    metrics.ready.set(1 if status.ready else 0)
     metrics.writes_ok.set(1 if status.writes_ok else 0)
     metrics.current.set(1 if status.source.current else 0)
     metrics.replica_lag.set(status.source.lag_events)
     metrics.replica_lag_seconds.set(status.source.lag_seconds)
     metrics.last_sequence.set(status.last_sequence)
+    metrics.load_refused.set(1 if status.last_refusal else 0)
+    record = engine.last_load()
+    if record is not None:
+        metrics.last_load.set(record.at)
     if status.ready:
         metrics.entries.set(status.entries)
         metrics.snapshot_age.set(status.age_seconds)

@@ -1,5 +1,6 @@
-"""Prometheus metrics (SPEC §7): checks and suppressions by scope, latency per method, entries,
-snapshot age, write-log lag, refusals and errors by code.
+"""Prometheus metrics (SPEC §7): checks and suppressions by scope, latency per method, readiness,
+entries, snapshot age, write-log lag, refusals (and how the last load ended) and errors by code.
+The alert rules and dashboard in deploy/ use these names (tests/deploy checks them).
 
 With several worker processes, prometheus_client's multiprocess mode is used: the parent sets
 PROMETHEUS_MULTIPROC_DIR before the workers record anything, and serves the merged figures.
@@ -43,6 +44,8 @@ class Metrics:
                                "Events sent to change-feed followers (OptOuts.Changes)")
         multiprocess = "PROMETHEUS_MULTIPROC_DIR" in os.environ
         mode = {"multiprocess_mode": "max"} if multiprocess else {}
+        self.ready = Gauge("anning_ready", "1 while a list is loaded and checks are answered",
+                           **mode)
         self.entries = Gauge("anning_entries", "Entries in the serving list", **mode)
         self.snapshot_age = Gauge("anning_snapshot_age_seconds",
                                   "Age of the serving snapshot's as_of", **mode)
@@ -65,6 +68,11 @@ class Metrics:
         self.replica_lag_seconds = Gauge(
             "anning_replica_lag_seconds",
             "How long the oldest event not yet applied here has been known of", **mode)
+        self.load_refused = Gauge(
+            "anning_last_load_refused", "1 when the data directory's last snapshot load (cron's "
+            "or Admin.LoadSnapshot) was refused; 0 once one is loaded", **mode)
+        self.last_load = Gauge("anning_last_load_timestamp_seconds",
+                               "When the last snapshot load ended, loaded or refused", **mode)
         self.scope_names = ("none", "sender", "entity", "global")
         # the labelled children, looked up once: a lookup is a lock and a dict per call
         self.checks_by_code = tuple(self.checks.labels(name) for name in self.scope_names)

@@ -60,6 +60,13 @@ class FileIO:
     def exists(self, path: str | PathLike[str]) -> bool:
         return os.path.exists(path)
 
+    def path_size(self, path: str | PathLike[str]) -> int | None:
+        """The size of the file at `path`; None when there is none."""
+        try:
+            return os.stat(path).st_size
+        except FileNotFoundError:
+            return None
+
     def listdir(self, path: str | PathLike[str]) -> list[str]:
         return os.listdir(path)
 

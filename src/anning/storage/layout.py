@@ -6,6 +6,7 @@
     checkpoint.lock     one checkpoint at a time, across processes
     load.lock           one snapshot load at a time, across processes
     rejects.csv         the bad rows of the last snapshot load
+    last-load.json      how the last snapshot load ended, by any process (anning.storage.loadrecord)
     .NAME.tmpPID        a file being written whole by process PID (FileIO.replace_file)
 
 Every name is made here; no other module spells one.
@@ -36,6 +37,7 @@ SNAPSHOT_NAME = "index.anx"
 CHECKPOINT_NAME = "events.ckpt"
 LEGACY_LOG_NAME = "events.log"  # a single-file log of an early version: becomes segment 1
 REJECTS_NAME = "rejects.csv"
+LAST_LOAD_NAME = "last-load.json"
 _SEGMENT = re.compile(r"^events-(\d{6,})\.log$")
 _TEMPORARY = re.compile(r"^\.(.+)\.tmp(\d+)$")
 
@@ -114,6 +116,10 @@ class DataDir:
     @property
     def rejects(self) -> Path:
         return self.path / REJECTS_NAME
+
+    @property
+    def last_load(self) -> Path:
+        return self.path / LAST_LOAD_NAME
 
     @property
     def metrics(self) -> Path:

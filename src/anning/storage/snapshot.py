@@ -9,12 +9,17 @@ Layout (little-endian):
               zero padding up to the next section (or the end), so every byte of the file is
               checked before any of it is served.
 
-Loading maps the file read-only (pages shared between processes) and never parses entries.
+Loading maps the file read-only (pages shared between processes) and never parses entries. The
+checksums are computed over what pread() reads, not through the mapping: a section is resident
+in the process only once a check touches it (the statements' times may never be), and the two
+that are copied onto huge pages (anning.index.hugepages) are read straight into their copies,
+so that no second, file-backed copy of them stays resident beside the first.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import mmap
 import os
@@ -177,52 +182,87 @@ def snapshot_summary(path: str | PathLike[str]) -> SnapshotSummary:
 def read_snapshot(path: str | PathLike[str]) -> SuppressionIndex:
     """Map and check a binary snapshot; raise CorruptSnapshot naming the file and the fault."""
     path = Path(path)
+    mm: mmap.mmap | None = None
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size < HEADER_SIZE:
                 raise CorruptSnapshot(path, f"truncated: {size} bytes, a header is {HEADER_SIZE}")
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            try:
+                return _read_mapped(path, f.fileno(), mm, size)
+            except CorruptSnapshot as exc:
+                # Drop the frames (and the array views into the map they hold), then unmap.
+                error = exc.with_traceback(None)
     except OSError as exc:
-        raise CorruptSnapshot(path, f"cannot be read: {exc.strerror or exc}") from exc
-    try:
-        return _read_mapped(path, mm, size)
-    except CorruptSnapshot as exc:
-        # Drop the frames (and the array views into the map they hold), then unmap now.
-        error = exc.with_traceback(None)
-    with contextlib.suppress(BufferError):  # else the map goes with its last reference
-        mm.close()
+        error = CorruptSnapshot(path, f"cannot be read: {exc.strerror or exc}")
+        error.__cause__ = exc
+    if mm is not None:
+        with contextlib.suppress(BufferError):  # else the map goes with its last reference
+            mm.close()
     raise error
 
 
-def _read_mapped(path: Path, mm: mmap.mmap, size: int) -> SuppressionIndex:
+# The parts every check probes at random, off the file's small pages onto huge ones (see
+# anning.hugepages): 2.3 bytes an entry, private to the process (a worker forked after the
+# load shares them); the entries stay mapped from the file.
+_ON_HUGE_PAGES = ("bloom", "directory")
+
+
+def _read_mapped(path: Path, fd: int, mm: mmap.mmap, size: int) -> SuppressionIndex:
     with memoryview(mm) as view:
         params, spans = _check_layout(path, view, size)
-    arrays = {}
     layout = _SECTIONS if len(spans) == len(_SECTIONS) else _SECTIONS_V1
+    arrays: dict[str, np.ndarray] = {}
+    copies: dict[str, np.ndarray] = {}
     for (offset, end, _crc, name), (_name, dtype) in zip(spans, layout, strict=True):
         itemsize = np.dtype(dtype).itemsize
         if (end - offset) % itemsize:
             raise CorruptSnapshot(path, f"section {name} is not whole {np.dtype(dtype)} items")
-        arrays[name] = np.frombuffer(mm, dtype, (end - offset) // itemsize, offset)
-    # The parts every check probes at random, off the file's small pages onto huge ones (see
-    # anning.hugepages): 2.3 bytes an entry, private to the process (a worker forked after
-    # the load shares them); the entries stay mapped from the file.
-    for name in ("bloom", "directory"):
-        arrays[name] = hugepages.copy(arrays[name])
+        if name in _ON_HUGE_PAGES and hugepages.worth(end - offset):
+            copies[name] = arrays[name] = hugepages.zeros((end - offset) // itemsize, dtype)
+        else:
+            arrays[name] = np.frombuffer(mm, dtype, (end - offset) // itemsize, offset)
+    _check_sections(path, fd, spans, size, copies)
     try:
-        meta = json.loads(arrays.pop("meta").tobytes())
+        # read, not copied out of the mapping: its pages would stay resident, MBs of them
+        raw_meta = _read_bytes(path, fd, spans[-1][0], len(arrays.pop("meta")))
+        meta = json.loads(raw_meta)
         index = _assemble(arrays, meta, *params)
     except (ValueError, KeyError, TypeError, InvalidInput) as exc:
         raise CorruptSnapshot(path, f"inconsistent contents: {exc}") from None
     index.meta["path"] = str(path)
+    del meta, arrays
+    if len(raw_meta) >= _TRIM_FROM:
+        _give_back_freed_memory()
     return index
+
+
+_TRIM_FROM = 256 << 10  # bytes of meta (the sender table): its parse leaves MBs behind
+
+
+def _give_back_freed_memory() -> None:
+    """Hand the heap memory the load freed (the meta's parse, the tables' growth) back to the
+    system: glibc keeps it resident otherwise, a few MB beside the index for good. About a ms;
+    below _TRIM_FROM there is little to give back, and a walk of every thread's arena would
+    cost a busy process more than it gains."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            _malloc_trim = ctypes.CDLL(None).malloc_trim
+        except (AttributeError, OSError):  # not glibc
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim: Any = None
 
 
 def _check_layout(
     path: Path, view: memoryview, size: int
 ) -> tuple[tuple[int, int, int, int], list[tuple[int, int, int, str]]]:
-    """Header, section table and every checksum; returns index parameters and sections."""
+    """Header and section table; returns index parameters and sections."""
     magic, version, header_crc, file_size, entries, remainder_bits, scope_bits, bloom_k, count = (
         _HEADER.unpack_from(view, 0)
     )
@@ -237,17 +277,66 @@ def _check_layout(
         if offset + length > size:
             raise CorruptSnapshot(path, f"section {name} ends past the end of the file")
         spans.append((offset, offset + length, crc, name))
+    return (entries, remainder_bits, scope_bits, bloom_k), spans
+
+
+_CHUNK = 4 << 20  # bytes a pread of the checksum pass
+
+
+def _check_sections(path: Path, fd: int, spans: list[tuple[int, int, int, str]], size: int,
+                    copies: dict[str, np.ndarray]) -> None:
+    """Every section's CRC, over what pread() reads (never through the mapping, which would
+    leave every page resident); a section in `copies` is read into its copy whole."""
     # Each section's CRC covers it and the padding up to the next (or the file's end).
     regions = [
         (s[0], spans[i + 1][0] if i + 1 < len(spans) else size, s[2], s[3])
         for i, s in enumerate(spans)
     ]
+
+    def crc_of(region: tuple[int, int, int, str]) -> int:
+        start, end, _expected, name = region
+        crc, position = 0, start
+        into = copies.get(name)
+        if into is not None:
+            whole = into.reshape(-1).view(np.uint8).data
+            _read_into(path, fd, whole, position)
+            crc, position = zlib.crc32(whole), position + len(whole)
+        if position == end:
+            return crc
+        # An anonymous map, not the heap: unmapped when done, where freed heap memory of a
+        # thread's arena would stay resident beside the index.
+        with mmap.mmap(-1, min(_CHUNK, end - position)) as chunk, memoryview(chunk) as buffer:
+            while position < end:
+                part = buffer[: min(_CHUNK, end - position)]
+                _read_into(path, fd, part, position)
+                crc = zlib.crc32(part, crc)
+                position += len(part)
+                part.release()
+        return crc
+
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        crcs = list(pool.map(lambda r: zlib.crc32(view[r[0] : r[1]]), regions))
+        crcs = list(pool.map(crc_of, regions))
     for (_start, _end, expected, name), actual in zip(regions, crcs, strict=True):
         if actual != expected:
             raise CorruptSnapshot(path, f"section {name} checksum mismatch")
-    return (entries, remainder_bits, scope_bits, bloom_k), spans
+
+
+def _read_bytes(path: Path, fd: int, position: int, length: int) -> bytearray:
+    out = bytearray(length)
+    with memoryview(out) as view:
+        _read_into(path, fd, view, position)
+    return out
+
+
+def _read_into(path: Path, fd: int, view: memoryview, position: int) -> None:
+    """Fill `view` from the file at `position`: the file was checked for size, so a short read
+    means it shrank under us."""
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], position + done)
+        if n <= 0:
+            raise CorruptSnapshot(path, f"truncated while read, at byte {position + done}")
+        done += n
 
 
 def _check_header(path: Path, header: bytearray, magic: bytes, version: int, crc: int,

@@ -247,6 +247,15 @@ class CrashIO(FileIO):
             self._enter("exists")
             return os.path.exists(path)
 
+    def path_size(self, path: str | PathLike[str]) -> int | None:
+        self._before("path_size")
+        with self._lock:
+            self._enter("path_size")
+            try:
+                return os.stat(path).st_size
+            except FileNotFoundError:
+                return None
+
     def listdir(self, path: str | PathLike[str]) -> list[str]:
         self._before("listdir")
         with self._lock:

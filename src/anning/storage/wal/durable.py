@@ -7,13 +7,16 @@ second. A writer learns what is durable when its fsync returns; readers in other
 not. So after each fsync a writer writes the last sequence it made durable here (8 bytes,
 little-endian, at offset 0; no fsync of its own: after a power loss a restart's recovery writes
 it again). Any value written is true when written (an fsync covers every byte written to the
-file before it, whoever wrote them), so a value lower than another process's only holds the
-feed back until the next write. No file (a data directory of an earlier version, or no writer
-yet): nothing is held back.
+file before it, whoever wrote them). The mark only rises: two workers finish their fsyncs in
+either order, and the one with the lower sequence must not write over the higher one (the feed
+would then stop short of events already durable until some later write, forever if none
+came; seen in CI). So the writer takes the file's flock, and writes only a higher value. No
+file (a data directory of an earlier version, or no writer yet): nothing is held back.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import struct
@@ -38,7 +41,13 @@ class DurableMark:
         try:
             if self._fd is None:
                 self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            os.pwrite(self._fd, _MARK.pack(sequence), 0)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                current = os.pread(self._fd, _MARK.size, 0)
+                if len(current) < _MARK.size or _MARK.unpack(current)[0] < sequence:
+                    os.pwrite(self._fd, _MARK.pack(sequence), 0)
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
         except OSError as exc:  # the feed waits; the writes themselves are not affected
             if not self._failed:
                 log.warning("%s: the durable mark cannot be written (%s): the change feed "

@@ -16,7 +16,7 @@ from anning.model.events import Event, EventColumns
 from anning.storage.fileio import OS_IO, FileIO
 from anning.storage.layout import LEGACY_LOG_NAME, segment_name
 from anning.storage.wal.reader import LogReader
-from anning.storage.wal.segments import OwnWrites, list_segments
+from anning.storage.wal.segments import OwnWrites, list_segments, newest_started
 from anning.storage.wal.writer import LogWriter
 
 __all__ = ["EventLog", "LogPosition"]
@@ -51,7 +51,8 @@ class EventLog:
         if at is None:
             self._adopt_legacy()
             numbers = list_segments(io, self.directory)
-            writing = numbers[-1] if numbers else 1
+            newest = newest_started(io, self.directory)
+            writing = newest if newest is not None else 1
             at = LogPosition(writing, 0, -1, 0, numbers[0] if numbers else writing, 0, 0,
                              False, None)
             self.writer = LogWriter(self.directory, io, self.own, at.writing)

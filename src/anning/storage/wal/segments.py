@@ -26,7 +26,7 @@ from anning.storage import records
 from anning.storage.fileio import FileIO
 from anning.storage.layout import segment_name, segment_number
 
-__all__ = ["OwnWrites", "Scan", "Segment", "list_segments", "locked", "scan"]
+__all__ = ["OwnWrites", "Scan", "Segment", "list_segments", "locked", "newest_started", "scan"]
 
 T = TypeVar("T")
 
@@ -35,6 +35,18 @@ def list_segments(io: FileIO, directory: Path) -> list[int]:
     """The segment numbers on disk, in order."""
     found = (segment_number(name) for name in io.listdir(directory))
     return sorted(n for n in found if n is not None)
+
+
+def newest_started(io: FileIO, directory: Path) -> int | None:
+    """The newest segment to write to (None: no log yet). A newest one still empty while an
+    older one exists is being started by another process's rotation, which holds the older
+    one's lock until the new one's header is written: the older one is where a writer begins
+    (it moves on under that lock, as after any rotation), or it would meet a segment whose
+    first sequence cannot be told yet."""
+    numbers = list_segments(io, directory)
+    if len(numbers) >= 2 and io.path_size(directory / segment_name(numbers[-1])) == 0:
+        return numbers[-2]
+    return numbers[-1] if numbers else None
 
 
 class Segment:

@@ -32,7 +32,14 @@ from anning.storage import records
 from anning.storage.fileio import FileIO
 from anning.storage.layout import segment_name
 from anning.storage.wal.durable import DurableMark
-from anning.storage.wal.segments import OwnWrites, Segment, list_segments, locked, scan
+from anning.storage.wal.segments import (
+    OwnWrites,
+    Segment,
+    list_segments,
+    locked,
+    newest_started,
+    scan,
+)
 
 __all__ = ["LogWriter"]
 
@@ -140,8 +147,9 @@ class LogWriter:
         """The newest segment, moving to it (and sealing the old) if a checkpoint rotated."""
         segment = self.segment
         if not self.io.exists(segment.path):  # retired under us: checkpoints of others
+            newest = newest_started(self.io, self.directory)
             segment = self.segment = Segment(self.io, self.directory,
-                                             list_segments(self.io, self.directory)[-1])
+                                             newest if newest is not None else segment.number)
         while self.io.exists(self.directory / segment_name(segment.number + 1)):
             newer = Segment(self.io, self.directory, segment.number + 1)
             self.locked(segment, lambda s=segment, n=newer.number: self._seal(s, n))
