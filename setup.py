@@ -69,7 +69,15 @@ extensions = [
     for name in ("_normalize", "_index", "_csv", "_wire", "_events", "_stream")
 ]
 
+# One build directory per kind of build: setuptools skips compiling an extension whose object
+# is newer than its sources, whatever the flags, so `ANNING_SANITIZE=1 pip install .` after a
+# normal build (or `build_ext --inplace`) installed the normal objects again, and the reverse.
+_kind = "-".join(name for name, on in (
+    ("debug", debug), ("native", "-march=native" in compile_args),
+    ("sanitize", bool(link_args))) if on) or "release"
+
 setup(
+    options={"build": {"build_base": os.path.join("build", _kind)}},
     ext_modules=cythonize(
         extensions,
         include_path=["ext"],

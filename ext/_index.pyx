@@ -298,6 +298,17 @@ cdef class IndexCore:
             raise ValueError(f"directory ends at {d[d.shape[0] - 1]}, words has {w.shape[0]}")
         if (1 << (AN_NUMBER_BITS - remainder_bits)) != d.shape[0] - 1:
             raise ValueError(f"remainder_bits {remainder_bits} does not match the directory")
+        # Every lookup walks words[d[b]:d[b + 1]]: a directory out of order (a crafted
+        # snapshot whose checksums hold) made it read far outside the words.
+        cdef Py_ssize_t b, unordered = -1
+        with nogil:
+            for b in range(d.shape[0] - 1):
+                if d[b] > d[b + 1]:
+                    unordered = b
+                    break
+        if unordered >= 0:
+            raise ValueError(f"directory: slot {unordered + 1} ({d[unordered + 1]}) is before "
+                             f"slot {unordered} ({d[unordered]})")
         self.directory, self.words, self.bloom = directory, words, bloom
         self.sender_scope, self.sender_entity = sender_scope, sender_entity
         self.remainder_bits, self.scope_bits, self.bloom_k = remainder_bits, scope_bits, bloom_k

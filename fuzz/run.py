@@ -1,7 +1,7 @@
 """Run the fuzz targets under the sanitizer build, one after another, from their committed
 corpus and regression inputs; fail on any crash, sanitizer report or property violation.
 
-    python fuzz/run.py --seconds 30                 # CI: every target, 30 s each
+    python fuzz/run.py --seconds 20                 # CI: every target, 20 s each
     python fuzz/run.py --targets wire csv           # some of them
     python fuzz/run.py --long                       # 1,000,000 executions or 10 minutes each
 

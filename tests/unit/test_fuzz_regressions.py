@@ -3,6 +3,13 @@ fuzz/regressions/<target>/ too, where fuzz/run.py replays them under the sanitiz
 
 from __future__ import annotations
 
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import msgpack
 import numpy as np
 import pytest
 
@@ -10,9 +17,17 @@ from anning import InvalidInput, SuppressionIndex, normalize_number, normalize_s
 from anning._events import join_payloads, scan_frames
 from anning._wire import BatchCodec, MalformedRequest, item_senders
 from anning.engine import Engine
+from anning.errors import CorruptCheckpoint, CorruptLog, CorruptSnapshot
+from anning.gate.pdu import SUBMIT_SM, PduError, decode_message, encode_pdu
+from anning.model.events import OPT_OUT, REASSIGN, Event, EventColumns
 from anning.server.metrics import Metrics
 from anning.server.requests import BadRequests
 from anning.server.servicers import CallsInFlight, Limits, Suppression
+from anning.storage import records
+from anning.storage.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
+from anning.storage.fileio import OS_IO
+from anning.storage.snapshot import read_snapshot, snapshot_summary
+from anning.storage.wal.segments import Segment, scan
 from anning.v1 import anning_pb2 as pb
 
 ITEM = pb.CheckRequest(sender="京东", number="13812345678").SerializeToString()
@@ -159,3 +174,102 @@ def test_sender_written_as_a_scope_key_is_invalid(metrics):
     results = pb.CheckBatchResponse.FromString(
         server._check_batch(request.SerializeToString(), "CheckBatch")).results
     assert "written as a scope key" in results[0].error and results[1].scope == 1
+
+
+# -- the readers of files and the gate's PDUs (fuzz_snapshot, fuzz_checkpoint, fuzz_records,
+# fuzz_pdu): each input is kept under fuzz/regressions/<target>/
+
+REGRESSIONS = Path(__file__).resolve().parents[2] / "fuzz" / "regressions"
+
+
+@pytest.mark.parametrize(("name", "problem"), [
+    ("summary-meta-offset-past-end", "outside the file"),  # was ValueError from f.read
+    ("meta-as-of-ms-past-int64", "as_of_ms"),  # loaded; statements then OverflowError
+    ("directory-out-of-order", "directory: slot 4"),  # loaded; lookups read past the words
+])
+def test_crafted_snapshot_is_corrupt(tmp_path, name, problem):
+    """Snapshots whose checksums hold but whose contents do not (a crafted file)."""
+    path = tmp_path / "index.anx"
+    path.write_bytes((REGRESSIONS / "snapshot" / name).read_bytes())
+    with pytest.raises(CorruptSnapshot, match=problem) as caught:
+        snapshot_summary(path)
+        read_snapshot(path)
+    assert caught.value.path == path
+
+
+def _checkpoint_file(tmp_path, edit=None, meta_edit=None, extra=b""):
+    """A real checkpoint, its columns edited, then every CRC made right (a crafted file)."""
+    events = [Event(8613812345678, "京东", 1, OPT_OUT, 1_790_000_000_000, "reply", 5),
+              Event(8613912345678, "", 0, REASSIGN, 1_790_000_000_001, "api", 6)]
+    path = tmp_path / "events.ckpt"
+    write_checkpoint(path, Checkpoint(EventColumns.from_events(events), 1, 6, 0))
+    data = bytearray(path.read_bytes())
+    meta_length = struct.unpack_from("<I", data, 16)[0]
+    meta = json.loads(data[20:20 + meta_length])
+    if edit:
+        name, row, value = edit
+        offset, length, _crc = meta["columns"][name]
+        dtype = dict(EventColumns.FIELDS)[name]
+        column = np.frombuffer(bytes(data[offset:offset + length]), dtype).copy()
+        column[row] = value
+        data[offset:offset + length] = column.tobytes()
+        padded = data[offset:offset + 4096]
+        meta["columns"][name][2] = zlib.crc32(padded)
+    meta.update(meta_edit or {})
+    raw = json.dumps(meta).encode()
+    data[20:4096] = raw + bytes(4096 - 20 - len(raw))
+    struct.pack_into("<II", data, 12, 0, len(raw))
+    struct.pack_into("<I", data, 12, zlib.crc32(data[:4096]))
+    path.write_bytes(bytes(data) + extra)
+    return path
+
+
+@pytest.mark.parametrize(("edit", "meta_edit", "extra", "problem"), [
+    (None, {"watermark": float("inf")}, b"", "watermark"),  # was OverflowError
+    (None, {"covers": 1.5}, b"", "covers"),  # was taken as 1
+    (("scope", 1, 0), None, b"", "a reassignment names a scope"),  # events(): IndexError
+    (("kind", 0, 7), None, b"", "kind 7"),
+    (("source", 0, 9), None, b"", "source 9"),  # events(): IndexError
+    (None, None, b"\0", "extended"),  # bytes no checksum covers
+])
+def test_crafted_checkpoint_is_corrupt(tmp_path, edit, meta_edit, extra, problem):
+    path = _checkpoint_file(tmp_path, edit, meta_edit, extra)
+    with pytest.raises(CorruptCheckpoint, match=problem):
+        read_checkpoint(path)
+    (tmp_path / "base").mkdir()
+    read_checkpoint(_checkpoint_file(tmp_path / "base"))  # the base itself loads
+
+
+@pytest.mark.parametrize("value", [
+    [2, [5]],  # TypeError: 'int' object is not iterable
+    [1, 1, 8613812345678, "京东", 1, 1_790_000_000_000, "carrier pigeon"],  # KeyError later
+    [3, 1, [[1, -1, "京东", 1, 1_790_000_000_000, "reply"]]],  # OverflowError later
+    [3, 1, [[9, 8613812345678, "京东", 1, 1_790_000_000_000, "reply"]]],
+    [3, 1, [[1, 8613812345678, "京东", 256, 1_790_000_000_000, "reply"]]],
+    [3, 1, [[True, 8613812345678, "京东", 1, 1_790_000_000_000, "reply"]]],
+])
+def test_log_record_with_fields_the_columns_cannot_hold(value):
+    with pytest.raises(records.RecordError):
+        records.decode(value)
+
+
+def test_segment_whose_sequences_go_back_is_corrupt(tmp_path):
+    """A header in the middle of a segment set the expected sequence back: the old-version
+    write after it took sequences already given."""
+    event = [1, 8613812345678, "京东", 1, 1_790_000_000_000, "reply"]
+    data = (records.encode_header(5) + records.frame(msgpack.packb([2, [event, event]]))
+            + records.encode_header(5) + records.frame(msgpack.packb([2, [event]])))
+    segment = Segment(OS_IO, tmp_path, 1)
+    os.write(segment.fd, data)
+    with pytest.raises(CorruptLog, match="sequence 5, after 6"):
+        scan(OS_IO, segment, 0, True, 0)
+
+
+def test_submit_sm_of_255_bytes_is_refused():
+    """sm_length is 0..254: 255 was decoded, and no encoder could write the PDU back."""
+    body = (b"\0" + b"\0\0" + b"123\0" + b"\0\0" + b"456\0" + b"\0\0\0" + b"\0\0"
+            + b"\0\0\0\0" + bytes([255]) + b"x" * 255)
+    with pytest.raises(PduError, match="sm_length: 255"):
+        decode_message(SUBMIT_SM, body)
+    assert (REGRESSIONS / "pdu" / "submit-sm-length-255").read_bytes()[1:17] == \
+        encode_pdu(SUBMIT_SM, 1, body)[:16]

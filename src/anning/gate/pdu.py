@@ -336,6 +336,8 @@ def decode_message(command_id: int, body: bytes) -> Message:
     coding = r.u8("data_coding")
     r.u8("sm_default_msg_id")
     sm_length = r.u8("sm_length")
+    if sm_length > 254:  # 0..254 (§4.4.1); 255 was taken, and no encoder could write it back
+        raise PduError(f"sm_length: {sm_length} is over 254 (use message_payload)")
     short_message = r.octets("short_message", sm_length)
     tlvs = r.tlvs()
     if sm_length and TAG_MESSAGE_PAYLOAD in tlvs:

@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from anning.errors import CorruptCheckpoint
-from anning.model.events import REASSIGN, EventColumns
+from anning.model.events import OPT_OUT, REASSIGN, REASSIGN_SCOPE, EventColumns
+from anning.model.scopes import SOURCES
 from anning.storage.fileio import OS_IO, FileIO
 from anning.storage.layout import sweep_temporaries
 
@@ -111,7 +112,8 @@ def read_checkpoint(path: str | PathLike[str]) -> Checkpoint:
         raise CorruptCheckpoint(path, f"cannot be read: {exc.strerror or exc}") from exc
     try:
         return _read_mapped(path, mm, size)
-    except (ValueError, KeyError, TypeError, IndexError) as exc:
+    except (ValueError, KeyError, TypeError, IndexError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the parser goes (a crafted header)
         raise CorruptCheckpoint(path, f"inconsistent contents: {exc!r}") from None
 
 
@@ -127,14 +129,20 @@ def _read_mapped(path: Path, mm: mmap.mmap, size: int) -> Checkpoint:
     if zlib.crc32(header) != crc or meta_length > PAGE - _HEADER.size:
         raise CorruptCheckpoint(path, "checkpoint header checksum mismatch")
     meta: dict[str, Any] = json.loads(bytes(header[_HEADER.size:_HEADER.size + meta_length]))
+    after_columns = 0  # the meta block, when it follows the columns
     if "meta_at" in meta:
         at, length = meta["meta_at"], meta["meta_length"]
         block = mm[at:at + length]
         if len(block) != length or zlib.crc32(block) != meta["meta_crc"]:
             raise CorruptCheckpoint(path, f"checkpoint meta block at offset {at} is damaged")
         meta = json.loads(block)
+        after_columns = length
     if meta["size"] > size:
         raise CorruptCheckpoint(path, f"truncated ({size} bytes of {meta['size']})")
+    if version == FORMAT_VERSION and size != meta["size"] + after_columns:
+        # bytes no checksum covers (a copy or an append gone wrong): the file is not as written
+        raise CorruptCheckpoint(path, f"extended: {size} bytes, written as "
+                                f"{meta['size'] + after_columns}")
     fields = EventColumns.FIELDS if version == FORMAT_VERSION else _V1_COLUMNS
     columns = {}
     for name, dtype in fields:
@@ -150,11 +158,20 @@ def _read_mapped(path: Path, mm: mmap.mmap, size: int) -> Checkpoint:
         columns[name] = column
     scopes = [str(s) for s in meta["scopes"]]
     if version == 1:
-        return _from_version_1(columns, scopes, int(meta["covers"]))
+        return _from_version_1(columns, scopes, _count(meta, "covers"))
     events = EventColumns(columns, scopes)
     _check(path, events)
-    return Checkpoint(events, int(meta["covers"]), int(meta["last_sequence"]),
-                      int(meta["watermark"]), str(meta.get("origin", "")))
+    return Checkpoint(events, _count(meta, "covers"), _count(meta, "last_sequence"),
+                      _count(meta, "watermark"), str(meta.get("origin", "")))
+
+
+def _count(meta: dict[str, Any], key: str) -> int:
+    """A segment number or a sequence of the meta: int() took 1.5 and failed on Infinity
+    with OverflowError, which start-up did not expect."""
+    value = meta[key]
+    if type(value) is not int or not 0 <= value < 1 << 63:
+        raise ValueError(f"{key}: {value!r} is not a count")
+    return value
 
 
 def _check(path: Path, events: EventColumns) -> None:
@@ -162,11 +179,20 @@ def _check(path: Path, events: EventColumns) -> None:
     q = events.sequence
     if len(q) > 1 and bool(np.any(q[1:] <= q[:-1])):
         raise CorruptCheckpoint(path, "checkpoint events are not in sequence order")
-    scope = events.columns["scope"]
-    real = scope[events.columns["kind"] != REASSIGN]
+    scope, kind = events.columns["scope"], events.columns["kind"]
+    reassign = kind == REASSIGN
+    real = scope[~reassign]
     if len(real) and int(real.max()) >= len(events.scopes):
         raise CorruptCheckpoint(path, f"an event names scope {int(real.max())} of "
                                 f"{len(events.scopes)}")
+    # what events() and the tables index with: a crafted file failed there, IndexError
+    if bool(np.any(scope[reassign] != REASSIGN_SCOPE)):
+        raise CorruptCheckpoint(path, "a reassignment names a scope")
+    if bool(np.any((kind < OPT_OUT) | (kind > REASSIGN))):
+        raise CorruptCheckpoint(path, f"an event of kind {int(kind.max())}")
+    if len(kind) and int(events.columns["source"].max()) >= len(SOURCES):
+        raise CorruptCheckpoint(path, f"an event of source "
+                                f"{int(events.columns['source'].max())}")
 
 
 def _from_version_1(columns: dict[str, np.ndarray], scopes: list[str],

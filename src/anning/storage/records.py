@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +58,7 @@ FRAME = struct.Struct("<II")  # payload length, CRC-32 of the payload
 MAX_RECORD = 64 << 20  # the largest gRPC message: a WriteBatch is one record
 SEAL, EVENT, BATCH, WRITE, HEADER = 0, 1, 2, 3, 4
 _SOURCE_IDS = {name: i for i, name in enumerate(SOURCES)}
+_KINDS = (1, 2, 3)  # opt-out, opt-in, reassignment (anning.model.events)
 EventFields = tuple[int, int, str, int, int, str]  # kind, number, scope, mask, at_ms, source
 # A write's payload starts 0x93 (an array of 3), 0x03 (version 3), 0xcf (a uint64 follows):
 # its first sequence sits at these bytes of the payload, big-endian.
@@ -163,12 +164,18 @@ def decode(value: Any) -> Seal | Header | Write:
                       f"build reads (0 to 4): {_short(value)}")
 
 
-def _checked(item: Iterable[Any]) -> EventFields:
-    fields = tuple(item)
-    if len(fields) != 6 or not all(isinstance(f, t) for f, t in
-                                   zip(fields, (int, int, str, int, int, str), strict=True)):
-        raise RecordError(f"not the fields of an event: {_short(fields)}")
-    return fields  # type: ignore[return-value,unused-ignore]  # checked field by field
+def _checked(item: Any) -> EventFields:
+    """The fields of one event, each of its type and within what the event columns hold
+    (a record with a kind 7, a number past 64 bits or an unknown source was taken here and
+    failed later, in columns_of, with KeyError or OverflowError instead of CorruptLog)."""
+    if not isinstance(item, (list, tuple)) or len(item) != 6 or not all(
+            type(f) is t for f, t in zip(item, (int, int, str, int, int, str), strict=True)):
+        raise RecordError(f"not the fields of an event: {_short(item)}")
+    kind, number, _scope, mask, at_ms, source = item
+    if kind not in _KINDS or not 0 <= number < 1 << 64 or not 0 <= mask <= 0xFF \
+            or not -(1 << 63) <= at_ms < 1 << 63 or source not in _SOURCE_IDS:
+        raise RecordError(f"not the fields of an event: {_short(item)}")
+    return tuple(item)  # checked field by field
 
 
 def _short(value: Any) -> str:

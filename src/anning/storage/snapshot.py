@@ -164,6 +164,11 @@ def snapshot_summary(path: str | PathLike[str]) -> SnapshotSummary:
             _check_header(path, header, magic, version, crc, file_size, size, count)
             _raw, offset, length, section_crc = _SECTION.unpack_from(
                 header, _HEADER.size + (count - 1) * _SECTION.size)
+            # the header's CRC held, but its table may still point anywhere (a crafted file):
+            # a read from past the end was a ValueError, not CorruptSnapshot
+            if not HEADER_SIZE <= offset <= size:
+                raise CorruptSnapshot(path, f"section meta at byte {offset}, outside the file "
+                                      f"of {size} bytes")
             f.seek(offset)
             block = f.read(size - offset)
     except OSError as exc:
@@ -172,7 +177,7 @@ def snapshot_summary(path: str | PathLike[str]) -> SnapshotSummary:
         raise CorruptSnapshot(path, "section meta checksum mismatch")
     try:
         meta = json.loads(block[:length])
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise CorruptSnapshot(path, f"meta section is not JSON: {exc}") from None
     if not isinstance(meta, dict):
         raise CorruptSnapshot(path, "meta section is not a JSON object")
@@ -229,7 +234,8 @@ def _read_mapped(path: Path, fd: int, mm: mmap.mmap, size: int) -> SuppressionIn
         raw_meta = _read_bytes(path, fd, spans[-1][0], len(arrays.pop("meta")))
         meta = json.loads(raw_meta)
         index = _assemble(arrays, meta, *params)
-    except (ValueError, KeyError, TypeError, InvalidInput) as exc:
+    except (ValueError, KeyError, TypeError, InvalidInput, RecursionError) as exc:
+        # RecursionError: meta JSON nested deeper than the parser goes (a crafted file)
         raise CorruptSnapshot(path, f"inconsistent contents: {exc}") from None
     index.meta["path"] = str(path)
     del meta, arrays
@@ -359,6 +365,11 @@ def _check_header(path: Path, header: bytearray, magic: bytes, version: int, crc
                               f"{len(_LAYOUTS[version])}")
 
 
+# the meta's numbers, as the writers put them: times (Unix ms), sequences, a country code
+_META_NUMBERS = (("as_of_ms", 0, (1 << 63) - 1), ("events_through", 0, (1 << 63) - 1),
+                 ("folded_through", 0, (1 << 63) - 1), ("default_country", 1, 999))
+
+
 def _assemble(
     arrays: dict[str, np.ndarray],
     meta: dict[str, Any],
@@ -367,6 +378,11 @@ def _assemble(
     scope_bits: int,
     bloom_k: int,
 ) -> SuppressionIndex:
+    for key, low, high in _META_NUMBERS:
+        value = meta.get(key, low)
+        # checked here, once: a crafted meta's 2**64 or 1e308 failed far from the load
+        if type(value) is not int or not low <= value <= high:
+            raise ValueError(f"meta {key}: {value!r} is not an integer in {low}..{high}")
     categories = tuple(meta.pop("categories"))
     scopes, senders = meta.pop("scopes"), meta.pop("senders")
     if len(arrays["words"]) != entries:

@@ -188,6 +188,11 @@ def scan(io: FileIO, segment: Segment, start: int, final: bool, next_sequence: i
         if not first:
             raise CorruptLog(segment.path, f"record at offset {offset}: a write of an earlier "
                              "version where its sequence cannot be told")
+        if sequences and first <= sequences[-1]:
+            # a header or seal in the middle set `expected` back: the events after it took
+            # sequences already given (SPEC §4: no duplicates)
+            raise CorruptLog(segment.path, f"record at offset {offset}: sequence {first}, "
+                             f"after {sequences[-1]}")
         sequences.extend(range(first, first + len(decoded.events)))
         events.extend(decoded.events)
         expected = first + len(decoded.events)
