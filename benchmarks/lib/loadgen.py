@@ -334,15 +334,17 @@ def in_threads(loop: Callable[[int], None], n: int) -> None:
         th.join()
 
 
-def task_closed(port: int, path: str, payloads: list[bytes], items: int, threads: int,
-                n_channels: int, start_at: float, seconds: float) -> dict:
+def task_closed(port: int | list[int], path: str, payloads: list[bytes], items: int,
+                threads: int, n_channels: int, start_at: float, seconds: float) -> dict:
     """Closed loop: `threads` threads, one call at a time each, from start_at. The window is
     [start_at + WARM, + seconds] (connections and first calls behind it); a call is credited
     with the share of its items its span has in the window (a 10,000-event batch straddling
-    an edge counts in part, not all or nothing)."""
+    an edge counts in part, not all or nothing). Several ports (replicas): `n_channels` to
+    each, thread t calling port t % len(port)."""
     import grpc
 
-    chans = channels(port, n_channels)
+    chans = [c for p in ([port] if isinstance(port, int) else port)
+             for c in channels(p, n_channels)]
     calls = [c.unary_unary(path, request_serializer=identity,
                            response_deserializer=identity) for c in chans]
     answers = Answers(path, items)

@@ -164,3 +164,23 @@ def test_event_store_holds_each_event_once(after, batches, as_columns):
         model.update(fresh)
         assert len(store) == len(model)
     assert store.columns().sequence.tolist() == sorted(model)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 50), st.lists(st.tuples(st.lists(st.integers(1, 9000), max_size=5000),
+                                              st.booleans()), max_size=6),
+       st.integers(0, 9000))
+def test_event_store_first_time_past_a_sequence_is_the_columns(after, batches, asked):
+    """first_at_ms (metrics ask it 4 times a second) finds without making the columns what the
+    columns say: the time of the first event by sequence past the one asked, chunks and the
+    events not yet in a chunk both out of order."""
+    store = EventStore(after)
+    for batch, as_columns in batches:
+        events = [Event(8613800000000 + q, "s", 1, OPT_OUT, 1_700_000_000_000 + 7 * q, "api", q)
+                  for q in batch]
+        if as_columns:
+            store.add_columns(EventColumns.from_events(events))
+        else:
+            store.add(events)
+    later = store.columns().after(asked)
+    assert store.first_at_ms(asked) == (int(later.columns["at"][0]) if len(later) else 0)

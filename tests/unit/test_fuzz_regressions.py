@@ -26,7 +26,7 @@ from anning.server.servicers import CallsInFlight, Limits, Suppression
 from anning.storage import records
 from anning.storage.checkpoint import Checkpoint, read_checkpoint, write_checkpoint
 from anning.storage.fileio import OS_IO
-from anning.storage.snapshot import read_snapshot, snapshot_summary
+from anning.storage.snapshot import read_snapshot, snapshot_summary, write_snapshot
 from anning.storage.wal.segments import Segment, scan
 from anning.v1 import anning_pb2 as pb
 
@@ -195,6 +195,23 @@ def test_crafted_snapshot_is_corrupt(tmp_path, name, problem):
         snapshot_summary(path)
         read_snapshot(path)
     assert caught.value.path == path
+
+
+@pytest.mark.parametrize(("field", "at"), [("remainder_bits", 32), ("scope_bits", 36),
+                                           ("bloom_k", 40)])
+def test_snapshot_header_numbers_past_a_c_int_are_corrupt(tmp_path, field, at):
+    """A header number past what the index takes as a C int, the header's CRC made right:
+    IndexCore raised OverflowError (fuzz_snapshot's long run; its input is kept as
+    header-bits-past-int)."""
+    path = tmp_path / "index.anx"
+    write_snapshot(SuppressionIndex.build(["13812345678"], ["【京东】"]), path)
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, at, 0x80000005)
+    struct.pack_into("<I", data, 12, 0)
+    struct.pack_into("<I", data, 12, zlib.crc32(data[:4096]))
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptSnapshot, match=f"{field} 2147483653"):
+        read_snapshot(path)
 
 
 def _checkpoint_file(tmp_path, edit=None, meta_edit=None, extra=b""):

@@ -358,8 +358,7 @@ class Overlay:
 
     def first_at_ms(self, after: int) -> int:
         """The time of the first event (by sequence) past `after` held here (0: none)."""
-        events = self.store.columns().after(after)
-        return int(events.columns["at"][0]) if len(events) else 0
+        return self.store.first_at_ms(after)
 
     # -- carrying on to a new list -----------------------------------------------------------
     def events(self) -> EventColumns:

@@ -24,6 +24,8 @@ class EventStore:
         self.after = after
         self._seen = np.zeros(1 << 12, np.uint8)  # bit per sequence past `after`
         self._chunks: list[EventColumns] = []
+        # each chunk's (first sequence, its time, last sequence): chunks never change
+        self._bounds: list[tuple[int, int, int]] = []
         self._pending: list[Event] = []
         self._count = 0
 
@@ -86,7 +88,7 @@ class EventStore:
         self._pending += fresh
         self._count += len(fresh)
         if len(self._pending) >= _COMPACT_AT:
-            self._chunks.append(EventColumns.from_events(self._pending))
+            self._add_chunk(EventColumns.from_events(self._pending))
             self._pending = []
         return fresh
 
@@ -96,9 +98,36 @@ class EventStore:
         if not new.all():
             events = events.take(new)
         if len(events):
-            self._chunks.append(events)
+            self._add_chunk(events)
             self._count += len(events)
         return events
+
+    def _add_chunk(self, chunk: EventColumns) -> None:
+        first = int(np.argmin(chunk.sequence))
+        self._chunks.append(chunk)
+        self._bounds.append((int(chunk.sequence[first]), int(chunk.columns["at"][first]),
+                             int(chunk.sequence.max())))
+
+    def first_at_ms(self, after: int) -> int:
+        """The time of the first event (by sequence) past `after` (0: none). Chunk by chunk,
+        without making the columns: metrics ask for it every quarter second on the event loop,
+        where concatenating and sorting every event held stalled the checks (5 ms at 150,000
+        events, growing with them)."""
+        best_sequence, best_at = 0, 0
+        for chunk, (low, low_at, high) in zip(self._chunks, self._bounds, strict=True):
+            if high <= after or (best_sequence and low >= best_sequence):
+                continue
+            if low > after:  # the whole chunk is past it: its first event is the candidate
+                best_sequence, best_at = low, low_at
+                continue
+            later = chunk.sequence > np.uint64(after)  # the one chunk that straddles it
+            i = int(np.argmin(np.where(later, chunk.sequence, np.uint64(2**64 - 1))))
+            if not best_sequence or int(chunk.sequence[i]) < best_sequence:
+                best_sequence, best_at = int(chunk.sequence[i]), int(chunk.columns["at"][i])
+        for e in self._pending:
+            if e.sequence > after and (not best_sequence or e.sequence < best_sequence):
+                best_sequence, best_at = e.sequence, e.at_ms
+        return best_at
 
     def columns(self) -> EventColumns:
         """Every event held, in sequence order (unsequenced ones in the order taken)."""

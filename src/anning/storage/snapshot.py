@@ -283,6 +283,12 @@ def _check_layout(
         if offset + length > size:
             raise CorruptSnapshot(path, f"section {name} ends past the end of the file")
         spans.append((offset, offset + length, crc, name))
+    # the header's numbers are uint32; the index takes C ints of a few bits (a crafted file
+    # whose checksums hold gave IndexCore an OverflowError, not CorruptSnapshot)
+    for name, value in (("remainder_bits", remainder_bits), ("scope_bits", scope_bits),
+                        ("bloom_k", bloom_k)):
+        if value > 64:
+            raise CorruptSnapshot(path, f"header: {name} {value} is past 64")
     return (entries, remainder_bits, scope_bits, bloom_k), spans
 
 
