@@ -209,6 +209,7 @@ def scan_frames(const uint8_t[::1] data, Py_ssize_t max_record):
 
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
+from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy
 
 
@@ -235,6 +236,60 @@ def join_payloads(const uint8_t[::1] data, const int64_t[::1] offsets,
             memcpy(dest + at, &data[offsets[i]], lengths[i])
             at += lengths[i]
     return out
+
+
+# -- the write log's events made columns --------------------------------------------------------
+
+from cpython.dict cimport PyDict_GetItem, PyDict_SetItem
+from cpython.object cimport PyObject
+
+
+def event_columns(list fields, dict source_ids):
+    """Checked fields (tuples kind, number, scope, mask, at_ms, source) as the columns kind,
+    number, scope, mask, at, source (numpy arrays) and the scope names: each name's id is the
+    order it first appears in (a reassignment's scope left out: 0xFFFFFFFF); a source is its id
+    in `source_ids`. OverflowError for a value its column cannot hold, KeyError for an unknown
+    source, ValueError for a tuple of other than six fields."""
+    cdef Py_ssize_t i, n = len(fields)
+    kind_a = np.empty(n, np.uint8)
+    number_a = np.empty(n, np.uint64)
+    scope_a = np.empty(n, np.uint32)
+    mask_a = np.empty(n, np.uint8)
+    at_a = np.empty(n, np.int64)
+    source_a = np.empty(n, np.uint8)
+    cdef uint8_t[::1] kind = kind_a
+    cdef uint64_t[::1] number = number_a
+    cdef uint32_t[::1] scope = scope_a
+    cdef uint8_t[::1] mask = mask_a
+    cdef int64_t[::1] at = at_a
+    cdef uint8_t[::1] source = source_a
+    cdef dict ids = {}
+    cdef list names = []
+    cdef tuple t
+    cdef PyObject *found
+    for i in range(n):
+        t = fields[i]
+        if len(t) != 6:
+            raise ValueError(f"fields[{i}]: {len(t)} fields, not 6")
+        kind[i] = t[0]
+        number[i] = t[1]
+        mask[i] = t[3]
+        at[i] = t[4]
+        found = PyDict_GetItem(source_ids, t[5])
+        if found == NULL:
+            raise KeyError(t[5])
+        source[i] = <object>found
+        if kind[i] == _REASSIGN:
+            scope[i] = 0xFFFFFFFF
+            continue
+        found = PyDict_GetItem(ids, t[2])
+        if found == NULL:
+            scope[i] = len(names)
+            PyDict_SetItem(ids, t[2], len(names))
+            names.append(t[2])
+        else:
+            scope[i] = <object>found
+    return kind_a, number_a, scope_a, mask_a, at_a, source_a, names
 
 
 # -- the change feed's formats: CSV rows and protobuf messages, written in one pass ----------
@@ -293,6 +348,7 @@ cdef extern from *:
         return n;
     }
     """
+    void anning_civil(int64_t z, int64_t *y, int *m, int *d) nogil
     char *anning_digits(char *o, uint64_t v, int width) nogil
     char *anning_iso(char *o, int64_t ms) nogil
     char *anning_varint(char *o, uint64_t v) nogil
@@ -316,6 +372,37 @@ cdef inline Py_ssize_t _rows_of(uint8_t kind, uint8_t mask) noexcept nogil:
     return rows
 
 
+cdef inline Py_ssize_t _iso_size(int64_t ms) noexcept nogil:
+    """The bytes anning_iso writes for `ms`: 24 for years 0 to 9999 (every event's)."""
+    cdef int64_t y, s, days
+    cdef int m, d
+    if <int64_t>-62167219200000 <= ms < <int64_t>253402300800000:
+        return 24
+    s = ms // 1000 if ms >= 0 else (ms - 999) // 1000
+    days = s // 86400 if s >= 0 else (s - 86399) // 86400
+    anning_civil(days, &y, &m, &d)
+    return 20 + max(4, anning_digit_count(<uint64_t>y))
+
+
+cdef const char **_names(list names, Py_ssize_t *sizes) except NULL:
+    """The bytes of `names` as C pointers (valid while the list holds them), sizes into
+    `sizes`; free() the result."""
+    cdef Py_ssize_t j, n = len(names)
+    cdef bytes f
+    cdef const char **out = <const char **>malloc(max(n, 1) * sizeof(char *))
+    if out == NULL:
+        raise MemoryError()
+    try:
+        for j in range(n):
+            f = names[j]
+            out[j] = PyBytes_AS_STRING(f)
+            sizes[j] = len(f)
+    except BaseException:
+        free(out)
+        raise
+    return out
+
+
 def format_csv(const uint64_t[::1] sequence, const uint64_t[::1] number,
                const int64_t[::1] at, const uint32_t[::1] scope, const uint8_t[::1] mask,
                const uint8_t[::1] kind, const uint8_t[::1] source, list scopes,
@@ -323,68 +410,115 @@ def format_csv(const uint64_t[::1] sequence, const uint64_t[::1] number,
     """The rows `number,sender,category,action,at,source,seq` of events as columns (one row a
     category bit, or `all`; a reassignment's sender `*`, its category empty), as bytes.
     `scopes`, `categories` (8, by bit), `sources` and `actions` (by kind) are the fields'
-    bytes, already quoted where a name needs it."""
-    cdef Py_ssize_t n = sequence.shape[0], i, size = 0, b, total_rows = 0
-    cdef Py_ssize_t longest_scope = 1
-    for field in scopes:
-        longest_scope = max(longest_scope, len(field))
-    for i in range(n):
-        if kind[i] != _REASSIGN and scope[i] >= <uint32_t>len(scopes):
-            raise ValueError(f"events[{i}]: scope {scope[i]} of {len(scopes)}")
-        if source[i] >= len(sources) or kind[i] >= len(actions):
-            raise ValueError(f"events[{i}]: source {source[i]} or kind {kind[i]} unknown")
-        total_rows += _rows_of(kind[i], mask[i])
-    cdef Py_ssize_t row_bytes = 20 + 1 + longest_scope + 1 + 64 + 1 + 16 + 1 + 24 + 1 + 32 + 1
-    row_bytes += 20 + 1
-    cdef bytearray out = bytearray(total_rows * row_bytes)
-    cdef char *o = out
-    cdef char *start = o
-    cdef const char *p
-    cdef bytes f
-    cdef uint8_t m
-    for i in range(n):
-        m = mask[i] if kind[i] != _REASSIGN else 0
-        for b in range(9):
-            if kind[i] == _REASSIGN or m == _ALL:
-                if b:
+    bytes, already quoted where a name needs it. Two passes without the GIL: the exact size,
+    then the rows into the bytes object returned (no copy)."""
+    cdef Py_ssize_t n = sequence.shape[0], i, size = 0, rows, fixed, bad = -1
+    cdef Py_ssize_t n_scopes = len(scopes), n_sources = len(sources), n_actions = len(actions)
+    cdef int b
+    cdef uint8_t m, k
+    if len(categories) != 8 or n_sources > 256 or n_actions > 256:
+        raise ValueError("categories: 8 names by bit; sources and actions: at most 256")
+    cdef Py_ssize_t *scope_n = <Py_ssize_t *>malloc(max(n_scopes, 1) * sizeof(Py_ssize_t))
+    cdef Py_ssize_t cat_n[8]
+    cdef Py_ssize_t src_n[256]
+    cdef Py_ssize_t act_n[256]
+    cdef const char **scope_p = NULL
+    cdef const char **cat_p = NULL
+    cdef const char **src_p = NULL
+    cdef const char **act_p = NULL
+    cdef bytes out
+    cdef char *o
+    cdef char *start
+    if scope_n == NULL:
+        raise MemoryError()
+    try:
+        scope_p = _names(scopes, scope_n)
+        cat_p = _names(categories, cat_n)
+        src_p = _names(sources, src_n)
+        act_p = _names(actions, act_n)
+        with nogil:
+            for i in range(n):
+                k = kind[i]
+                if (k != _REASSIGN and scope[i] >= <uint32_t>n_scopes) or \
+                        source[i] >= n_sources or k >= n_actions:
+                    bad = i
                     break
-            elif b == 8 or not (m >> b) & 1:
-                continue
-            o = anning_digits(o, number[i], 1)
-            o[0] = 44
-            o += 1
-            f = b"*" if kind[i] == _REASSIGN else scopes[scope[i]]
-            p = f
-            memcpy(o, p, len(f))
-            o += len(f)
-            o[0] = 44
-            o += 1
-            if kind[i] != _REASSIGN:
-                f = b"all" if m == _ALL else categories[b]
-                p = f
-                memcpy(o, p, len(f))
-                o += len(f)
-            o[0] = 44
-            o += 1
-            f = actions[kind[i]]
-            p = f
-            memcpy(o, p, len(f))
-            o += len(f)
-            o[0] = 44
-            o += 1
-            o = anning_iso(o, at[i])
-            o[0] = 44
-            o += 1
-            f = sources[source[i]]
-            p = f
-            memcpy(o, p, len(f))
-            o += len(f)
-            o[0] = 44
-            o += 1
-            o = anning_digits(o, sequence[i], 1)
-            o[0] = 10
-            o += 1
-    return bytes(out[:o - start])
+                rows = _rows_of(k, mask[i])
+                # every field of a row but its category, each with its comma or line end
+                fixed = anning_digit_count(number[i]) + 1 + act_n[k] + 1 + \
+                    _iso_size(at[i]) + 1 + src_n[source[i]] + 1 + \
+                    anning_digit_count(sequence[i]) + 1 + 1
+                if k == _REASSIGN:
+                    size += fixed + 1 + 1
+                    continue
+                size += rows * (fixed + scope_n[scope[i]] + 1)
+                m = mask[i]
+                if m == _ALL:
+                    size += 3
+                else:
+                    for b in range(8):
+                        if (m >> b) & 1:
+                            size += cat_n[b]
+        if bad >= 0:
+            if kind[bad] != _REASSIGN and scope[bad] >= <uint32_t>n_scopes:
+                raise ValueError(f"events[{bad}]: scope {scope[bad]} of {n_scopes}")
+            raise ValueError(f"events[{bad}]: source {source[bad]} or kind {kind[bad]} unknown")
+        out = PyBytes_FromStringAndSize(NULL, size)
+        o = PyBytes_AS_STRING(out)
+        start = o
+        with nogil:
+            for i in range(n):
+                k = kind[i]
+                m = mask[i] if k != _REASSIGN else 0
+                for b in range(9):
+                    if k == _REASSIGN or m == _ALL:
+                        if b:
+                            break
+                    elif b == 8 or not (m >> b) & 1:
+                        continue
+                    o = anning_digits(o, number[i], 1)
+                    o[0] = 44
+                    o += 1
+                    if k == _REASSIGN:
+                        o[0] = 42  # *
+                        o += 1
+                    else:
+                        memcpy(o, scope_p[scope[i]], scope_n[scope[i]])
+                        o += scope_n[scope[i]]
+                    o[0] = 44
+                    o += 1
+                    if k != _REASSIGN:
+                        if m == _ALL:
+                            memcpy(o, b"all", 3)
+                            o += 3
+                        else:
+                            memcpy(o, cat_p[b], cat_n[b])
+                            o += cat_n[b]
+                    o[0] = 44
+                    o += 1
+                    memcpy(o, act_p[k], act_n[k])
+                    o += act_n[k]
+                    o[0] = 44
+                    o += 1
+                    o = anning_iso(o, at[i])
+                    o[0] = 44
+                    o += 1
+                    memcpy(o, src_p[source[i]], src_n[source[i]])
+                    o += src_n[source[i]]
+                    o[0] = 44
+                    o += 1
+                    o = anning_digits(o, sequence[i], 1)
+                    o[0] = 10
+                    o += 1
+        if o - start != size:  # the two passes disagree: never hand out such bytes
+            raise AssertionError(f"format_csv wrote {o - start} bytes of {size}")
+        return out
+    finally:
+        free(scope_n)
+        free(scope_p)
+        free(cat_p)
+        free(src_p)
+        free(act_p)
 
 
 def encode_changes(const uint64_t[::1] sequence, const uint64_t[::1] number,
@@ -393,9 +527,9 @@ def encode_changes(const uint64_t[::1] sequence, const uint64_t[::1] number,
                    list categories, list sources):
     """The bytes of an anning.v1.ChangesResponse holding these events: repeated Change{1:
     sequence, 2: kind, 3: number (E.164 digits), 4: sender, 5: categories, 6: at_ms, 7:
-    source}, in one pass (an `all` mask as the one category `all`, as in the CSV export).
-    `scopes`, `categories` (8, by bit; b"" where no category) and `sources` are the strings'
-    UTF-8 bytes."""
+    source}, in one pass; an opt-out or opt-in of every category (mask 0xFF) has the one
+    category `all`. `scopes`, `categories` (8, by bit; b"" where no category) and `sources`
+    are the strings' UTF-8 bytes."""
     cdef Py_ssize_t n = sequence.shape[0], i, b, body, size = 0
     cdef uint8_t m
     for i in range(n):
@@ -416,7 +550,7 @@ def encode_changes(const uint64_t[::1] sequence, const uint64_t[::1] number,
                 len(<bytes>scopes[scope[i]])
             m = mask[i]
             if m == _ALL:
-                body += 2 + 3  # one category, `all`, as the CSV export has it
+                body += 2 + 3  # "all", as a snapshot row and the CSV say it
             else:
                 for b in range(8):
                     if (m >> b) & 1 and len(<bytes>categories[b]):
@@ -443,13 +577,17 @@ def encode_changes(const uint64_t[::1] sequence, const uint64_t[::1] number,
             memcpy(o, <const char *>f, len(f))
             o += len(f)
             m = mask[i]
-            for b in range(8):
-                f = b"all" if m == _ALL else categories[b]
-                if ((m >> b) & 1 and len(f)) and (m != _ALL or b == 0):
-                    o[0] = 0x2A
-                    o[1] = <char>len(f)
-                    memcpy(o + 2, <const char *>f, len(f))
-                    o += 2 + len(f)
+            if m == _ALL:  # every category: "all", as a snapshot row and the CSV say it
+                memcpy(o, b"\x2a\x03all", 5)
+                o += 5
+            else:
+                for b in range(8):
+                    f = categories[b]
+                    if (m >> b) & 1 and len(f):
+                        o[0] = 0x2A
+                        o[1] = <char>len(f)
+                        memcpy(o + 2, <const char *>f, len(f))
+                        o += 2 + len(f)
         o[0] = 0x30
         o = anning_varint(o + 1, <uint64_t>at[i])
         f = sources[source[i]]

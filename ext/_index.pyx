@@ -341,7 +341,6 @@ cdef class IndexCore:
         cdef int status
         cdef IndexView view = self.v
         cdef const uint64_t[::1] keys
-        cdef const uint64_t[::1] held
         cdef Py_ssize_t extras = extra.shape[0] if extra is not None else 0
         cdef const uint32_t *extra_p = &extra[0] if extras else NULL
         view.extended = extras
@@ -357,12 +356,11 @@ cdef class IndexCore:
             return np.asarray(out)
         if decisions is not None and decisions.keys:
             keys = decisions._keys
-            held = decisions._numbers
             with nogil:
                 status = check_kernel(&view, &sender_ids[0], &numbers[0], n, bit, &out[0], &bad)
                 if status == 0:
-                    overlay_pass(&view, &keys[0], keys.shape[0] // 2, &held[0], held.shape[0],
-                                 &sender_ids[0], &numbers[0], n, bit, extra_p, extras, &out[0])
+                    overlay_pass(&view, &keys[0], keys.shape[0] // 2, &sender_ids[0],
+                                 &numbers[0], n, bit, extra_p, extras, &out[0])
         else:
             with nogil:
                 status = check_kernel(&view, &sender_ids[0], &numbers[0], n, bit, &out[0], &bad)

@@ -8,23 +8,24 @@
 # not, the snapshot's entry.
 #
 # One writer (the engine, under its lock) and many readers without the GIL: a slot is two
-# aligned 64-bit words, the key's number (0: free) and (scope << 16 | decided << 8 | optout). A
+# aligned 64-bit words, the key's number (0: free) and (scope << 16 | decided << 8 | optout).
+# A key's home slot is its number's (open addressing, linear probing): the keys of a number
+# lie next to each other, so a check finds all the scopes it asks about in one cache line. A
 # new slot's second word is stored before its first; an update stores the second word only; a
 # slot is never freed. Growing fills a new table and only then publishes it; a reader keeps the
 # table it started with.
 
 cdef extern from *:
     """
-    static inline uint64_t anning_key_slot(uint64_t number, uint32_t scope, int shift) {
-        return ((number ^ ((uint64_t)scope * 0xD6E8FEB86659FD93ULL)) * 0x9E3779B97F4A7C15ULL)
-               >> shift;
+    static inline uint64_t anning_key_slot(uint64_t number, int shift) {
+        return (number * 0xD6E8FEB86659FD93ULL) >> shift;
     }
     static inline uint64_t anning_number_slot(uint64_t number, int shift) {
         return (number * 0x9E3779B97F4A7C15ULL) >> shift;
     }
     #define anning_store_barrier() __atomic_signal_fence(__ATOMIC_RELEASE)
     """
-    uint64_t anning_key_slot(uint64_t number, uint32_t scope, int shift) nogil
+    uint64_t anning_key_slot(uint64_t number, int shift) nogil
     uint64_t anning_number_slot(uint64_t number, int shift) nogil
     void anning_store_barrier() nogil
 
@@ -40,8 +41,14 @@ cdef inline int _table_shift(Py_ssize_t size) noexcept nogil:
 cdef inline Py_ssize_t _find_key(const uint64_t *slots, Py_ssize_t size, uint64_t number,
                                  uint32_t scope) noexcept nogil:
     """The slot of (number, scope), or the free slot where it would go (as -1 - slot)."""
+    return _find_key_at(slots, size, _table_shift(size), number, scope)
+
+
+cdef inline Py_ssize_t _find_key_at(const uint64_t *slots, Py_ssize_t size, int shift,
+                                    uint64_t number, uint32_t scope) noexcept nogil:
+    """`_find_key` with the table's shift worked out by the caller (once a batch)."""
     cdef uint64_t mask = size - 1
-    cdef uint64_t i = anning_key_slot(number, scope, _table_shift(size))
+    cdef uint64_t i = anning_key_slot(number, shift)
     cdef uint64_t held
     while True:
         held = slots[2 * i]
@@ -54,8 +61,13 @@ cdef inline Py_ssize_t _find_key(const uint64_t *slots, Py_ssize_t size, uint64_
 
 cdef inline bint _has_number(const uint64_t *slots, Py_ssize_t size,
                              uint64_t number) noexcept nogil:
+    return _has_number_at(slots, size, _table_shift(size), number)
+
+
+cdef inline bint _has_number_at(const uint64_t *slots, Py_ssize_t size, int shift,
+                                uint64_t number) noexcept nogil:
     cdef uint64_t mask = size - 1
-    cdef uint64_t i = anning_number_slot(number, _table_shift(size))
+    cdef uint64_t i = anning_number_slot(number, shift)
     cdef uint64_t held = slots[i]
     while held != 0 and held != number:
         i = (i + 1) & mask
@@ -178,53 +190,86 @@ cdef inline Py_ssize_t _add_number(uint64_t[::1] table, uint64_t number) noexcep
     return 1
 
 
-cdef inline int _decided(const uint64_t *keys, Py_ssize_t size, uint64_t number, uint32_t scope,
-                         int bit) noexcept nogil:
-    """-1: no event decides (number, scope, bit); else 1 opted out, 0 not."""
-    cdef Py_ssize_t at
-    cdef uint64_t value
-    if scope == C_NO_SCOPE:
-        return -1
-    at = _find_key(keys, size, number, scope)
-    if at < 0:
-        return -1
-    value = keys[2 * at + 1]
-    if not ((value >> (8 + bit)) & 1):
-        return -1
-    return <int>((value >> bit) & 1)
+cdef enum:
+    OV_AHEAD = 16       # checks whose keys' home slot is fetched ahead of their use
+
+
+cdef inline void _levels(const IndexView *v, uint32_t sid, const uint32_t *extra,
+                         Py_ssize_t extras, uint32_t *levels) noexcept nogil:
+    """The scope ids a check of sender id `sid` asks about: its own, its entity's, global."""
+    levels[0] = C_NO_SCOPE
+    levels[1] = C_NO_SCOPE
+    if sid < v.senders:
+        levels[0] = v.sender_scope[sid]
+        levels[1] = v.sender_entity[sid]
+    elif sid != C_NO_SCOPE and sid - v.senders < <uint64_t>extras:
+        levels[0] = extra[sid - v.senders]  # a sender only events know
+    levels[2] = 0
 
 
 cdef void overlay_pass(const IndexView *v, const uint64_t *keys, Py_ssize_t size,
-                       const uint64_t *held, Py_ssize_t held_size, const uint32_t *sender_ids,
-                       const uint64_t *numbers, Py_ssize_t n, int bit, const uint32_t *extra,
-                       Py_ssize_t extras, uint8_t *out) noexcept nogil:
-    """Redo the checks whose numbers have events: level by level, an event's decision where
-    there is one, the snapshot's entry where there is not."""
+                       const uint32_t *sender_ids, const uint64_t *numbers, Py_ssize_t n,
+                       int bit, const uint32_t *extra, Py_ssize_t extras,
+                       uint8_t *out) noexcept nogil:
+    """Redo the checks whose numbers have events (`out` holds the list's answers): level by
+    level, an event's decision where there is one, the list's entry where there is not.
+
+    A number's keys lie in one run of slots from its home slot (one cache line, mostly), read
+    once for the three levels; the home slot is fetched OV_AHEAD checks ahead, so that the
+    misses of several checks are in flight at once (the table is far larger than the caches:
+    one check after another waited for each miss in turn). The list's answer says whether an
+    entry of a level has the bit, unless an event set aside a more specific level: only then
+    is the entry looked up."""
     cdef Py_ssize_t i
-    cdef uint32_t sid
+    cdef uint64_t mask = size - 1, slot, held, number, value
+    cdef uint64_t found[3]
     cdef uint32_t levels[3]
-    cdef uint64_t h
-    cdef int level, d
+    cdef uint32_t scope
+    cdef int level, listed, shift = _table_shift(size)
+    cdef bint entry, any_key
+    for i in range(min(<Py_ssize_t>OV_AHEAD, n)):
+        an_prefetch(&keys[2 * anning_key_slot(numbers[i], shift)])
     for i in range(n):
-        if not _has_number(held, held_size, numbers[i]):
+        if i + OV_AHEAD < n:
+            an_prefetch(&keys[2 * anning_key_slot(numbers[i + OV_AHEAD], shift)])
+        number = numbers[i]
+        _levels(v, sender_ids[i], extra, extras, levels)
+        found[0] = 0
+        found[1] = 0
+        found[2] = 0
+        any_key = False
+        slot = anning_key_slot(number, shift)
+        held = keys[2 * slot]
+        while held != 0:
+            if held == number:
+                any_key = True
+                value = keys[2 * slot + 1]
+                scope = <uint32_t>(value >> 16)
+                for level in range(3):
+                    if scope == levels[level]:
+                        found[level] = value
+            slot = (slot + 1) & mask
+            held = keys[2 * slot]
+        if not any_key:
             continue
-        sid = sender_ids[i]
-        levels[0] = C_NO_SCOPE
-        levels[1] = C_NO_SCOPE
-        if sid < v.senders:
-            levels[0] = v.sender_scope[sid]
-            levels[1] = v.sender_entity[sid]
-        elif sid != C_NO_SCOPE and sid - v.senders < <uint64_t>extras:
-            levels[0] = extra[sid - v.senders]  # a sender only events know
-        levels[2] = 0
-        h = an_perm50(numbers[i])
+        listed = out[i]  # the most specific level whose entry has the bit (0: none)
         out[i] = SCOPE_NONE
         for level in range(3):
             if levels[level] == C_NO_SCOPE:
                 continue
-            d = _decided(keys, size, numbers[i], levels[level], bit)
-            # a scope only events know has no entry here (and its id may not fit the words)
-            if d == 1 or (d < 0 and levels[level] <= v.scope_mask and
-                          (mask_of(v, h, levels[level]) >> bit) & 1):
+            value = found[level]
+            if (value >> (8 + bit)) & 1:  # an event decides this level
+                if not ((value >> bit) & 1):
+                    continue
+                entry = True
+            elif listed == SCOPE_NONE or listed > SCOPE_SENDER + level:
+                entry = False
+            elif listed == SCOPE_SENDER + level:
+                entry = True
+            else:  # a more specific level's entry was set aside by an event
+                # a scope only events know has no entry (and its id may not fit the words)
+                entry = levels[level] <= v.scope_mask and \
+                    (mask_of(v, an_perm50(number), levels[level]) >> bit) & 1
+            if entry:
                 out[i] = SCOPE_SENDER + level
                 break

@@ -5,17 +5,24 @@ skewed senders, written chunk by chunk from numpy, so that 100M rows take a minu
   benchmarks, against Python's csv module);
 - `write_fixed_width_csv`: `number,【商户NNNNN】` rows of fixed width, written as byte matrices
   (the scale run of `anning load`), and the exact answers to a set of checks against the file,
-  found chunk by chunk as the rows are made (no copy of the file's rows is kept).
+  found chunk by chunk as the rows are made (no copy of the file's rows is kept);
+- `write_entries_csv`: the generated list of benchmarks.lib.datagen (its senders, entities and
+  masks) as `number,sender,category` rows and its `sender,entity` file, so that a load of it
+  can be checked against the models of benchmarks.lib.oracle.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from benchmarks.lib.datagen import Entries, Universe
+
 __all__ = ["MOBILE_PREFIXES", "SENDERS", "SENDER_TEXT", "FixedWidthChecks", "random_mobiles",
-           "write_clean_csv", "write_fixed_width_csv"]
+           "write_clean_csv", "write_entries_csv", "write_fixed_width_csv"]
 
 MOBILE_PREFIXES = np.array([130, 131, 132, 133, 135, 136, 137, 138, 139, 150, 151, 152, 155, 156,
                             157, 158, 159, 166, 170, 176, 177, 178, 180, 181, 182, 183, 185, 186,
@@ -109,3 +116,26 @@ def write_fixed_width_csv(path: Path, rows: int, checks: int = 1_000_000,
     return FixedWidthChecks((q_numbers + _CN).astype(np.uint64), q_codes, listed,
                             (np.concatenate(sample_numbers) + _CN).astype(np.uint64),
                             np.concatenate(sample_codes))
+
+
+def write_entries_csv(path: Path, entities_path: Path, universe: Universe,
+                      entries: Entries) -> None:
+    """`number,sender,category` rows of generated entries (national numbers; `entity:NAME`
+    and `*` as a snapshot writes those scopes; mask 0xFF as `all`), and the `sender,entity`
+    file that links the universe's senders to their entities."""
+    from benchmarks.lib.datagen import CATEGORY_OF_MASK, national
+
+    table = universe.sender_table
+    category = {m: c.encode() for m, c in CATEGORY_OF_MASK.items()}
+    with open(path, "wb") as f:
+        f.write(b"number,sender,category\n")
+        for start in range(0, len(entries.numbers), 1_000_000):
+            stop = start + 1_000_000
+            numbers = national(entries.numbers[start:stop])
+            senders = [table[c] for c in entries.codes[start:stop].tolist()]
+            masks = [category[m] for m in entries.masks[start:stop].tolist()]
+            f.write(b"".join(b"%s,%s,%s\n" % (n.encode(), s.encode(), m)
+                             for n, s, m in zip(numbers, senders, masks, strict=True)))
+    with open(entities_path, "w", encoding="utf-8") as f:
+        f.write("sender,entity\n")
+        f.writelines(f"{s},{e}\n" for s, e in universe.entities.items())

@@ -84,12 +84,17 @@ class EventChecks:
 
 
 def event_checks(universe: Universe, entries: Entries, events: Events, pick: np.ndarray,
-                 as_of_ms: int, seed: int = SEED) -> EventChecks:
+                 as_of_ms: int, seed: int = SEED,
+                 events_through: int | None = None) -> EventChecks:
     """For each picked event, a check of its number by a sender its scope covers (its own
     sender; a sender of its entity; a Zipf sender for a global scope or a reassignment), in a
     category its mask holds (marketing where it does), and the answer after the snapshot cut at
     `as_of_ms` and every logged event of that number, whichever came later: an event picked
-    may since have been undone by an opt-in or a reassignment, and the answer says so."""
+    may since have been undone by an opt-in or a reassignment, and the answer says so.
+
+    The events are those of a data directory logged in order from the first: event i has the
+    sequence i + 1. `events_through`: the snapshot declared a watermark (the events up to it
+    are upstream's: `entries` has what it kept of them)."""
     u = universe
     pick = np.asarray(pick, dtype=np.int64)
     rng = np.random.default_rng([seed, 17])
@@ -110,13 +115,14 @@ def event_checks(universe: Universe, entries: Entries, events: Events, pick: np.
     inside = np.isin(entries.numbers, wanted)
     model.load(zip(entries.numbers[inside].tolist(),
                    [table[c] for c in entries.codes[inside].tolist()],
-                   entries.masks[inside].tolist(), strict=True), u.entities, as_of_ms)
+                   entries.masks[inside].tolist(), strict=True), u.entities, as_of_ms,
+               events_through)
     for i in np.flatnonzero(np.isin(events.numbers, wanted)).tolist():
         kind = int(events.kinds[i])
         moved = kind == REASSIGN
         model.add(Event(int(events.numbers[i]), "" if moved else table[int(events.codes[i])],
                         0 if moved else int(events.masks[i]), kind, int(events.at_ms[i]),
-                        SOURCES[int(events.sources[i])]))
+                        SOURCES[int(events.sources[i])], i + 1))
     names = u.senders
     expected = np.array([model.decide(names[s], n, b).scope
                          for s, n, b in zip(senders.tolist(), numbers.tolist(), bits.tolist(),

@@ -15,7 +15,10 @@ processes of its own (`ConstantServer`):
 - `constant-aio`: the same on grpc.aio, one event loop, as anning's workers are;
 - `durable floor`: the synchronous constant whose OptOut first appends its request to a file
   and waits for an fsync covering it (`GroupCommit`): what durability alone costs in this
-  stack on this disk, with no validation, encoding, checksum or visibility.
+  stack on this disk, with no validation, encoding, checksum or visibility;
+- `constant stream` (`StreamServer`): a grpc.aio server whose OptOuts.Changes yields given
+  messages, already serialised, one after the other: the floor of a server stream of those
+  bytes in anning's stack.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from anning.testing.server import free_port
 from benchmarks.lib.machine import Accounted
 from benchmarks.lib.servers import CHANNEL_OPTIONS, HOST
 
-__all__ = ["ConstantServer", "GroupCommit", "np_save_durable", "run_constant_server",
-           "searchsorted_member"]
+__all__ = ["ConstantServer", "GroupCommit", "StreamServer", "np_save_durable",
+           "run_constant_server", "run_stream_server", "searchsorted_member", "write_messages"]
 
 
 # -- in process -----------------------------------------------------------------------------
@@ -243,3 +246,72 @@ class ConstantServer(Accounted):
 
     def log_tail(self) -> str:
         return ""
+
+
+# -- a constant server stream ----------------------------------------------------------------
+
+
+def write_messages(path: Path, messages: list[bytes]) -> None:
+    """Serialised messages to a file, each after its u32 length."""
+    with open(path, "wb") as f:
+        for m in messages:
+            f.write(len(m).to_bytes(4, "little"))
+            f.write(m)
+
+
+def _read_messages(path: Path) -> list[bytes]:
+    data = Path(path).read_bytes()
+    out, at = [], 0
+    while at < len(data):
+        size = int.from_bytes(data[at:at + 4], "little")
+        out.append(data[at + 4:at + 4 + size])
+        at += 4 + size
+    return out
+
+
+def run_stream_server(port: int, ready: Any, messages_path: str) -> None:
+    """OptOuts.Changes on grpc.aio (one event loop, as anning's workers): every call is
+    answered with the messages of the file, as they are, then the stream ends."""
+    import asyncio
+
+    import grpc
+
+    from anning.v1 import anning_pb2 as pb
+
+    messages = _read_messages(Path(messages_path))
+
+    async def changes(request: Any, context: Any) -> Any:
+        for m in messages:
+            yield m
+
+    handler = grpc.method_handlers_generic_handler("anning.v1.OptOuts", {
+        "Changes": grpc.unary_stream_rpc_method_handler(
+            changes, request_deserializer=pb.ChangesRequest.FromString,
+            response_serializer=lambda m: m)})
+
+    async def main() -> None:
+        server = grpc.aio.server(options=CHANNEL_OPTIONS)
+        server.add_generic_rpc_handlers((handler,))
+        if server.add_insecure_port(f"{HOST}:{port}") == 0:
+            raise SystemExit(f"stream servicer: cannot listen on {HOST}:{port}")
+        await server.start()
+        asyncio.get_running_loop().add_signal_handler(
+            signal.SIGTERM, lambda: asyncio.ensure_future(server.stop(1)))
+        ready.set()
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
+class StreamServer(ConstantServer):
+    """`run_stream_server` in a spawned process of its own."""
+
+    def __init__(self, ctx: Any, messages_path: Path) -> None:
+        self.port = free_port()
+        self.procs = 1
+        self.name = "constant stream"
+        self.events = [ctx.Event()]
+        self.processes = [ctx.Process(target=run_stream_server,
+                                      args=(self.port, self.events[0], str(messages_path)),
+                                      daemon=True)]
+        self.processes[0].start()

@@ -39,3 +39,7 @@ def encode_changes(
     kind: npt.NDArray[np.uint8], source: npt.NDArray[np.uint8], scopes: list[bytes],
     categories: list[bytes], sources: list[bytes],
 ) -> bytes: ...
+def event_columns(
+    fields: list[tuple[int, int, str, int, int, str]], source_ids: dict[str, int]
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint64], npt.NDArray[np.uint32],
+           npt.NDArray[np.uint8], npt.NDArray[np.int64], npt.NDArray[np.uint8], list[str]]: ...

@@ -67,6 +67,9 @@ class Overlay:
         self.store = EventStore(self.folded_through)
         self.table = EventTable.empty()
         self.live: dict[tuple[int, str], dict[int, Event]] = {}
+        # the scopes of `live` by number: a reassignment decides every key of its number, and
+        # a scan of every live key for them cost each reassignment milliseconds
+        self.live_scopes: dict[int, list[str]] = {}
         self.live_reassigned: dict[int, Event] = {}
         self.live_count = 0
         self.decisions = _index.DecisionTable()
@@ -146,7 +149,10 @@ class Overlay:
                     moved.append(e.number)
                 continue
             self.scope_id(e.scope, add=True)
-            per_bit = self.live.setdefault((e.number, e.scope), {})
+            per_bit = self.live.get((e.number, e.scope))
+            if per_bit is None:
+                per_bit = self.live[e.number, e.scope] = {}
+                self.live_scopes.setdefault(e.number, []).append(e.scope)
             for bit in range(8):
                 if e.mask >> bit & 1 and e.wins_over(per_bit.get(bit) or self._stored(
                         e.number, e.scope, bit)):
@@ -268,7 +274,7 @@ class Overlay:
         """Every scope the list or the events name for a number (a reassignment decides all)."""
         keys = {(number, s) for s, _bit in self.table.keys_of(number)} if len(self.table) \
             else set()
-        keys.update(k for k in self.live if k[0] == number) if self.live else None
+        keys.update((number, scope) for scope in self.live_scopes.get(number, ()))
         scope_ids, _masks = self.index.entries_of(number)
         keys.update((number, self.index.scopes[s]) for s in scope_ids.tolist())
         return sorted(keys)

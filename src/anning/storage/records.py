@@ -27,12 +27,14 @@ import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import msgpack
 import numpy as np
 
-from anning.model.events import REASSIGN, REASSIGN_SCOPE, Event, EventColumns
+from anning._events import event_columns
+from anning.model.events import Event, EventColumns
 from anning.model.scopes import SOURCES
 
 __all__ = [
@@ -59,6 +61,7 @@ MAX_RECORD = 64 << 20  # the largest gRPC message: a WriteBatch is one record
 SEAL, EVENT, BATCH, WRITE, HEADER = 0, 1, 2, 3, 4
 _SOURCE_IDS = {name: i for i, name in enumerate(SOURCES)}
 _KINDS = (1, 2, 3)  # opt-out, opt-in, reassignment (anning.model.events)
+_KIND_SET = set(_KINDS)
 EventFields = tuple[int, int, str, int, int, str]  # kind, number, scope, mask, at_ms, source
 # A write's payload starts 0x93 (an array of 3), 0x03 (version 3), 0xcf (a uint64 follows):
 # its first sequence sits at these bytes of the payload, big-endian.
@@ -128,20 +131,17 @@ def encode_header(first_sequence: int) -> bytes:
 
 
 def columns_of(sequences: Sequence[int], fields: Sequence[EventFields]) -> EventColumns:
-    """Events as the log's records hold them, as columns (no object per event)."""
-    n = len(fields)
-    ids: dict[str, int] = {}
+    """Events as the log's records hold them, as columns (no object per event), in one
+    compiled pass over the fields (restarts, catch-ups, loads and the change feed read them
+    all: seven generator passes took 0.3 s for half a million events)."""
+    kind, number, scope, mask, at, source, names = event_columns(
+        fields if isinstance(fields, list) else list(fields), _SOURCE_IDS)
     columns: dict[str, np.ndarray] = {
-        "sequence": np.fromiter(sequences, np.uint64, n),
-        "number": np.fromiter((f[1] for f in fields), np.uint64, n),
-        "at": np.fromiter((f[4] for f in fields), np.int64, n),
-        "scope": np.fromiter((REASSIGN_SCOPE if f[0] == REASSIGN else ids.setdefault(f[2], len(ids))
-                              for f in fields), np.uint32, n),
-        "mask": np.fromiter((f[3] for f in fields), np.uint8, n),
-        "kind": np.fromiter((f[0] for f in fields), np.uint8, n),
-        "source": np.fromiter((_SOURCE_IDS[f[5]] for f in fields), np.uint8, n),
+        "sequence": np.fromiter(sequences, np.uint64, len(sequences)),
+        "number": number, "at": at, "scope": scope, "mask": mask, "kind": kind,
+        "source": source,
     }
-    return EventColumns(columns, list(ids))
+    return EventColumns(columns, names)
 
 
 def decode(value: Any) -> Seal | Header | Write:
@@ -151,7 +151,7 @@ def decode(value: Any) -> Seal | Header | Write:
     version = value[0]
     if version == WRITE and len(value) == 3 and isinstance(value[1], int) and value[1] > 0 \
             and isinstance(value[2], (list, tuple)) and value[2]:
-        return Write(value[1], [_checked(item) for item in value[2]])
+        return Write(value[1], _checked_all(value[2]))
     if version == HEADER and len(value) == 2 and isinstance(value[1], int) and value[1] > 0:
         return Header(value[1])
     if version == SEAL and len(value) in (2, 3) and all(isinstance(v, int) for v in value):
@@ -159,9 +159,35 @@ def decode(value: Any) -> Seal | Header | Write:
     if version == EVENT and len(value) == 7:
         return Write(0, [_checked(value[1:])])
     if version == BATCH and len(value) == 2 and isinstance(value[1], (list, tuple)):
-        return Write(0, [_checked(item) for item in value[1]])
+        return Write(0, _checked_all(value[1]))
     raise RecordError(f"record version {version!r} of {len(value)} fields is not one this "
                       f"build reads (0 to 4): {_short(value)}")
+
+
+_INT, _TEXT = {int}, {str}  # `type(f) is int`, `type(f) is str`, as _checked asks
+
+
+def _checked_all(items: Sequence[Any]) -> list[EventFields]:
+    """`_checked` of every item: in bulk, by C loops over each field (its types, then its
+    range as _checked has it), when every one is well formed (all of them, but for
+    corruption); else item by item, naming the bad one."""
+    try:
+        if set(map(type, items)) <= {tuple, list} and set(map(len, items)) == {6} and all(
+                set(map(type, map(itemgetter(k), items))) <= (_TEXT if k in (2, 5) else _INT)
+                for k in range(6)) \
+                and set(map(itemgetter(0), items)) <= _KIND_SET \
+                and min(map(itemgetter(1), items)) >= 0 \
+                and max(map(itemgetter(1), items)) < 1 << 64 \
+                and min(map(itemgetter(3), items)) >= 0 \
+                and max(map(itemgetter(3), items)) <= 0xFF \
+                and min(map(itemgetter(4), items)) >= -(1 << 63) \
+                and max(map(itemgetter(4), items)) < 1 << 63 \
+                and set(map(itemgetter(5), items)) <= _SOURCE_IDS.keys():
+            return list(items) if set(map(type, items)) == {tuple} else \
+                list(map(tuple, items))
+    except (TypeError, LookupError, ValueError):  # no length, a map, none: named below
+        pass
+    return [_checked(item) for item in items]
 
 
 def _checked(item: Any) -> EventFields:

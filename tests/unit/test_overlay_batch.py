@@ -1,0 +1,66 @@
+"""The compiled overlay pass over long batches: checks of numbers with real-time events are
+decided in chunks, their table lookups fetched ahead of use, so a batch of thousands (several
+chunks, numbers with and without events mixed, repeated, in any order) must answer each check
+as anning.model.reference does and as the same check alone does."""
+
+import random
+
+import numpy as np
+
+from anning import SuppressionIndex
+from anning.engine import Engine
+from anning.model.events import OPT_IN, OPT_OUT, REASSIGN, Event
+from anning.model.reference import ReferenceModel
+from anning.model.scopes import ENTITY_PREFIX, GLOBAL
+
+AS_OF = 1_790_000_000_000
+SENDERS = [f"shop{i}" for i in range(12)] + ["only-events"]  # the last one no row has
+ENTITIES = {f"shop{i}": f"grp{i % 3}" for i in range(9)}
+CATEGORIES = ("marketing", "notification")
+
+
+def test_long_batches_answer_as_the_reference_and_as_single_checks():
+    rng = random.Random(13)
+    numbers = [8613800000000 + i for i in range(3000)]
+    rows = []
+    for n in rng.sample(numbers, 1500):
+        key = rng.choice([*SENDERS[:12], *(ENTITY_PREFIX + e for e in ("grp0", "grp1")),
+                          GLOBAL])
+        rows.append((n, key, rng.choice([1, 2, 3])))
+    index = SuppressionIndex.build(
+        [r[0] for r in rows], [r[1] for r in rows],
+        [["marketing", "notification", "all"][r[2] - 1] for r in rows],
+        {s: e for s, e in ENTITIES.items()}, meta={"as_of_ms": AS_OF})
+    engine = Engine(index, write_log=False)
+    model = ReferenceModel()
+    model.load(rows, ENTITIES, AS_OF)
+    # events on 1,200 of the numbers (listed or not), later and earlier than the list
+    for k in range(2500):
+        number = rng.choice(numbers[:1200])
+        kind = rng.choices([OPT_OUT, OPT_IN, REASSIGN], [80, 17, 3])[0]
+        at = AS_OF + rng.randint(-3_600_000, 3_600_000)
+        scope = "" if kind == REASSIGN else rng.choice(
+            [*SENDERS, ENTITY_PREFIX + "grp1", ENTITY_PREFIX + "grp2", GLOBAL])
+        mask = 0 if kind == REASSIGN else rng.choice([1, 2, 3])
+        event = engine.make_event(number, scope, ["", "marketing", "notification", "all"][mask],
+                                  kind, at, "api")
+        sequence = engine.apply([event])
+        model.add(Event(number, scope, mask, kind, at, "api", sequence))
+        if k == 1200:
+            engine.rebuild_events()  # some in the compact table, the rest taken one by one
+
+    checks = [(rng.choice(SENDERS), rng.choice(numbers)) for _ in range(9000)]
+    checks += [(s, n) for s, n in checks[:500]]  # repeated numbers within a batch
+    rng.shuffle(checks)
+    state = engine.serving()
+    ids = engine.sender_ids([s for s, _ in checks], state)
+    nums = np.array([n for _, n in checks], np.uint64)
+    assert state.overlay.decisions.contains(nums).mean() > 0.3  # many chunks' worth
+    for bit, category in enumerate(CATEGORIES):
+        want = [int(model.decide(s, n, bit).scope) for s, n in checks]
+        got = engine.check_ids(ids, nums, category, state)
+        assert got.tolist() == want, category
+        alone = [int(engine.check_ids(ids[i:i + 1], nums[i:i + 1], category, state)[0])
+                 for i in range(0, len(checks), 7)]
+        assert alone == want[::7], category
+        assert int(want.count(0)) not in (0, len(want))  # both answers are asked
