@@ -104,29 +104,40 @@ class OwnWrites:
     def clear(self) -> None:
         self.spans.clear()
 
-    def keep(self, segment: int,
-             frames: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.bool_], int]:
-        """Which of the frames starting at `frames` (sorted file offsets) are not our own
-        writes, and the sequence after the last own write met (0: none met); the own writes met
-        are forgotten. An own write is one write() of one or more frames: from where its first
-        frame starts to where its last one ends."""
+    def keep(self, segment: int, frames: npt.NDArray[np.int64],
+             visible_end: int) -> tuple[npt.NDArray[np.bool_], int, int | None]:
+        """Which of the frames starting at `frames` (sorted file offsets; the last whole one
+        ends at `visible_end`) are not our own writes, the sequence after the last own write
+        met (0: none met), and where the read must stop (None: nowhere): the start of an own
+        write only partly there yet. A write() is not atomic for a reader's pread: the read
+        may end inside it, and a write forgotten when its first frame was met would have its
+        later frames read as another process's, with sequences already counted (the reader
+        then stopped on "sequence n, after n": the write benchmark met it). An own write is
+        one write() of one or more frames, from where its first frame starts to where its
+        last one ends; only those met whole are forgotten."""
         first, last = int(frames[0]), int(frames[-1])
         # a copy first: the writer thread marks its writes while this reader looks (one C
         # call under the GIL; iterating the dict itself can meet it changing size)
         met = [(start, end, after) for (number, start), (end, after) in list(self.spans.items())
                if number == segment and first <= start <= last]
         if not met:
-            return np.ones(len(frames), bool), 0
+            return np.ones(len(frames), bool), 0, None
         starts, ends, afters = np.array(met, np.int64).T
         at = np.searchsorted(frames, starts)
         met_here = frames[np.minimum(at, len(frames) - 1)] == starts
+        partial = met_here & (ends > visible_end)
+        cut = int(starts[partial].min()) if partial.any() else None
+        if cut is not None:
+            met_here &= starts < cut
         for start in starts[met_here].tolist():
             del self.spans[(segment, start)]
         edges = np.zeros(len(frames) + 1, np.int64)
         np.add.at(edges, at[met_here], 1)
         np.add.at(edges, np.searchsorted(frames, ends[met_here]), -1)
         keep: npt.NDArray[np.bool_] = np.cumsum(edges[:-1]) == 0
-        return keep, int(afters[met_here].max()) if met_here.any() else 0
+        if cut is not None:
+            keep &= frames < cut
+        return keep, int(afters[met_here].max()) if met_here.any() else 0, cut
 
 
 class Scan:
@@ -156,9 +167,11 @@ def scan(io: FileIO, segment: Segment, start: int, final: bool, next_sequence: i
     size = io.size(segment.fd)
     data = io.pread(segment.fd, size - start, start) if size > start else b""
     offsets, lengths, stop, why = scan_frames(data, records.MAX_RECORD)
+    cut = None
     if own is not None and own.spans and len(offsets):
         # left out before decoding: a 10,000-event batch is 100 ms to decode
-        keep, after_own = own.keep(segment.number, start + offsets - records.FRAME.size)
+        keep, after_own, cut = own.keep(segment.number, start + offsets - records.FRAME.size,
+                                        start + stop)
         offsets, lengths = offsets[keep], lengths[keep]
     else:
         after_own = 0
@@ -203,7 +216,9 @@ def scan(io: FileIO, segment: Segment, start: int, final: bool, next_sequence: i
         # corruption in the middle; else it is a torn tail
         if bad_end < len(data) or (why == FRAME_TORN and _later_record_ok(data, stop)):
             raise CorruptLog(segment.path, f"bad record at offset {start + stop}")
-    return Scan(sequences, events, start + stop, max(expected, after_own), None)
+    # an own write only partly there: read again from its start, once it is whole
+    return Scan(sequences, events, start + stop if cut is None else cut,
+                max(expected, after_own), None)
 
 def _decode(data: bytes, offsets: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64],
             path: Path, start: int) -> list[object]:
