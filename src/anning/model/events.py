@@ -180,6 +180,8 @@ class EventTable:
         self.number: np.ndarray = columns["number"]
         self.scopes = scopes
         self.scope_ids = {name: i for i, name in enumerate(scopes)}
+        self._present: bytes | None = None  # made on first use (the table never changes)
+        self._present_mask = 0
 
     @classmethod
     def empty(cls) -> EventTable:
@@ -216,14 +218,30 @@ class EventTable:
         return n[keep]
 
     def _rows(self, number: int) -> range:
-        # The key as the column's own type: searchsorted with a Python int converts the whole
-        # uint64 column first (770 us at a million rows, against 2.6 us), on every check of a
-        # number that has events.
+        # Most lookups are of numbers without a row here (a write taken one by one asks for
+        # each of its numbers): a byte a slot of the numbers' low bits answers most of those
+        # in a bytes index (4 bytes a row; 78% of absent numbers never reach the search),
+        # where a scalar searchsorted costs microseconds (16% of the server's CPU under
+        # WriteBatch). The key as the column's own type: searchsorted with a Python int
+        # converts the whole uint64 column first (770 us at a million rows, against 2.6 us).
+        present = self._present
+        if present is None:
+            present = self._make_present()
+        if not present[number & self._present_mask]:
+            return range(0)
         key = np.uint64(number)
-        lo = int(np.searchsorted(self.number, key, "left"))
+        lo = int(self.number.searchsorted(key, "left"))
         if lo == len(self.number) or int(self.number[lo]) != number:
             return range(0)
-        return range(lo, int(np.searchsorted(self.number, key, "right")))
+        return range(lo, int(self.number.searchsorted(key, "right")))
+
+    def _make_present(self) -> bytes:
+        size = 1 << max(16, (4 * len(self.number) - 1).bit_length())
+        flags = np.zeros(size, np.uint8)
+        flags[(self.number & np.uint64(size - 1)).astype(np.int64)] = 1
+        self._present_mask = size - 1
+        self._present = present = flags.tobytes()
+        return present
 
     def _event(self, row: int, scope: str) -> Event:
         c = self.columns
