@@ -184,3 +184,25 @@ def test_event_store_first_time_past_a_sequence_is_the_columns(after, batches, a
             store.add(events)
     later = store.columns().after(asked)
     assert store.first_at_ms(asked) == (int(later.columns["at"][0]) if len(later) else 0)
+
+
+def test_event_table_rows_of_numbers_present_and_absent():
+    """The table's prefilter of absent numbers (a byte a slot of the numbers' low bits) never
+    hides a number that has rows: every row is found, and absent numbers (some sharing the
+    low bits of present ones) have none; at sizes past the smallest filter."""
+    rng = np.random.default_rng(11)
+    for rows in (1, 300, 70_000):
+        numbers = np.sort(rng.integers(8613000000000, 8613999999999, rows, dtype=np.uint64))
+        events = EventColumns.from_events([
+            Event(int(n), "s", 1, OPT_OUT, 1_700_000_000_000 + i, "api", i + 1)
+            for i, n in enumerate(numbers.tolist())])
+        table = EventTable.of(events)
+        present = set(numbers.tolist())
+        for n in rng.choice(numbers, min(rows, 2000)).tolist():
+            assert table.latest(n, "s", 0) is not None, n
+        size_bits = (4 * len(table) - 1).bit_length()
+        absent = [n + (k << max(16, size_bits)) for n in numbers[:500].tolist() for k in (1, 2)]
+        absent += rng.integers(8614000000000, 8614999999999, 2000, dtype=np.uint64).tolist()
+        for n in absent:
+            if n not in present:
+                assert table.latest(n, "s", 0) is None, n
