@@ -566,11 +566,7 @@ def run(args: argparse.Namespace) -> int:
         except Exception:
             b.fail(f"{part}: {traceback.format_exc()}")
     figs.context["busy_after"] = others()
-    if figs.finish(args.json, raw=b.raw):
-        print(f"data kept in {work}")
-        return 1
-    shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return figs.close_run(args.json, work, raw=b.raw)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -170,11 +169,7 @@ def run(args: argparse.Namespace) -> int:
         cluster.stop()
     figs.context["busy_after"] = others()
     figs.context["wall_s"] = round(time.monotonic() - started)
-    if figs.finish(args.json):
-        print(f"data, NATS and server logs kept in {work}")
-        return 1
-    shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return figs.close_run(args.json, work, "data, NATS and server logs")
 
 
 def main(argv: list[str] | None = None) -> int:

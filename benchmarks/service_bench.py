@@ -40,7 +40,6 @@ import argparse
 import functools
 import multiprocessing
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -379,11 +378,7 @@ def run(args: argparse.Namespace) -> int:
             finally:
                 server.stop()
     report(args, figs, results)
-    if figs.finish(args.json):
-        print(f"logs kept in {work}")
-        return 1
-    shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return figs.close_run(args.json, work, "logs")
 
 
 def report(args: argparse.Namespace, figs: Figures, results: dict[str, dict]) -> None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -505,11 +504,7 @@ def run(args: argparse.Namespace) -> int:
             stop_all(servers)
     restarts(b, work)
     figs.context["busy_after"] = others()
-    if figs.finish(args.json, raw=b.raw):
-        print(f"data and server logs kept in {work}")
-        return 1
-    shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return figs.close_run(args.json, work, "data and server logs", raw=b.raw)
 
 
 def main(argv: list[str] | None = None) -> int:

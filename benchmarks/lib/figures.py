@@ -15,6 +15,7 @@ or a missed goal, is only reported.
 from __future__ import annotations
 
 import json
+import shutil
 import statistics
 import sys
 from collections.abc import Sequence
@@ -190,6 +191,16 @@ class Figures:
         path.write_text(json.dumps(self.to_json(**extra), indent=2, ensure_ascii=False,
                                    default=str))
         print(f"figures written to {path}", flush=True)
+
+    def close_run(self, json_path: Path | None, work: Path, kept: str = "data",
+                  **extra: Any) -> int:
+        """The end of a script's run: the table (and JSON); on a failure the work directory
+        is kept for a look (`kept` says what is in it) and the status is 1, else it goes."""
+        if self.finish(json_path, **extra):
+            print(f"{kept} kept in {work}")
+            return 1
+        shutil.rmtree(work, ignore_errors=True)
+        return 0
 
     def finish(self, json_path: Path | None, **extra: Any) -> int:
         """Print the table (and the JSON); the exit status: 1 after any failure."""
