@@ -130,7 +130,8 @@ class OwnWrites:
         if cut is not None:
             met_here &= starts < cut
         for start in starts[met_here].tolist():
-            del self.spans[(segment, start)]
+            # pop: the writer unmarks a write whose fsync failed, maybe since the copy above
+            self.spans.pop((segment, start), None)
         edges = np.zeros(len(frames) + 1, np.int64)
         np.add.at(edges, at[met_here], 1)
         np.add.at(edges, np.searchsorted(frames, ends[met_here]), -1)
