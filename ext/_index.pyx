@@ -296,7 +296,9 @@ cdef class IndexCore:
             raise ValueError("sender_scope and sender_entity differ in length")
         if d[d.shape[0] - 1] != w.shape[0] or d[0] != 0:
             raise ValueError(f"directory ends at {d[d.shape[0] - 1]}, words has {w.shape[0]}")
-        if (1 << (AN_NUMBER_BITS - remainder_bits)) != d.shape[0] - 1:
+        # the range first: a shift past the int's width is undefined (UBSan, fuzz_snapshot)
+        if remainder_bits < 0 or remainder_bits > AN_NUMBER_BITS or \
+                (<uint64_t>1 << (AN_NUMBER_BITS - remainder_bits)) != <uint64_t>(d.shape[0] - 1):
             raise ValueError(f"remainder_bits {remainder_bits} does not match the directory")
         # Every lookup walks words[d[b]:d[b + 1]]: a directory out of order (a crafted
         # snapshot whose checksums hold) made it read far outside the words.

@@ -214,6 +214,21 @@ def test_snapshot_header_numbers_past_a_c_int_are_corrupt(tmp_path, field, at):
         read_snapshot(path)
 
 
+@pytest.mark.parametrize("bits", [0, 1, 51])
+def test_snapshot_remainder_bits_out_of_range_are_corrupt(tmp_path, bits):
+    """remainder_bits 0 made the directory check shift an int by 50 (undefined; UBSan in
+    fuzz_snapshot's long run, input kept as remainder-bits-zero-shift), 51 by a negative."""
+    path = tmp_path / "index.anx"
+    write_snapshot(SuppressionIndex.build(["13812345678"], ["【京东】"]), path)
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<I", data, 32, bits)
+    struct.pack_into("<I", data, 12, 0)
+    struct.pack_into("<I", data, 12, zlib.crc32(data[:4096]))
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptSnapshot, match=f"remainder_bits {bits}"):
+        read_snapshot(path)
+
+
 def _checkpoint_file(tmp_path, edit=None, meta_edit=None, extra=b""):
     """A real checkpoint, its columns edited, then every CRC made right (a crafted file)."""
     events = [Event(8613812345678, "京东", 1, OPT_OUT, 1_790_000_000_000, "reply", 5),
