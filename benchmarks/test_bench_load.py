@@ -40,8 +40,8 @@ def test_parse(impl, measure, clean_csv, load_rows):
                          lambda: parse_snapshot_files([clean_csv], LoadOptions()),
                          per=load_rows, unit="ns/row", rounds=5)
         assert parsed.report.rows == load_rows and parsed.report.rejected == 0
-        assert len(parsed.numbers) == load_rows
-        assert np.all(parsed.numbers // 10**11 == 86)
+        assert len(parsed.rows.numbers) == load_rows
+        assert np.all(parsed.rows.numbers // 10**11 == 86)
     else:
         def split() -> int:
             count = 0
