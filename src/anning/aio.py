@@ -29,11 +29,11 @@ import numpy as np
 from anning.batching import Batch, Transport, answer, encode, outcome, validate
 from anning.client import (
     FAILED_CLOSED,
-    RECONNECT,
     RETRYABLE,
     CheckError,
     CheckResult,
     _result,
+    open_channel,
 )
 from anning.v1 import anning_pb2 as pb
 from anning.v1 import anning_pb2_grpc as rpc
@@ -61,14 +61,8 @@ class Client:
         tls: bool = False,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        opts = [("grpc.max_receive_message_length", 64 << 20),
-                ("grpc.max_send_message_length", 64 << 20), *RECONNECT, *options]
-        if tls or root_certificates or certificate_chain:
-            credentials = grpc.ssl_channel_credentials(root_certificates, private_key,
-                                                       certificate_chain)
-            self.channel = grpc.aio.secure_channel(target, credentials, options=opts)
-        else:
-            self.channel = grpc.aio.insecure_channel(target, options=opts)
+        self.channel = open_channel(grpc.aio, target, root_certificates, private_key,
+                                    certificate_chain, tls, options)
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.timeout = timeout
         self.retries = retries

@@ -80,6 +80,20 @@ def _result(response: pb.CheckResponse) -> CheckResult:
     return CheckResult(response.suppressed, SCOPES[response.scope], response.error)
 
 
+def open_channel(kind: Any, target: str, root_certificates: bytes | None,
+                 private_key: bytes | None, certificate_chain: bytes | None, tls: bool,
+                 options: Sequence[tuple[str, Any]]) -> Any:
+    """A channel of `kind` (the `grpc` module, or `grpc.aio`) as both clients open theirs:
+    64 MB messages, the reconnect settings, TLS when asked for or given certificates."""
+    opts = [("grpc.max_receive_message_length", 64 << 20),
+            ("grpc.max_send_message_length", 64 << 20), *RECONNECT, *options]
+    if tls or root_certificates or certificate_chain:
+        credentials = grpc.ssl_channel_credentials(root_certificates, private_key,
+                                                   certificate_chain)
+        return kind.secure_channel(target, credentials, options=opts)
+    return kind.insecure_channel(target, options=opts)
+
+
 class Client:
     def __init__(
         self,
@@ -96,14 +110,8 @@ class Client:
         tls: bool = False,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        opts = [("grpc.max_receive_message_length", 64 << 20),
-                ("grpc.max_send_message_length", 64 << 20), *RECONNECT, *options]
-        if tls or root_certificates or certificate_chain:
-            credentials = grpc.ssl_channel_credentials(root_certificates, private_key,
-                                                       certificate_chain)
-            self.channel = grpc.secure_channel(target, credentials, options=opts)
-        else:
-            self.channel = grpc.insecure_channel(target, options=opts)
+        self.channel = open_channel(grpc, target, root_certificates, private_key,
+                                    certificate_chain, tls, options)
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self.timeout = timeout
         self.retries = retries
