@@ -26,7 +26,15 @@ import grpc
 import grpc.aio
 import numpy as np
 
-from anning.batching import Batch, Transport, answer, encode, outcome, validate
+from anning.batching import (
+    Batch,
+    Transport,
+    answer,
+    check_settings,
+    encode,
+    outcome,
+    validate,
+)
 from anning.client import (
     FAILED_CLOSED,
     RETRYABLE,
@@ -224,11 +232,7 @@ class Checker:
 
     def __init__(self, client: Client, *, max_batch: int = 1000, linger: float = 0.0,
                  depth: int = 2, transport: Transport = "stream") -> None:
-        if max_batch < 1 or depth < 1 or not 0 <= linger < 1:
-            raise ValueError(f"max_batch {max_batch!r}, depth {depth!r}, linger {linger!r}: "
-                             "max_batch and depth at least 1, linger in seconds below 1")
-        if transport not in ("stream", "unary"):
-            raise ValueError(f"transport: {transport!r} is neither 'stream' nor 'unary'")
+        check_settings(max_batch, linger, depth, transport)
         self.client = client
         self.max_batch, self.linger, self.depth = max_batch, linger, depth
         self.transport = transport

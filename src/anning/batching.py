@@ -38,7 +38,7 @@ from anning.client import FAILED_CLOSED, RESULTS, RETRYABLE, CheckError, CheckRe
 if TYPE_CHECKING:
     from anning.client import Client
 
-__all__ = ["Batch", "Checker", "Transport", "encode", "outcome", "validate"]
+__all__ = ["Batch", "Checker", "Transport", "check_settings", "encode", "outcome", "validate"]
 
 Transport = Literal["stream", "unary"]
 # Codes a fail-closed client still raises: the request is wrong, no answer will ever differ.
@@ -140,6 +140,15 @@ def outcome(batch: Batch, i: int, fail_closed: bool) -> CheckResult:
     return RESULTS[batch.codes[i]]
 
 
+def check_settings(max_batch: int, linger: float, depth: int, transport: str) -> None:
+    """A checker's settings (both checkers', threads' and tasks'), ValueError naming them."""
+    if max_batch < 1 or depth < 1 or not 0 <= linger < 1:
+        raise ValueError(f"max_batch {max_batch!r}, depth {depth!r}, linger {linger!r}: "
+                         "max_batch and depth at least 1, linger in seconds below 1")
+    if transport not in ("stream", "unary"):
+        raise ValueError(f"transport: {transport!r} is neither 'stream' nor 'unary'")
+
+
 class Checker:
     """Thread-safe coalescing checks over one client's channel (see the module's text).
 
@@ -150,11 +159,7 @@ class Checker:
 
     def __init__(self, client: Client, *, max_batch: int = 1000, linger: float = 0.0005,
                  depth: int = 2, transport: Transport = "stream") -> None:
-        if max_batch < 1 or depth < 1 or not 0 <= linger < 1:
-            raise ValueError(f"max_batch {max_batch!r}, depth {depth!r}, linger {linger!r}: "
-                             "max_batch and depth at least 1, linger in seconds below 1")
-        if transport not in ("stream", "unary"):
-            raise ValueError(f"transport: {transport!r} is neither 'stream' nor 'unary'")
+        check_settings(max_batch, linger, depth, transport)
         self.client = client
         self.max_batch, self.linger, self.depth = max_batch, linger, depth
         self.transport = transport
