@@ -6,6 +6,7 @@ callers each fail closed (or get the client's error) when the server is down."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from anning import aio
-from anning.client import FAILED_CLOSED, CheckError
+from anning.client import FAILED_CLOSED, CheckError, Client
 from anning.testing import server as h
 from anning.testing.server import CASES, T
 from anning.v1 import anning_pb2 as pb
@@ -332,3 +333,19 @@ def test_checker_through_a_crash_and_restart(tmp_path, transport):
     assert not wrong, wrong[:5]
     after = [got for item, got, back in answers if back]
     assert sum(got != FAILED_CLOSED for got in after) >= 200, "no answers after the restart"
+
+
+@pytest.mark.parametrize(("settings", "named"), [
+    ({"max_batch": 0}, "max_batch 0"), ({"depth": 0}, "depth 0"), ({"linger": 1.5}, "linger 1.5"),
+    ({"linger": -0.1}, "linger -0.1"), ({"transport": "pigeon"}, "transport: 'pigeon'")])
+def test_both_checkers_refuse_bad_settings_naming_them(settings, named):
+    """A checker's settings are checked where it is made, threads' and tasks' alike."""
+    with Client("127.0.0.1:1") as client, pytest.raises(ValueError, match=re.escape(named)):
+        client.checker(**settings)
+
+    async def tasks_checker() -> None:
+        async with aio.Client("127.0.0.1:1") as client:
+            with pytest.raises(ValueError, match=re.escape(named)):
+                aio.Checker(client, **settings)
+
+    asyncio.run(tasks_checker())
