@@ -33,8 +33,9 @@ What is timed, and beside what (benchmarks/README.md has the table):
   same snapshot and no events;
 - check_ids (checks/s; goal ratio >= 0.5): --queries queries (1M; one an event, each asked by
   a sender its scope covers, so every number asked has events) on an engine that took the
-  first half of the events in bulk (the compact table a checkpoint gives) and the rest 1,000 a
-  write (live keys), and on a fresh engine over the data directory (checkpoint and log read);
+  first half of the events in bulk (as a checkpoint gives them) and the rest 1,000 a write
+  (as a server takes them), and on a fresh engine over the data directory (checkpoint and log
+  read);
   the peer: the same queries on the list alone (benchmarks/events_checks.py).
 
 Every answer is checked: the exported file must equal the csv module's byte for byte (the peer
@@ -524,7 +525,7 @@ def checks(b: Bench, ctx: Any) -> None:
 
     n = min(b.args.queries, b.info["events"])
     print(f"4. check_ids: {n:,} queries that all have events ({b.info['events']:,} events: half "
-          f"live, half in the compact table), beside the same queries on the list alone",
+          f"live, half resolved in bulk), beside the same queries on the list alone",
           flush=True)
     with ctx.Pool(1) as pool:
         got = pool.apply(events_checks.run, (str(b.work), b.info["rows"], b.info["as_of_ms"],
@@ -536,8 +537,8 @@ def checks(b: Bench, ctx: Any) -> None:
                                       for name, values in r.items()), flush=True)
     b.raw["check_ids"] = r
     b.row(f"check_ids, {n:,} queries with events", "checks/s", r, ("live", "no events"),
-          "ratio >= 0.5", "half the events taken 1,000 a write (live keys), half in the "
-          f"compact table; one call a category, {got['rounds']} times a repetition")
+          "ratio >= 0.5", "half the events taken 1,000 a write, half in one bulk pass; "
+          f"one call a category, {got['rounds']} times a repetition")
     b.row(f"check_ids, {n:,} queries with events", "checks/s", r, ("restart", "no events"),
           "ratio >= 0.5", "a fresh Engine over the data directory: checkpoint and log read")
     b.figs.notes.extend(got["notes"])

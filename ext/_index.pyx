@@ -251,6 +251,7 @@ cdef int check_kernel(const IndexView *v, const uint32_t *sender_ids, const uint
 
 include "index_build.pxi"
 include "index_overlay.pxi"
+include "index_latest.pxi"
 
 
 def build_bloom(const uint32_t[::1] directory, const uint64_t[::1] words, int remainder_bits,

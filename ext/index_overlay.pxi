@@ -30,6 +30,11 @@ cdef extern from *:
     void anning_store_barrier() nogil
 
 
+cdef enum:
+    OV_AHEAD = 16       # checks whose keys' home slot is fetched ahead of their use
+    OV_CHUNK = 4096     # rows set between two looks at the table's size
+
+
 cdef inline int _table_shift(Py_ssize_t size) noexcept nogil:
     cdef int shift = 64
     while size > 1:
@@ -75,6 +80,42 @@ cdef inline bint _has_number_at(const uint64_t *slots, Py_ssize_t size, int shif
     return held != 0
 
 
+cdef struct DecisionView:
+    uint64_t *keys
+    Py_ssize_t size
+    uint64_t *held
+    Py_ssize_t held_size
+    Py_ssize_t added_keys
+    Py_ssize_t added_numbers
+
+
+cdef inline void _set_bit(DecisionView *v, uint64_t number, uint32_t scope, uint8_t bit,
+                          bint decided, bint optout) noexcept nogil:
+    """One category bit of one key: decided or not and, if so, opted out or not (a key is made
+    only for a bit that is decided)."""
+    cdef uint64_t one = <uint64_t>1 << bit, value
+    cdef Py_ssize_t at = _find_key(v.keys, v.size, number, scope)
+    if at >= 0:
+        value = v.keys[2 * at + 1] & ~((one << 8) | one)
+    elif not decided:
+        return
+    else:
+        value = <uint64_t>scope << 16
+    if decided:
+        value |= one << 8
+        if optout:
+            value |= one
+    if at >= 0:
+        v.keys[2 * at + 1] = value
+        return
+    at = -1 - at
+    v.keys[2 * at + 1] = value
+    anning_store_barrier()
+    v.keys[2 * at] = number
+    v.added_keys += 1
+    v.added_numbers += _add_number_at(v.held, v.held_size, number)
+
+
 cdef class DecisionTable:
     """(number, scope id) -> which category bits events decide, and which of those opt out."""
 
@@ -94,35 +135,6 @@ cdef class DecisionTable:
     @property
     def nbytes(self):
         return self._keys.nbytes + self._numbers.nbytes
-
-    def set_many(self, const uint64_t[::1] numbers, const uint32_t[::1] scopes,
-                 const uint8_t[::1] decided, const uint8_t[::1] optout):
-        """Set the decisions of these keys (new keys are added; a key is never removed: one
-        that no longer decides anything gets decided 0)."""
-        cdef Py_ssize_t n = numbers.shape[0], i, at
-        if scopes.shape[0] != n or decided.shape[0] != n or optout.shape[0] != n:
-            raise ValueError("numbers, scopes, decided and optout differ in length")
-        for i in range(n):
-            if numbers[i] == 0 or numbers[i] >= AN_NUMBER_LIMIT:
-                raise ValueError(f"numbers[{i}]: {numbers[i]} is not an E.164 number")
-        self._reserve(n)
-        cdef uint64_t[::1] keys = self._keys
-        cdef uint64_t[::1] held = self._numbers
-        cdef Py_ssize_t size = keys.shape[0] // 2
-        cdef uint64_t value
-        with nogil:
-            for i in range(n):
-                value = (<uint64_t>scopes[i] << 16) | (<uint64_t>decided[i] << 8) | optout[i]
-                at = _find_key(&keys[0], size, numbers[i], scopes[i])
-                if at >= 0:
-                    keys[2 * at + 1] = value
-                    continue
-                at = -1 - at
-                keys[2 * at + 1] = value
-                anning_store_barrier()
-                keys[2 * at] = numbers[i]
-                self.keys += 1
-                self.numbers += _add_number(held, numbers[i])
 
     cdef int _reserve(self, Py_ssize_t more) except -1:
         """Grow (at most half full) before `more` keys come: fill a new table, then publish."""
@@ -167,6 +179,68 @@ cdef class DecisionTable:
             return 0, 0
         return int((keys[2 * at + 1] >> 8) & 0xFF), int(keys[2 * at + 1] & 0xFF)
 
+    def set_bits(self, const uint64_t[::1] numbers, const uint32_t[::1] scopes,
+                 const uint8_t[::1] bits, const uint8_t[::1] decided,
+                 const uint8_t[::1] optout):
+        """Set one category bit of a key a row: decided or not and, if so, opted out or not;
+        the key's other bits keep theirs. A key is made only for a bit that is decided."""
+        cdef Py_ssize_t n = numbers.shape[0], i, at
+        if scopes.shape[0] != n or bits.shape[0] != n or decided.shape[0] != n \
+                or optout.shape[0] != n:
+            raise ValueError("numbers, scopes, bits, decided and optout differ in length")
+        for i in range(n):
+            if numbers[i] == 0 or numbers[i] >= AN_NUMBER_LIMIT:
+                raise ValueError(f"numbers[{i}]: {numbers[i]} is not an E.164 number")
+            if bits[i] > 7:
+                raise ValueError(f"bits[{i}]: {bits[i]} is not a category bit (0-7)")
+        cdef Py_ssize_t start = 0, stop
+        cdef DecisionView view
+        while start < n:
+            # grown a chunk at a time: a reserve for every row at once (most rows are bits of
+            # keys already there, or of one new key) left big tables a quarter full, and the
+            # checks' random reads spread over twice the memory
+            stop = min(start + OV_CHUNK, n)
+            self._reserve(stop - start)
+            view = self._view()
+            with nogil:
+                for i in range(start, stop):
+                    _set_bit(&view, numbers[i], scopes[i], bits[i], decided[i], optout[i])
+            self.keys += view.added_keys
+            self.numbers += view.added_numbers
+            start = stop
+
+    cdef DecisionView _view(self):
+        """The table's arrays as pointers, for a pass without the GIL (room reserved first)."""
+        cdef DecisionView view
+        cdef uint64_t[::1] keys = self._keys
+        cdef uint64_t[::1] held = self._numbers
+        view.keys = &keys[0]
+        view.size = keys.shape[0] // 2
+        view.held = &held[0]
+        view.held_size = held.shape[0]
+        view.added_keys = 0
+        view.added_numbers = 0
+        return view
+
+    def get_many(self, const uint64_t[::1] numbers, const uint32_t[::1] scopes):
+        """(decided, optout) of each key: zeros where it has none."""
+        cdef Py_ssize_t n = numbers.shape[0], i, at
+        if scopes.shape[0] != n:
+            raise ValueError("numbers and scopes differ in length")
+        decided_, optout_ = np.zeros(n, np.uint8), np.zeros(n, np.uint8)
+        cdef uint8_t[::1] decided = decided_
+        cdef uint8_t[::1] optout = optout_
+        cdef const uint64_t[::1] keys = self._keys
+        cdef Py_ssize_t size = keys.shape[0] // 2
+        cdef int shift = _table_shift(size)
+        with nogil:
+            for i in range(n):
+                at = _find_key_at(&keys[0], size, shift, numbers[i], scopes[i])
+                if at >= 0:
+                    decided[i] = (keys[2 * at + 1] >> 8) & 0xFF
+                    optout[i] = keys[2 * at + 1] & 0xFF
+        return decided_, optout_
+
     def contains(self, const uint64_t[::1] numbers):
         """One byte per number: 1 where it has a key."""
         out = np.zeros(numbers.shape[0], np.uint8)
@@ -179,6 +253,18 @@ cdef class DecisionTable:
         return out
 
 
+cdef inline Py_ssize_t _add_number_at(uint64_t *table, Py_ssize_t size,
+                                      uint64_t number) noexcept nogil:
+    cdef uint64_t mask = size - 1
+    cdef uint64_t i = anning_number_slot(number, _table_shift(size))
+    while table[i] != 0:
+        if table[i] == number:
+            return 0
+        i = (i + 1) & mask
+    table[i] = number
+    return 1
+
+
 cdef inline Py_ssize_t _add_number(uint64_t[::1] table, uint64_t number) noexcept nogil:
     cdef uint64_t mask = table.shape[0] - 1
     cdef uint64_t i = anning_number_slot(number, _table_shift(table.shape[0]))
@@ -188,10 +274,6 @@ cdef inline Py_ssize_t _add_number(uint64_t[::1] table, uint64_t number) noexcep
         i = (i + 1) & mask
     table[i] = number
     return 1
-
-
-cdef enum:
-    OV_AHEAD = 16       # checks whose keys' home slot is fetched ahead of their use
 
 
 cdef inline void _levels(const IndexView *v, uint32_t sid, const uint32_t *extra,

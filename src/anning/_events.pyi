@@ -27,6 +27,10 @@ def join_payloads(
     data: bytes | memoryview, offsets: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64],
 ) -> bytes: ...
 
+def fields_well_formed(
+    items: Iterable[object], kinds: frozenset[int], sources: dict[str, int],
+) -> bool: ...
+
 def format_csv(
     sequence: npt.NDArray[np.uint64], number: npt.NDArray[np.uint64],
     at: npt.NDArray[np.int64], scope: npt.NDArray[np.uint32], mask: npt.NDArray[np.uint8],

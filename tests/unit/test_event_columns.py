@@ -5,7 +5,10 @@ import random
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from anning._events import fields_well_formed
 from anning.model.events import OPT_IN, OPT_OUT, REASSIGN, REASSIGN_SCOPE
 from anning.model.scopes import SOURCES
 from anning.storage import records
@@ -68,3 +71,32 @@ def test_a_write_checked_in_bulk_refuses_what_one_event_would(bad):
         records.decode([3, 1, [*good[:20], bad, *good[20:]]])
     with pytest.raises(records.RecordError, match="not the fields of an event"):
         records.decode([2, [bad, *good]])
+
+
+_field_values = st.one_of(
+    st.integers(-2**64, 2**65), st.sampled_from([0, 1, 2, 3, 7, 255, 256, 2**63 - 1, 2**63,
+                                                 2**64 - 1, 2**64, -2**63, -2**63 - 1]),
+    st.booleans(), st.text(max_size=3), st.sampled_from(SOURCES), st.binary(max_size=2),
+    st.none(), st.floats(allow_nan=False))
+_items = st.one_of(
+    st.tuples(st.sampled_from([1, 2, 3, 4, True]), st.integers(-1, 2**64), st.text(max_size=3),
+              st.integers(-1, 256), st.integers(-2**63 - 1, 2**63), st.sampled_from(
+                  [*SOURCES, "carrier pigeon"])),
+    st.lists(_field_values, min_size=5, max_size=7).map(tuple),
+    st.lists(_field_values, min_size=6, max_size=6), st.none(), st.integers(),
+    st.dictionaries(st.integers(0, 5), _field_values, max_size=6))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_items, max_size=8))
+def test_the_compiled_check_of_a_write_is_the_one_by_one_check(items):
+    """fields_well_formed (one C pass) says yes exactly when every item passes `_checked`."""
+    def one_by_one() -> bool:
+        try:
+            for item in items:
+                records._checked(item)
+        except records.RecordError:
+            return False
+        return True
+
+    assert fields_well_formed(items, records._KIND_SET, records._SOURCE_IDS) == one_by_one()

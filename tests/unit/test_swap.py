@@ -236,7 +236,7 @@ def test_no_event_is_undone_by_a_silent_list(tmp_path, with_data_dir):
     """SPEC §4-§5: an acknowledged event stays in force until a later explicit statement (an
     event, or a row with a later `at`; a row without `at` counts as of the list's as_of), a
     reassignment, or a list whose watermark covers it - never because a list is silent."""
-    A, B, C, D, E, G, H, J, K, L = (13300000000 + i for i in range(10))
+    A, B, C, D, E, G, H, J, K, L, M, N = (13300000000 + i for i in range(12))
     now = int(time.time() * 1000)
     entities = tmp_path / "entities.csv"
     entities.write_text("sender,entity\nshop,grp\n", encoding="utf-8")
@@ -258,6 +258,9 @@ def test_no_event_is_undone_by_a_silent_list(tmp_path, with_data_dir):
     engine.opt_out(str(G), "*", "all", at_ms=now - 10 * 60_000)
     engine.opt_out(str(H), "entity:grp", at_ms=now - 10 * 60_000)
     engine.opt_out(str(J), "shop", at_ms=now - HOUR)  # at the next as_of: kept all the same
+    # folded at their own time, two hours ago, not at the next list's as_of (an hour ago)
+    engine.opt_out(str(M), "shop", at_ms=now - 2 * HOUR)
+    engine.opt_out(str(N), "shop", at_ms=now - 2 * HOUR)
     before = {n: engine.check("shop", str(n)) for n in (A, B, C, D, E, G, H, J, K, L)}
     assert before == {A: Scope.NONE, B: Scope.NONE, C: Scope.SENDER, D: Scope.SENDER,
                       E: Scope.NONE, G: Scope.GLOBAL, H: Scope.ENTITY, J: Scope.SENDER,
@@ -266,7 +269,7 @@ def test_no_event_is_undone_by_a_silent_list(tmp_path, with_data_dir):
     v2 = snapshot_file(tmp_path / "v2.csv", [(A, "shop"), (B, "shop"), (E, "shop")])
     report = engine.load_snapshot([v2], LoadOptions(entities=entities, as_of=str(now - HOUR)))
     # the rows less A (its opt-in won) and the events folded in: K, L, C, D, G, H, J
-    assert (report.entries_after, report.events_folded) == (203 - 1 + 7, 9)
+    assert (report.entries_after, report.events_folded) == (203 - 1 + 9, 11)
     after = {n: engine.check("shop", str(n)) for n in (A, B, C, D, E, G, H, J, K, L)}
     assert after == {A: Scope.NONE, B: Scope.SENDER, C: Scope.SENDER, D: Scope.SENDER,
                      E: Scope.SENDER, G: Scope.GLOBAL, H: Scope.ENTITY, J: Scope.SENDER,
@@ -278,6 +281,15 @@ def test_no_event_is_undone_by_a_silent_list(tmp_path, with_data_dir):
     numbers = np.array([8600000000000 + n for n in after], np.uint64)
     sids = engine.index.sender_ids(["shop"] * len(numbers))
     assert engine.check_ids(sids, numbers).tolist() == [int(s) for s in after.values()]
+
+    # a list of rows without times keeps no time per entry, only the events' own: an opt-in
+    # later than M's folded opt-out (and earlier than the list's as_of) undoes it, one
+    # earlier than N's does not
+    assert engine.index.statements.times is None
+    engine.opt_in(str(M), "shop", at_ms=now - 90 * 60_000)
+    engine.opt_in(str(N), "shop", at_ms=now - 150 * 60_000)
+    assert (engine.check("shop", str(M)), engine.check("shop", str(N))) == \
+        (Scope.NONE, Scope.SENDER)
 
     # against the list's own statement of A (the opt-in folded in, at its time): a newer
     # opt-out wins, an older one does not

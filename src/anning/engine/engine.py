@@ -52,7 +52,6 @@ __all__ = ["CheckpointReport", "Engine", "EngineStatus", "Event", "Explanation",
            "ReplyOutcome"]
 
 BULK_TAKE = 10_000  # events brought at once past this are resolved in bulk (a new overlay)
-COMPACT_LIVE_EVENTS = 100_000  # events taken one by one before they are made compact again
 
 
 @dataclass(frozen=True)
@@ -294,19 +293,9 @@ class Engine:
         self._rebuild(lambda held: ServingState(self.index, Overlay.of(self.index, held)),
                       swap=False, extra=events)
 
-    def compact_events(self, live_events: int = COMPACT_LIVE_EVENTS) -> bool:
-        """When `live_events` or more were taken one by one since the overlay was built (each a
-        few hundred bytes of dicts), resolve them all again into the compact table: memory
-        stays bounded through a day of writes. Checks and writes go on meanwhile."""
-        state = self._state
-        if state is None or state.overlay.live_count < live_events:
-            return False
-        self.rebuild_events()
-        return True
-
     def rebuild_events(self) -> None:
-        """Resolve every event held again, in bulk, into a new overlay: the dict of events
-        taken one by one becomes the compact table (memory stays bounded)."""
+        """Resolve every event held again, in bulk, into a new overlay (checks and writes go on
+        meanwhile)."""
         state = self._state
         if state is not None:
             self._rebuild(lambda held: ServingState(state.index, Overlay.of(state.index, held)),
@@ -416,7 +405,9 @@ class Engine:
             if isinstance(last, Exception):
                 continue  # not acknowledged by a replicated log: not taken either
             first = last - len(events) + 1
-            taken += [replace(e, sequence=first + i) for i, e in enumerate(events)]
+            # the constructor, not dataclasses.replace: a third of the cost, per event
+            taken += [Event(e.number, e.scope, e.mask, e.kind, e.at_ms, e.source, first + i)
+                      for i, e in enumerate(events)]
         self.take(taken)
         return outcomes
 

@@ -12,7 +12,10 @@ check is exact and compiled whether or not its number has events.
 Three parts, one writer (the engine, under its lock):
 - `store`: every event taken, as columns (anning.engine.store), to be resolved again against
   the next list;
-- the latest event per key: a compact table (built in bulk) plus a dict of those taken since;
+- `latest`: the latest event per (number, scope id, bit) and each number's latest
+  reassignment, compiled (anning._index.LatestTable); a write's events are offered to it in
+  one call and the keys they changed are decided again in one vectorised pass, whether the
+  write is one event or a restart's million;
 - `decisions`: the compiled outcome, with the scope ids of names the list does not know and
   the sender ids of senders only events know (`extra_scope`).
 """
@@ -36,14 +39,12 @@ from anning.model.events import (
     REASSIGN_SCOPE,
     Event,
     EventColumns,
-    EventTable,
 )
-from anning.model.scopes import ENTITY_PREFIX, GLOBAL
+from anning.model.scopes import ENTITY_PREFIX, GLOBAL, SOURCES
 
 __all__ = ["Overlay", "Statement"]
 
-_ALL_BITS = 0xFF
-
+_SOURCE_IDS = {name: i for i, name in enumerate(SOURCES)}
 
 @dataclass(frozen=True)
 class Statement:
@@ -65,24 +66,22 @@ class Overlay:
         self.folded_through = index.folded_through
         self.newest_ms = index.statements.newest_ms  # an event later than this wins outright
         self.store = EventStore(self.folded_through)
-        self.table = EventTable.empty()
-        self.live: dict[tuple[int, str], dict[int, Event]] = {}
-        # the scopes of `live` by number: a reassignment decides every key of its number, and
-        # a scan of every live key for them cost each reassignment milliseconds
-        self.live_scopes: dict[int, list[str]] = {}
-        self.live_reassigned: dict[int, Event] = {}
-        self.live_count = 0
+        self.latest = _index.LatestTable()  # by (number, overlay scope id, bit)
+        self.live_count = 0  # events taken one write at a time since the overlay was built
         self.decisions = _index.DecisionTable()
         self._extension: dict[str, int] = {}  # scope names the list does not know -> ids
+        self._extension_names: list[str] = []
         self.extra_senders: dict[str, int] = {}  # sender names only events know -> sender ids
         self.extra_scope: npt.NDArray[np.uint32] = np.empty(0, np.uint32)
 
     @classmethod
     def of(cls, index: SuppressionIndex, events: EventColumns) -> Overlay:
         """An overlay of `events` (those past the list's fold are kept) over `index`, resolved
-        in bulk (vectorised: a restart with a million events stays quick)."""
+        in bulk (a restart with a million events stays quick)."""
         overlay = cls(index)
-        overlay._take_bulk(events)
+        fresh = overlay.store.add_columns(events)
+        if len(fresh):
+            overlay._resolve_new(fresh)
         return overlay
 
     # -- what the kernel needs -----------------------------------------------------------------
@@ -128,11 +127,16 @@ class Overlay:
         sid = self._extension.get(name)
         if sid is None and add:
             sid = self._extension[name] = len(self.index.scopes) + len(self._extension)
+            self._extension_names.append(name)
             if name != GLOBAL and not name.startswith(ENTITY_PREFIX):
                 # a sender only events know: checks of it need a sender id of their own
                 self.extra_senders[name] = len(self.index.senders) + len(self.extra_senders)
                 self.extra_scope = np.append(self.extra_scope, np.uint32(sid))
         return sid
+
+    def scope_name(self, sid: int) -> str:
+        listed = len(self.index.scopes)
+        return self.index.scopes[sid] if sid < listed else self._extension_names[sid - listed]
 
     # -- taking events -------------------------------------------------------------------------
     def take(self, events: list[Event]) -> None:
@@ -140,185 +144,118 @@ class Overlay:
         fresh = self.store.add(events)
         if not fresh:
             return
-        affected: dict[tuple[int, str], int] = {}
-        moved: list[int] = []
-        for e in fresh:
-            if e.kind == REASSIGN:
-                if e.wins_over(self._reassigned_event(e.number)):
-                    self.live_reassigned[e.number] = e
-                    moved.append(e.number)
-                continue
-            self.scope_id(e.scope, add=True)
-            per_bit = self.live.get((e.number, e.scope))
-            if per_bit is None:
-                per_bit = self.live[e.number, e.scope] = {}
-                self.live_scopes.setdefault(e.number, []).append(e.scope)
-            for bit in range(8):
-                if e.mask >> bit & 1 and e.wins_over(per_bit.get(bit) or self._stored(
-                        e.number, e.scope, bit)):
-                    per_bit[bit] = e
-                    key = (e.number, e.scope)
-                    affected[key] = affected.get(key, 0) | 1 << bit
         self.live_count += len(fresh)
-        for number in moved:
-            for key in self._keys_of(number):
-                affected[key] = _ALL_BITS
-        if affected:
-            self._decide(affected)
+        # one compiled pass offers them and decides the keys an event decides outright (the
+        # usual write: later than anything the list says); numpy's fixed cost a call, ~29 us
+        # for a one-event write in the vectorised pass, is paid only for the rest
+        scopes = np.fromiter((REASSIGN_SCOPE if e.kind == REASSIGN else
+                              self.scope_id(e.scope, add=True) for e in fresh), np.uint32,
+                             len(fresh))
+        moved, moved_at = self.index.statements.reassigned_columns()
+        number, scope, bit, moves = _index.take_events(
+            self.latest, self.decisions, fresh, scopes, _SOURCE_IDS, self.newest_ms,
+            len(self.index.scopes), moved, moved_at)
+        self._decide_with_moves(number, scope, bit, moves)
 
-    def _take_bulk(self, events: EventColumns) -> None:
-        events = self.store.add_columns(events)
-        if not len(events):
+    def _resolve_new(self, events: EventColumns) -> None:
+        """Offer new events (a restart's, a catch-up's) to the latest-event table, not yet
+        shared, and decide again, in bulk, every key where one of them became the latest."""
+        c = events.columns
+        moves = c["kind"] == REASSIGN
+        ids = np.array([self.scope_id(name, add=True) for name in events.scopes] or [0],
+                       np.uint32)
+        mask = np.where(moves, np.uint8(1), c["mask"])  # a reassignment: one row, bit 0
+        row, column = np.nonzero(np.unpackbits(mask[:, None], axis=1, bitorder="little"))
+        is_move = moves[row]
+        number = c["number"][row]
+        scope = np.where(is_move, np.uint32(REASSIGN_SCOPE),
+                         ids[np.where(moves, 0, c["scope"])[row]])
+        bit = column.astype(np.uint8)
+        won = self.latest.offer_many(number, scope, bit, c["at"][row], c["kind"][row],
+                                     c["source"][row], c["sequence"][row], False).view(bool)
+        keyed = won & ~is_move
+        self._decide_with_moves(number[keyed], scope[keyed], bit[keyed],
+                                number[won & is_move])
+
+    def _decide_with_moves(self, number: npt.NDArray[np.uint64],
+                           scope: npt.NDArray[np.uint32], bit: npt.NDArray[np.uint8],
+                           moved: npt.NDArray[np.uint64]) -> None:
+        """`_decide` these key-bits and, for each number a reassignment event newly moved,
+        every key the list or the events have of it (the reassignment decides them all)."""
+        if not len(moved):
+            self._decide(number, scope, bit)
             return
-        self.table = EventTable.of(events)
-        self._decide_bulk()
+        numbers, scopes, bits = [number], [scope], [bit]
+        for moved_number in np.unique(moved).tolist():
+            key_scopes = self._scopes_of(moved_number)
+            numbers.append(np.full(8 * len(key_scopes), moved_number, np.uint64))
+            scopes.append(np.repeat(key_scopes, 8))
+            bits.append(np.tile(np.arange(8, dtype=np.uint8), len(key_scopes)))
+        self._decide(np.concatenate(numbers), np.concatenate(scopes), np.concatenate(bits))
 
-    def _decide_bulk(self) -> None:
-        """`_decide` of every key the table touches, at once, in numpy: each key-bit with an
-        event resolved against the list; and, for a number reassigned by an event, every
-        entry the list has of it (the reassignment decides them all)."""
-        c = self.table.columns
-        moves = c["scope"] == REASSIGN_SCOPE
-        moved_numbers, moved_times = c["number"][moves], c["at"][moves]
-        keyed = ~moves
-        number, scope, bit = c["number"][keyed], c["scope"][keyed], c["bit"][keyed]
-        at, opt_out = c["at"][keyed], c["kind"][keyed] == OPT_OUT
-        moved_at = _lookup(moved_numbers, moved_times, number)
-        listed_at = self.index.statements.reassigned_many(number)
-        valid = at >= np.maximum(moved_at, listed_at)
-        names = self.table.scopes
-        overlay_ids = np.array([self.scope_id(name, add=True) for name in names] or [0],
-                               np.uint32)
-        index_ids = np.array([-1 if (i := self.index.scope_id(name)) is None else i
-                              for name in names] or [0], np.int64)
-        sid = index_ids[scope]
-        ask = (sid >= 0) & (~valid | (at <= self.newest_ms))
-        row_kind = np.zeros(len(number), np.uint8)
-        row_at = np.zeros(len(number), np.int64)
-        where = np.flatnonzero(ask)
-        if len(where):
-            row_kind[where], row_at[where] = self.index.statements_of(
-                number[where], sid[where].astype(np.uint32), bit[where])
-        row_kind[(moved_at > 0) & (row_at < moved_at)] = NONE
-        has_row = row_kind != NONE
-        row_out = row_kind == ROW_OUT
-        event_wins = valid & (~has_row | (at > row_at) | ((at == row_at) & (opt_out | ~row_out)))
-        out = np.where(event_wins, opt_out, has_row & row_out)
-        decide = valid | (moved_at > 0)
-        parts = [(number[decide], overlay_ids[scope[decide]],
-                  (1 << bit[decide].astype(np.uint16)).astype(np.uint8), out[decide])]
-        parts.append(self._moved_entries(moved_numbers, moved_times))
-        numbers = np.concatenate([p[0] for p in parts])
-        keys = np.concatenate([p[1] for p in parts])
-        bits = np.concatenate([p[2] for p in parts])
-        outs = np.concatenate([p[3] for p in parts])
-        by_event = np.concatenate([np.ones(len(parts[0][0]), bool),
-                                   np.zeros(len(parts[1][0]), bool)])
-        if not len(numbers):
+    def _scopes_of(self, number: int) -> npt.NDArray[np.uint32]:
+        """Every scope id the list or the events name for a number."""
+        event_scopes, _bits = self.latest.keys_of(number)
+        list_scopes, _masks = self.index.entries_of(number)
+        return np.unique(np.concatenate([event_scopes, list_scopes.astype(np.uint32)]))
+
+    def _decide(self, number: npt.NDArray[np.uint64], scope: npt.NDArray[np.uint32],
+                bit: npt.NDArray[np.uint8]) -> None:
+        """Resolve these key-bits (`resolve` with events_only, vectorised) and store the
+        outcome for the kernel; the other bits of their keys keep theirs."""
+        if not len(number):
             return
-        order = np.lexsort((keys, numbers))
-        numbers, keys, bits = numbers[order], keys[order], bits[order]
-        outs, by_event = outs[order], by_event[order]
-        first = np.ones(len(numbers), bool)
-        first[1:] = (numbers[1:] != numbers[:-1]) | (keys[1:] != keys[:-1])
-        group = np.cumsum(first) - 1
-        n = int(group[-1]) + 1
-        event_bits, event_out = np.zeros(n, np.uint8), np.zeros(n, np.uint8)
-        moved_bits, moved_out = np.zeros(n, np.uint8), np.zeros(n, np.uint8)
-        np.bitwise_or.at(event_bits, group[by_event], bits[by_event])
-        np.bitwise_or.at(event_out, group[by_event], np.where(outs, bits, 0)[by_event]
-                         .astype(np.uint8))
-        np.bitwise_or.at(moved_bits, group[~by_event], bits[~by_event])
-        np.bitwise_or.at(moved_out, group[~by_event], np.where(outs, bits, 0)[~by_event]
-                         .astype(np.uint8))
-        # an event's say over a bit stands; the reassignment decides the others
-        decided = event_bits | moved_bits
-        optout = (event_out & event_bits) | (moved_out & ~event_bits)
-        self.decisions.set_many(numbers[first], keys[first], decided, optout.astype(np.uint8))
-
-    def _moved_entries(self, numbers: np.ndarray,
-                       times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                   np.ndarray]:
-        """(number, scope id, bit, opted out) of every category bit of every entry the list
-        has of these reassigned numbers: decided now, opted out only where the list's statement
-        is not older than the reassignment."""
-        rows_n, rows_s, rows_m = [], [], []
-        listed = self.index.statements.reassigned_many(numbers) if len(numbers) else numbers
-        moved_at = {}
-        for number, at, before in zip(numbers.tolist(), times.tolist(),
-                                      listed.tolist() if len(numbers) else [], strict=True):
-            if at < before:
-                continue  # the list's own reassignment is later: its entries are all newer
-            scopes, masks = self.index.entries_of(number)
-            rows_n += [number] * len(scopes)
-            rows_s += scopes.tolist()
-            rows_m += masks.tolist()
-            moved_at[number] = at
-        if not rows_n:
-            empty = np.empty(0, np.uint64)
-            return empty, np.empty(0, np.uint32), np.empty(0, np.uint8), np.empty(0, bool)
-        number = np.array(rows_n, np.uint64)
-        scope = np.array(rows_s, np.uint32)
-        mask = np.array(rows_m, np.uint8)
-        expanded = np.unpackbits(mask[:, None], axis=1, bitorder="little")
-        row, bit = np.nonzero(expanded)
-        number, scope, bit = number[row], scope[row], bit.astype(np.uint8)
-        _kinds, times_of = self.index.statements_of(number, scope, bit)
-        cut = np.array([moved_at[n] for n in number.tolist()], np.int64)
-        # every bit of those entries decided (undecided bits: none of the list's entries)
-        all_bits = np.full(len(number), 0, np.uint8)
-        all_bits[:] = (1 << bit.astype(np.uint16)).astype(np.uint8)
-        return number, scope, all_bits, times_of >= cut
-
-    def _keys_of(self, number: int) -> list[tuple[int, str]]:
-        """Every scope the list or the events name for a number (a reassignment decides all)."""
-        keys = {(number, s) for s, _bit in self.table.keys_of(number)} if len(self.table) \
-            else set()
-        keys.update((number, scope) for scope in self.live_scopes.get(number, ()))
-        scope_ids, _masks = self.index.entries_of(number)
-        keys.update((number, self.index.scopes[s]) for s in scope_ids.tolist())
-        return sorted(keys)
-
-    def _decide(self, affected: dict[tuple[int, str], int]) -> None:
-        """Resolve the affected bits of each key and store the outcome for the kernel."""
-        n = len(affected)
-        numbers = np.empty(n, np.uint64)
-        scope_ids = np.empty(n, np.uint32)
-        decided = np.empty(n, np.uint8)
-        optout = np.empty(n, np.uint8)
-        for i, ((number, scope), bits) in enumerate(affected.items()):
-            sid = self.scope_id(scope, add=True)
-            assert sid is not None
-            was_decided, was_out = self.decisions.get(number, sid)
-            d, o = was_decided & ~bits, was_out & ~bits
-            for bit in range(8):
-                if bits >> bit & 1:
-                    statement = self.resolve(number, scope, bit, events_only=True)
-                    if statement is not None:
-                        d |= 1 << bit
-                        o |= statement.opted_out << bit
-            numbers[i], scope_ids[i], decided[i], optout[i] = number, sid, d, o
-        self.decisions.set_many(numbers, scope_ids, decided, optout)
+        found, at, kind, _source, _sequence = self.latest.get_many(number, scope, bit)
+        moved, moved_at = self.latest.reassigned_many(number)
+        moved = moved.view(bool)
+        cut = moved_at
+        if len(self.index.statements.reassigned):
+            cut = np.maximum(moved_at, self.index.statements.reassigned_many(number))
+        valid = found.view(bool) & (at >= cut)
+        opt_out = kind == OPT_OUT
+        # the list's statement counts where no event decides outright (an event later than
+        # anything the list says - the usual write - needs no look)
+        ask = (valid & (at <= self.newest_ms)) | (~valid & moved)
+        out = valid & opt_out
+        if ask.any():
+            ask &= scope < len(self.index.scopes)
+            row_kind = np.zeros(len(number), np.uint8)
+            row_at = np.zeros(len(number), np.int64)
+            where = np.flatnonzero(ask)
+            if len(where):
+                row_kind[where], row_at[where] = self.index.statements_of(
+                    number[where], scope[where], bit[where])
+            row_kind[moved & (row_at < moved_at)] = NONE  # older than the reassignment
+            has_row = row_kind != NONE
+            row_out = row_kind == ROW_OUT
+            event_wins = valid & (~has_row | (at > row_at) |
+                                  ((at == row_at) & (opt_out | ~row_out)))
+            out = np.where(event_wins, opt_out, has_row & row_out)
+        decided = valid | moved
+        self.decisions.set_bits(number, scope, bit, decided.view(np.uint8),
+                                (decided & out).view(np.uint8))
 
     # -- resolving ---------------------------------------------------------------------------
-    def _stored(self, number: int, scope: str, bit: int) -> Event | None:
-        return self.table.latest(number, scope, bit) if len(self.table) else None
-
-    def _reassigned_event(self, number: int) -> Event | None:
-        live = self.live_reassigned.get(number)
-        stored = self.table.reassignment(number) if len(self.table) else None
-        return live if live is not None and live.wins_over(stored) else stored
+    def _latest(self, number: int, sid: int, bit: int) -> Event | None:
+        """The latest event of one key-bit (REASSIGN_SCOPE, 0: the number's reassignment)."""
+        found, at, kind, source, sequence = self.latest.get_many(
+            np.array([number], np.uint64), np.array([sid], np.uint32), np.array([bit], np.uint8))
+        if not found[0]:
+            return None
+        if sid == REASSIGN_SCOPE:
+            return Event(number, "", 0, REASSIGN, int(at[0]), SOURCES[int(source[0])],
+                         int(sequence[0]))
+        return Event(number, self.scope_name(sid), 1 << bit, int(kind[0]), int(at[0]),
+                     SOURCES[int(source[0])], int(sequence[0]))
 
     def latest_event(self, number: int, scope: str, bit: int) -> Event | None:
         """The latest event of the key past the list's fold, unless a reassignment (an event's
         or the list's) came after it."""
-        per_bit = self.live.get((number, scope))
-        live = per_bit.get(bit) if per_bit else None
-        stored = self._stored(number, scope, bit)
-        event = live if live is not None and live.wins_over(stored) else stored
+        sid = self.scope_id(scope)
+        event = None if sid is None else self._latest(number, sid, bit)
         if event is None:
             return None
-        moved = self._reassigned_event(number)
+        moved = self.reassignment(number)
         cut = max(moved.at_ms if moved else 0, self.index.statements.reassigned_at(number))
         return event if event.at_ms >= cut else None
 
@@ -327,7 +264,7 @@ class Overlay:
         """What decides (number, scope, bit) once events are counted. With `events_only`, None
         where no event (and no reassignment event) has a say: the list's entry answers as it
         is; else the list's statement too, or None where nothing is said."""
-        moved = self._reassigned_event(number)
+        moved = self.reassignment(number)
         event = self.latest_event(number, scope, bit)
         if event is None and moved is None and events_only:
             return None
@@ -349,7 +286,7 @@ class Overlay:
 
     def reassignment(self, number: int) -> Event | None:
         """The latest reassignment event of the number past the list's fold."""
-        return self._reassigned_event(number)
+        return self._latest(number, REASSIGN_SCOPE, 0)
 
     def opted_out_bits(self, number: int, scope: str) -> int:
         """The category bits of (number, scope) that events opt out of, by their own say."""
@@ -366,20 +303,9 @@ class Overlay:
         return self.store.columns()
 
     def compacted(self) -> Overlay:
-        """The same events resolved in bulk: the dict of those taken one by one folded into the
-        compact table."""
+        """The same events resolved again, in bulk, into a new overlay."""
         return Overlay.of(self.index, self.store.columns())
 
     @property
     def nbytes(self) -> int:
-        return self.store.nbytes + self.table.nbytes + self.decisions.nbytes
-
-
-def _lookup(keys: np.ndarray, values: np.ndarray, numbers: np.ndarray) -> np.ndarray:
-    """values[keys == number] for each number (keys sorted, unique), 0 where absent."""
-    out = np.zeros(len(numbers), np.int64)
-    if len(keys):
-        at = np.minimum(np.searchsorted(keys, numbers), len(keys) - 1)
-        found = keys[at] == numbers
-        out[found] = values[at[found]]
-    return out
+        return self.store.nbytes + self.latest.nbytes + self.decisions.nbytes

@@ -15,6 +15,7 @@ from anning.model.events import Event, EventColumns
 __all__ = ["EventStore"]
 
 _COMPACT_AT = 4096  # events held as objects before they become columns
+_FEW = 32  # a write of up to this many events is marked one by one (numpy's fixed cost)
 
 
 class EventStore:
@@ -55,9 +56,12 @@ class EventStore:
         offsets = sequences[where].astype(np.int64) - self.after - 1
         byte, bit = offsets >> 3, (offsets & 7).astype(np.uint8)
         seen = (self._seen[byte] >> bit) & 1
-        # a sequence twice within this very batch counts once
-        first = np.zeros(len(offsets), bool)
-        if len(offsets):
+        # a sequence twice within this very batch counts once (a write's own sequences rise:
+        # nothing to look for then)
+        if len(offsets) < 2 or bool(np.all(offsets[1:] > offsets[:-1])):
+            first = np.ones(len(offsets), bool)
+        else:
+            first = np.zeros(len(offsets), bool)
             _, firsts = np.unique(offsets, return_index=True)
             first[firsts] = True
         fresh = (seen == 0) & first
@@ -69,19 +73,8 @@ class EventStore:
         """Take events; returns those not taken before."""
         if not events:
             return events
-        if len(events) == 1:
-            e = events[0]
-            if e.sequence:
-                offset = e.sequence - self.after - 1
-                if offset < 0:
-                    return []
-                if offset >> 3 >= len(self._seen):
-                    self._mark(np.array([e.sequence], np.uint64))
-                else:
-                    if self._seen[offset >> 3] >> (offset & 7) & 1:
-                        return []
-                    self._seen[offset >> 3] |= 1 << (offset & 7)
-            fresh = events
+        if len(events) <= _FEW:
+            fresh = [e for e in events if self._mark_one(e.sequence)]
         else:
             new = self._mark(np.fromiter((e.sequence for e in events), np.uint64, len(events)))
             fresh = [e for e, keep in zip(events, new.tolist(), strict=True) if keep]
@@ -91,6 +84,20 @@ class EventStore:
             self._add_chunk(EventColumns.from_events(self._pending))
             self._pending = []
         return fresh
+
+    def _mark_one(self, sequence: int) -> bool:
+        """`_mark` of one sequence without numpy (a write of a few events: most writes)."""
+        if not sequence:
+            return True
+        offset = sequence - self.after - 1
+        if offset < 0:
+            return False
+        if offset >> 3 >= len(self._seen):
+            return bool(self._mark(np.array([sequence], np.uint64))[0])
+        if self._seen[offset >> 3] >> (offset & 7) & 1:
+            return False
+        self._seen[offset >> 3] |= 1 << (offset & 7)
+        return True
 
     def add_columns(self, events: EventColumns) -> EventColumns:
         """Take events as columns; returns those not taken before."""

@@ -377,13 +377,6 @@ def _housekeeping(engine: Engine, options: ServeOptions, done: threading.Event) 
             engine.poll()
         except Exception as exc:  # a damaged file is refused: the list served stays
             log.warning("taking up a new snapshot or checkpoint failed: %r", exc)
-        try:
-            started = time.monotonic()
-            if engine.compact_events():
-                log.info("events taken one by one made compact in %.2f s",
-                         time.monotonic() - started)
-        except Exception as exc:
-            log.warning("making the events compact failed: %r", exc)
         if time.monotonic() - last_checkpoint < options.checkpoint_every:
             continue
         last_checkpoint = time.monotonic()
