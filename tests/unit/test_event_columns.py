@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from anning._events import fields_well_formed
 from anning.model.events import OPT_IN, OPT_OUT, REASSIGN, REASSIGN_SCOPE
-from anning.model.scopes import SOURCES
+from anning.model.scopes import SOURCE_IDS, SOURCES
 from anning.storage import records
 from anning.storage.records import columns_of
 
@@ -99,4 +99,4 @@ def test_the_compiled_check_of_a_write_is_the_one_by_one_check(items):
             return False
         return True
 
-    assert fields_well_formed(items, records._KIND_SET, records._SOURCE_IDS) == one_by_one()
+    assert fields_well_formed(items, records._KIND_SET, SOURCE_IDS) == one_by_one()

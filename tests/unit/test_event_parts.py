@@ -1,10 +1,8 @@
 """The compact parts of the events against plain models: NumberSet (the exact set of numbers
-with events), EventTable (the latest statement per key), EventStore (each event once),
-LatestTable (the overlay's latest event per key) and DecisionTable.set_bits."""
+with events), EventStore (each event once), LatestTable (the overlay's latest event per key),
+DecisionTable.set_bits and take_events."""
 
 from __future__ import annotations
-
-import random
 
 import numpy as np
 import pytest
@@ -17,13 +15,11 @@ from anning.engine.store import EventStore
 from anning.model.events import (
     OPT_IN,
     OPT_OUT,
-    REASSIGN,
     REASSIGN_SCOPE,
     Event,
     EventColumns,
-    EventTable,
 )
-from anning.model.scopes import SOURCES
+from anning.model.scopes import SOURCE_IDS, SOURCES
 
 NUMBERS = [8613800000001, 8613800000002, 8613900000003]
 ABSENT = 8613700000009
@@ -80,72 +76,6 @@ def test_number_set_refuses_zero():
 
 
 
-def table_event(kind, number, scope, mask, at, source) -> Event:
-    if kind == REASSIGN:
-        return Event(number, "", 0, kind, at, source)
-    return Event(number, scope, mask or 1, kind, at, source)
-
-
-table_events = st.builds(
-    table_event, st.sampled_from([OPT_OUT, OPT_IN, REASSIGN]), st.sampled_from(NUMBERS),
-    st.sampled_from(["a", "b", "c", "d"]), st.integers(0, 0xFF), st.integers(1, 8),
-    st.sampled_from(SOURCES[1:]),
-)
-
-
-def numbered(events: list[Event]) -> EventColumns:
-    return EventColumns.from_events([Event(e.number, e.scope, e.mask, e.kind, e.at_ms,
-                                           e.source, i + 1) for i, e in enumerate(events)])
-
-
-def assert_table_is(table: EventTable, events: list[Event]) -> None:
-    """The table holds, per (number, scope, bit), the statement that wins: the latest, an
-    opt-out at a tie, the later sequence at a full tie; per number its latest reassignment."""
-    winners: dict[tuple, Event] = {}
-    for i, e in enumerate(events):
-        e = Event(e.number, e.scope, e.mask, e.kind, e.at_ms, e.source, i + 1)
-        bits = [-1] if e.kind == REASSIGN else [b for b in range(8) if e.mask >> b & 1]
-        for bit in bits:
-            key = (e.number, e.scope, bit)
-            if e.wins_over(winners.get(key)):
-                winners[key] = e
-    got = {}
-    for e in table.events():
-        key = (e.number, e.scope, -1 if e.kind == REASSIGN else e.mask.bit_length() - 1)
-        assert key not in got, f"two rows for {key}"
-        got[key] = (e.at_ms, e.kind, e.source, e.sequence)
-    assert got == {k: (e.at_ms, e.kind, e.source, e.sequence) for k, e in winners.items()}
-    c = table.columns
-    keys = list(zip(c["number"].tolist(), c["scope"].tolist(), c["bit"].tolist(), strict=True))
-    assert keys == sorted(set(keys))  # sorted and unique: searchsorted finds them
-    assert all(s == REASSIGN_SCOPE or s < len(table.scopes) for _, s, _ in keys)
-    assert table.unique_numbers().tolist() == sorted({n for n, _, _ in winners})
-    for number in [*NUMBERS, ABSENT]:
-        r = table.reassignment(number)
-        w = winners.get((number, "", -1))
-        assert (r and r.at_ms) == (w and w.at_ms)
-        for scope in "abcde":
-            for bit in range(8):
-                e = table.latest(number, scope, bit)
-                w = winners.get((number, scope, bit))
-                assert (e and (e.at_ms, e.opt_out, e.sequence)) == \
-                    (w and (w.at_ms, w.opt_out, w.sequence))
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(table_events, max_size=40))
-def test_event_table_holds_the_winners(events):
-    assert_table_is(EventTable.of(numbered(events)), events)
-
-
-def test_event_table_of_many_events():
-    rng = random.Random(5)
-    evs = [table_event(rng.choice([OPT_OUT, OPT_IN, REASSIGN]), rng.choice(NUMBERS),
-                       rng.choice("abcd"), rng.randrange(256), rng.randrange(1, 60),
-                       rng.choice(SOURCES[1:])) for _ in range(25_000)]
-    assert_table_is(EventTable.of(numbered(evs)), evs)
-
-
 @settings(max_examples=200, deadline=None)
 @given(st.integers(0, 50), st.lists(st.lists(st.integers(1, 120), max_size=30), max_size=6),
        st.booleans())
@@ -188,28 +118,6 @@ def test_event_store_first_time_past_a_sequence_is_the_columns(after, batches, a
     assert store.first_at_ms(asked) == (int(later.columns["at"][0]) if len(later) else 0)
 
 
-def test_event_table_rows_of_numbers_present_and_absent():
-    """The table's prefilter of absent numbers (a byte a slot of the numbers' low bits) never
-    hides a number that has rows: every row is found, and absent numbers (some sharing the
-    low bits of present ones) have none; at sizes past the smallest filter."""
-    rng = np.random.default_rng(11)
-    for rows in (1, 300, 70_000):
-        numbers = np.sort(rng.integers(8613000000000, 8613999999999, rows, dtype=np.uint64))
-        events = EventColumns.from_events([
-            Event(int(n), "s", 1, OPT_OUT, 1_700_000_000_000 + i, "api", i + 1)
-            for i, n in enumerate(numbers.tolist())])
-        table = EventTable.of(events)
-        present = set(numbers.tolist())
-        for n in rng.choice(numbers, min(rows, 2000)).tolist():
-            assert table.latest(n, "s", 0) is not None, n
-        size_bits = (4 * len(table) - 1).bit_length()
-        absent = [n + (k << max(16, size_bits)) for n in numbers[:500].tolist() for k in (1, 2)]
-        absent += rng.integers(8614000000000, 8614999999999, 2000, dtype=np.uint64).tolist()
-        for n in absent:
-            if n not in present:
-                assert table.latest(n, "s", 0) is None, n
-
-
 # -- LatestTable (the overlay's latest event per key) and DecisionTable.set_bits ----------------
 
 # keys that share a home slot in both tables' hashes (numbers made from the inverse multiplier)
@@ -219,10 +127,9 @@ lt_rows = st.tuples(st.sampled_from(LT_NUMBERS), st.sampled_from([0, 1, 7, REASS
                     st.integers(0, len(SOURCES) - 1))
 
 
-def _wins(row, held):
-    """The plain rule: (at, opt-out, sequence) >= the held event's."""
-    return held is None or (row["at"], row["kind"] == OPT_OUT, row["sequence"]) >= \
-        (held["at"], held["kind"] == OPT_OUT, held["sequence"])
+def _as_event(row):
+    return Event(row["number"], "", 1 << row["bit"], row["kind"], row["at"],
+                 SOURCES[row["source"]], row["sequence"])
 
 
 @settings(max_examples=300, deadline=None)
@@ -238,7 +145,8 @@ def test_latest_table_keeps_each_key_s_latest_event(batches, shared):
         won_expected = []
         for row in rows:
             key = (row["number"], row["scope"], row["bit"])
-            wins = _wins(row, model.get(key))
+            held = model.get(key)  # the rule of the model: Event.wins_over
+            wins = _as_event(row).wins_over(None if held is None else _as_event(held))
             if wins:
                 model[key] = row
             won_expected.append(int(wins))
@@ -325,7 +233,7 @@ def test_take_events_refuses_what_no_table_can_hold_naming_it():
     none = np.empty(0, np.uint64), np.empty(0, np.int64)
     good = Event(8613800000001, "shop", 1, OPT_OUT, 1_700_000_000_000, "api", 1)
     bad = Event(0, "shop", 1, OPT_OUT, 1_700_000_000_000, "api", 2)
-    sources = {name: i for i, name in enumerate(SOURCES)}
+    sources = SOURCE_IDS
     with pytest.raises(ValueError, match=r"events\[1\].number: 0"):
         take_events(latest, decisions, [good, bad], np.zeros(2, np.uint32), sources, 0, 1,
                     *none)

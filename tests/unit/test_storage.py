@@ -13,7 +13,6 @@ import zlib
 from dataclasses import replace
 
 import msgpack
-import numpy as np
 import pytest
 
 import anning.storage.snapshot as snapshot_module
@@ -22,7 +21,7 @@ from anning.engine.offline import checkpoint_data_dir, load_into_data_dir
 from anning.errors import CorruptLog
 from anning.index import SuppressionIndex
 from anning.load import LoadOptions
-from anning.model.events import OPT_IN, OPT_OUT, REASSIGN, Event, EventColumns, EventTable
+from anning.model.events import OPT_IN, OPT_OUT, REASSIGN, Event
 from anning.storage import records
 from anning.storage.checkpoint import read_checkpoint
 from anning.storage.layout import DataDir, segment_name, sweep_temporaries
@@ -208,22 +207,3 @@ def test_a_checkpoint_from_the_command_line_maps_nothing(tmp_path, never_maps):
     assert report is not None and report.rows == 1  # the event upstream has is left out
     (kept,) = read_checkpoint(data.checkpoint).events.events()
     assert (kept.sequence, kept.number) == (2, BASE + 4)
-
-
-def test_a_number_s_events_are_found_with_the_column_s_own_type():
-    """A search of the event table's number column with a Python int converts the whole
-    uint64 column first, on every check of a number with events (770 us at a million rows,
-    against 2.6 us): the key must be a numpy uint64."""
-    table = EventTable.of(EventColumns.from_events([replace(e, sequence=i + 1)
-                                                    for i, e in enumerate(EVENTS)]))
-    searched: list[type] = []
-
-    class Spied(np.ndarray):
-        def searchsorted(self, value, *args, **kwargs):  # type: ignore[no-untyped-def]
-            searched.append(type(value))
-            return np.asarray(self).searchsorted(value, *args, **kwargs)
-
-    table.number = table.number.view(Spied)
-    assert table.latest(BASE + 1, "s1", 0) == replace(EVENTS[0], sequence=1)
-    assert table.reassignment(BASE + 3).at_ms == EVENTS[2].at_ms
-    assert searched and all(t is np.uint64 for t in searched), searched

@@ -40,11 +40,10 @@ from anning.model.events import (
     Event,
     EventColumns,
 )
-from anning.model.scopes import ENTITY_PREFIX, GLOBAL, SOURCES
+from anning.model.scopes import ENTITY_PREFIX, GLOBAL, SOURCE_IDS, SOURCES
 
 __all__ = ["Overlay", "Statement"]
 
-_SOURCE_IDS = {name: i for i, name in enumerate(SOURCES)}
 
 @dataclass(frozen=True)
 class Statement:
@@ -153,7 +152,7 @@ class Overlay:
                              len(fresh))
         moved, moved_at = self.index.statements.reassigned_columns()
         number, scope, bit, moves = _index.take_events(
-            self.latest, self.decisions, fresh, scopes, _SOURCE_IDS, self.newest_ms,
+            self.latest, self.decisions, fresh, scopes, SOURCE_IDS, self.newest_ms,
             len(self.index.scopes), moved, moved_at)
         self._decide_with_moves(number, scope, bit, moves)
 

@@ -194,9 +194,7 @@ def _resolve(said: _Statements) -> tuple[_Statements, np.ndarray, np.ndarray]:
                            (key[starts] & np.uint64(7)).astype(np.uint8), best >> 1,
                            np.where(best & 1, OPT_OUT, OPT_IN).astype(np.uint8))
     ins = said.kind == OPT_IN
-    tombstones = np.empty(int(ins.sum()), KEY_DTYPE)
-    for name in ("number", "scope", "bit", "at"):
-        tombstones[name] = getattr(said, name)[ins]
+    tombstones = _key_table(said.take(ins))
     return said.take(~ins), tombstones, reassigned
 
 
@@ -239,9 +237,7 @@ def _entries(winners: _Statements) -> dict[str, np.ndarray]:
     mixed = np.zeros(count, bool)
     mixed[group[differ]] = True
     in_mixed = mixed[group]
-    bit_times = np.empty(int(in_mixed.sum()), KEY_DTYPE)
-    for name in ("number", "scope", "bit", "at"):
-        bit_times[name] = getattr(winners, name)[in_mixed]
+    bit_times = _key_table(winners.take(in_mixed))
     return {"number": winners.number[first], "scope": winners.scope[first], "mask": mask,
             "at": latest, "bit_times": bit_times}
 
@@ -280,10 +276,7 @@ def _bit_times_of_duplicates(index: SuppressionIndex, rows: Rows, times: np.ndar
         keep = np.array([(n, s) in pairs for n, s in
                          zip(said.number.tolist(), said.scope.tolist(), strict=True)], bool)
         said = said.take(keep) if len(keep) else said
-        table = np.empty(len(said.number), KEY_DTYPE)
-        for name in ("number", "scope", "bit", "at"):
-            table[name] = getattr(said, name)
-        parts.append(table)
+        parts.append(_key_table(said))
     if parts:
         table = np.concatenate(parts)
         order = np.lexsort((table["bit"], table["scope"], table["number"]))

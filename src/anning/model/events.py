@@ -6,8 +6,8 @@ reassignment at T drops every entry and event of that number older than T. Every
 sequence: its place among all the events of the data directory (dense, from 1).
 
 `EventColumns` holds events as they were taken, as numpy columns (the write log's checkpoint,
-a night's events folded into a load, the change feed). `EventTable` holds the latest event per
-(number, scope, category bit), sorted, and the latest reassignment per number: what decides.
+a night's events folded into a load, the change feed). What decides among them is kept by the
+overlay (anning.engine.overlay) and the fold (anning.load.fold).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from anning.errors import InvalidInput
-from anning.model.scopes import SOURCES
+from anning.model.scopes import SOURCE_IDS, SOURCES
 
 __all__ = ["OPT_IN", "OPT_OUT", "REASSIGN", "REASSIGN_SCOPE", "Event", "EventColumns",
-           "EventTable", "validate_event"]
+           "validate_event"]
 
 OPT_OUT, OPT_IN, REASSIGN = 1, 2, 3
 REASSIGN_SCOPE = 0xFFFFFFFF  # the scope column of a reassignment row
@@ -97,7 +97,6 @@ class EventColumns:
         ids: dict[str, int] = {}
         scope_of = [REASSIGN_SCOPE if e.kind == REASSIGN else ids.setdefault(e.scope, len(ids))
                     for e in events]
-        source_ids = {name: i for i, name in enumerate(SOURCES)}
         n = len(events)
         columns: dict[str, np.ndarray] = {
             "sequence": np.fromiter((e.sequence for e in events), np.uint64, n),
@@ -106,7 +105,7 @@ class EventColumns:
             "scope": np.array(scope_of, np.uint32),
             "mask": np.fromiter((e.mask for e in events), np.uint8, n),
             "kind": np.fromiter((e.kind for e in events), np.uint8, n),
-            "source": np.fromiter((source_ids[e.source] for e in events), np.uint8, n),
+            "source": np.fromiter((SOURCE_IDS[e.source] for e in events), np.uint8, n),
         }
         return cls(columns, list(ids))
 
@@ -166,144 +165,3 @@ class EventColumns:
                     c["sequence"].tolist(), c["number"].tolist(), c["at"].tolist(),
                     c["scope"].tolist(), c["mask"].tolist(), c["kind"].tolist(),
                     c["source"].tolist(), strict=True)]
-
-
-class EventTable:
-    """What decides, among some events: the latest per (number, scope, bit), sorted by those
-    three, and the latest reassignment per number (scope REASSIGN_SCOPE, bit 0)."""
-
-    FIELDS = (("number", np.uint64), ("at", np.int64), ("scope", np.uint32), ("bit", np.uint8),
-              ("kind", np.uint8), ("source", np.uint8), ("sequence", np.uint64))
-
-    def __init__(self, columns: dict[str, np.ndarray], scopes: list[str]) -> None:
-        self.columns = columns
-        self.number: np.ndarray = columns["number"]
-        self.scopes = scopes
-        self.scope_ids = {name: i for i, name in enumerate(scopes)}
-        self._present: bytes | None = None  # made on first use (the table never changes)
-        self._present_mask = 0
-
-    @classmethod
-    def empty(cls) -> EventTable:
-        return cls({name: np.empty(0, dtype) for name, dtype in cls.FIELDS}, [])
-
-    @classmethod
-    def of(cls, events: EventColumns) -> EventTable:
-        """The latest statement per key among `events` (vectorised: no object per event)."""
-        c = events.columns
-        mask = c["mask"]
-        bits = np.unpackbits(mask[:, None], axis=1, bitorder="little")  # rows x 8
-        reassign = c["kind"] == REASSIGN
-        bits[reassign] = 0
-        bits[reassign, 0] = 1  # a reassignment is one row, bit 0
-        row, bit = np.nonzero(bits)
-        cols = {"number": c["number"][row], "at": c["at"][row], "scope": c["scope"][row],
-                "bit": bit.astype(np.uint8), "kind": c["kind"][row], "source": c["source"][row],
-                "sequence": c["sequence"][row]}
-        return _latest(cols, list(events.scopes))
-
-    def __len__(self) -> int:
-        return len(self.number)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(c.nbytes for c in self.columns.values())
-
-    def unique_numbers(self) -> np.ndarray:
-        n = self.number
-        if len(n) == 0:
-            return n
-        keep = np.ones(len(n), bool)
-        keep[1:] = n[1:] != n[:-1]
-        return n[keep]
-
-    def _rows(self, number: int) -> range:
-        # Most lookups are of numbers without a row here (a write taken one by one asks for
-        # each of its numbers): a byte a slot of the numbers' low bits answers most of those
-        # in a bytes index (4 bytes a row; 78% of absent numbers never reach the search),
-        # where a scalar searchsorted costs microseconds (16% of the server's CPU under
-        # WriteBatch). The key as the column's own type: searchsorted with a Python int
-        # converts the whole uint64 column first (770 us at a million rows, against 2.6 us).
-        present = self._present
-        if present is None:
-            present = self._make_present()
-        if not present[number & self._present_mask]:
-            return range(0)
-        key = np.uint64(number)
-        lo = int(self.number.searchsorted(key, "left"))
-        if lo == len(self.number) or int(self.number[lo]) != number:
-            return range(0)
-        return range(lo, int(self.number.searchsorted(key, "right")))
-
-    def _make_present(self) -> bytes:
-        size = 1 << max(16, (4 * len(self.number) - 1).bit_length())
-        flags = np.zeros(size, np.uint8)
-        flags[(self.number & np.uint64(size - 1)).astype(np.int64)] = 1
-        self._present_mask = size - 1
-        self._present = present = flags.tobytes()
-        return present
-
-    def _event(self, row: int, scope: str) -> Event:
-        c = self.columns
-        kind = int(c["kind"][row])
-        return Event(int(c["number"][row]), scope, 0 if kind == REASSIGN else
-                     1 << int(c["bit"][row]), kind, int(c["at"][row]),
-                     SOURCES[int(c["source"][row])], int(c["sequence"][row]))
-
-    def latest(self, number: int, scope: str, bit: int) -> Event | None:
-        sid = self.scope_ids.get(scope)
-        if sid is None:
-            return None
-        c = self.columns
-        for row in self._rows(number):
-            if int(c["scope"][row]) == sid and int(c["bit"][row]) == bit:
-                return self._event(row, scope)
-        return None
-
-    def reassignment(self, number: int) -> Event | None:
-        c = self.columns
-        for row in self._rows(number):
-            if int(c["scope"][row]) == REASSIGN_SCOPE:
-                return self._event(row, "")
-        return None
-
-    def keys_of(self, number: int) -> list[tuple[str, int]]:
-        """(scope, bit) of every key of the number that has an event."""
-        c = self.columns
-        return [(self.scopes[int(c["scope"][r])], int(c["bit"][r])) for r in self._rows(number)
-                if int(c["scope"][r]) != REASSIGN_SCOPE]
-
-    def events(self) -> list[Event]:
-        """Every row as an event (one category bit each): for tests and explain tools."""
-        c = self.columns
-        return [self._event(r, "" if int(c["scope"][r]) == REASSIGN_SCOPE
-                            else self.scopes[int(c["scope"][r])]) for r in range(len(self))]
-
-
-def _latest(cols: dict[str, np.ndarray], scopes: list[str]) -> EventTable:
-    """Sort by (number, scope, bit) and keep the winner of each key: the latest time, at a tie
-    the opt-out (kind 1 sorts after 2 once negated), at a full tie the later sequence."""
-    if len(cols["number"]):
-        order = np.lexsort((cols["sequence"], -cols["kind"].astype(np.int16), cols["at"],
-                            cols["bit"], cols["scope"], cols["number"]))
-        cols = {name: c[order] for name, c in cols.items()}
-        n, s, b = cols["number"], cols["scope"], cols["bit"]
-        last = np.ones(len(n), bool)
-        last[:-1] = (n[1:] != n[:-1]) | (s[1:] != s[:-1]) | (b[1:] != b[:-1])
-        cols = {name: c[last] for name, c in cols.items()}
-    return _compact(cols, scopes)
-
-
-def _compact(cols: dict[str, np.ndarray], scopes: list[str]) -> EventTable:
-    """Keep only the scope names rows still use (the table must not grow without bound)."""
-    scope = cols["scope"]
-    used = np.unique(scope[scope != REASSIGN_SCOPE])
-    if len(used) == len(scopes):
-        return EventTable(cols, scopes)
-    remap = np.full(len(scopes), REASSIGN_SCOPE, np.uint32)
-    remap[used] = np.arange(len(used), dtype=np.uint32)
-    is_event = scope != REASSIGN_SCOPE
-    new_scope = scope.copy()
-    new_scope[is_event] = remap[scope[is_event]]
-    # ids keep their order, so (number, scope, bit) stays sorted
-    return EventTable({**cols, "scope": new_scope}, [scopes[i] for i in used.tolist()])

@@ -17,6 +17,7 @@ __all__ = [
     "GLOBAL",
     "REQUIRED_CATEGORIES",
     "SOURCES",
+    "SOURCE_IDS",
     "Scope",
     "category_bit",
     "category_mask",
@@ -32,6 +33,7 @@ DEFAULT_CATEGORY = "marketing"
 REQUIRED_CATEGORIES = ("marketing", "notification")
 # where an entry or event came from (stored as the index into this tuple: append only)
 SOURCES = ("snapshot", "reply", "customer_service", "complaint_12321", "regulator", "api")
+SOURCE_IDS = {name: i for i, name in enumerate(SOURCES)}
 ALL_CATEGORIES = "all"
 MAX_CATEGORIES = 8
 GLOBAL = "*"

@@ -34,7 +34,7 @@ import numpy as np
 
 from anning._events import event_columns, fields_well_formed
 from anning.model.events import Event, EventColumns
-from anning.model.scopes import SOURCES
+from anning.model.scopes import SOURCE_IDS
 
 __all__ = [
     "FRAME",
@@ -58,7 +58,6 @@ __all__ = [
 FRAME = struct.Struct("<II")  # payload length, CRC-32 of the payload
 MAX_RECORD = 64 << 20  # the largest gRPC message: a WriteBatch is one record
 SEAL, EVENT, BATCH, WRITE, HEADER = 0, 1, 2, 3, 4
-_SOURCE_IDS = {name: i for i, name in enumerate(SOURCES)}
 _KINDS = (1, 2, 3)  # opt-out, opt-in, reassignment (anning.model.events)
 _KIND_SET = frozenset(_KINDS)
 EventFields = tuple[int, int, str, int, int, str]  # kind, number, scope, mask, at_ms, source
@@ -134,7 +133,7 @@ def columns_of(sequences: Sequence[int], fields: Sequence[EventFields]) -> Event
     compiled pass over the fields (restarts, catch-ups, loads and the change feed read them
     all: seven generator passes took 0.3 s for half a million events)."""
     kind, number, scope, mask, at, source, names = event_columns(
-        fields if isinstance(fields, list) else list(fields), _SOURCE_IDS)
+        fields if isinstance(fields, list) else list(fields), SOURCE_IDS)
     columns: dict[str, np.ndarray] = {
         "sequence": np.fromiter(sequences, np.uint64, len(sequences)),
         "number": number, "at": at, "scope": scope, "mask": mask, "kind": kind,
@@ -167,7 +166,7 @@ def _checked_all(items: Sequence[Any]) -> list[EventFields]:
     """`_checked` of every item: in one compiled pass when every one is well formed (all of
     them, but for corruption: half a million events in 0.04 s, against 0.2 s of map and set
     passes in Python); else item by item, naming the bad one."""
-    if fields_well_formed(items, _KIND_SET, _SOURCE_IDS):
+    if fields_well_formed(items, _KIND_SET, SOURCE_IDS):
         return list(map(tuple, items))
     return [_checked(item) for item in items]
 
@@ -181,7 +180,7 @@ def _checked(item: Any) -> EventFields:
         raise RecordError(f"not the fields of an event: {_short(item)}")
     kind, number, _scope, mask, at_ms, source = item
     if kind not in _KINDS or not 0 <= number < 1 << 64 or not 0 <= mask <= 0xFF \
-            or not -(1 << 63) <= at_ms < 1 << 63 or source not in _SOURCE_IDS:
+            or not -(1 << 63) <= at_ms < 1 << 63 or source not in SOURCE_IDS:
         raise RecordError(f"not the fields of an event: {_short(item)}")
     return tuple(item)  # checked field by field
 

@@ -25,13 +25,12 @@ import numpy.typing as npt
 from anning._stream import decode_events
 from anning.errors import CorruptFile
 from anning.model.events import EARLIEST_MS, REASSIGN, REASSIGN_SCOPE, Event, EventColumns
-from anning.model.scopes import SOURCES
+from anning.model.scopes import SOURCE_IDS, SOURCES
 
 __all__ = ["MESSAGE_VERSION", "BadMessage", "decode_messages", "decode_run", "encode_event"]
 
 MESSAGE_VERSION = 1
 _FIXED = struct.Struct("<BBBBQqH")
-_SOURCE_IDS = {name: i for i, name in enumerate(SOURCES)}
 
 
 class BadMessage(CorruptFile):
@@ -44,7 +43,7 @@ class BadMessage(CorruptFile):
 
 def encode_event(event: Event) -> bytes:
     scope = b"" if event.kind == REASSIGN else event.scope.encode()
-    return _FIXED.pack(MESSAGE_VERSION, event.kind, event.mask, _SOURCE_IDS[event.source],
+    return _FIXED.pack(MESSAGE_VERSION, event.kind, event.mask, SOURCE_IDS[event.source],
                        event.number, event.at_ms, len(scope)) + scope
 
 
