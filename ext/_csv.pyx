@@ -42,8 +42,18 @@ cdef enum:
     REC_OK = 0
     REC_MORE = 1        # the record goes on past the end of the chunk
     REC_TOO_LONG = 2
+    SLOW_MAX = 4096     # rows set aside for Python before the GIL is taken for them
 
-MAX_RECORD = 65536      # bytes; a longer record is rejected and skipped to the next newline
+cdef enum:
+    RECORD_LIMIT = 65536  # bytes; a longer record is rejected and skipped to the next newline
+MAX_RECORD = RECORD_LIMIT
+
+
+cdef struct SlowRow:
+    # a row the GIL-free pass set aside: where it starts, its line, and why
+    Py_ssize_t pos
+    Py_ssize_t line
+    int status          # REC_OK (a record to parse with Python) or REC_TOO_LONG
 
 
 cdef class SnapshotParser:
@@ -73,10 +83,13 @@ cdef class SnapshotParser:
     cdef readonly int64_t newest_at
     cdef int64_t default_mask
     cdef bint skipping, stray_quote
+    cdef SlowRow *slow
+    cdef Py_ssize_t n_slow
     cdef public list rejects
 
     def __cinit__(self):
         self.scratch = NULL
+        self.slow = NULL
         an_strtab_init(&self.senders, 1 << 12)
         an_strtab_init(&self.categories, 16)
         an_strtab_init(&self.sources, 16)
@@ -100,7 +113,8 @@ cdef class SnapshotParser:
         self.rejects = []
         self.newest_at = 0
         self.scratch = <unsigned char *>malloc(MAX_RECORD + 1)
-        if self.scratch == NULL:
+        self.slow = <SlowRow *>malloc(SLOW_MAX * sizeof(SlowRow))
+        if self.scratch == NULL or self.slow == NULL:
             raise MemoryError()
         self.capacity = max(capacity, 16)
         self.numbers = np.empty(self.capacity, np.uint64)
@@ -111,6 +125,7 @@ cdef class SnapshotParser:
 
     def __dealloc__(self):
         free(self.scratch)
+        free(self.slow)
         an_strtab_free(&self.senders)
         an_strtab_free(&self.categories)
         an_strtab_free(&self.sources)
@@ -172,17 +187,17 @@ cdef class SnapshotParser:
         return self.senders.count
 
     cdef int _scan(self, const unsigned char *buf, Py_ssize_t pos, Py_ssize_t n, bint final,
-                   Py_ssize_t *end, int *fields, Py_ssize_t *newlines) noexcept:
+                   Py_ssize_t *end, int *fields, Py_ssize_t *newlines) noexcept nogil:
         """Split one record starting at pos into fields."""
         cdef Py_ssize_t p = pos, q
         cdef int nf = 0
         cdef unsigned char c
         # A record's bytes are [pos, limit) at most: a byte at limit may only end it.
-        cdef Py_ssize_t limit = pos + MAX_RECORD
+        cdef Py_ssize_t limit = pos + RECORD_LIMIT
         newlines[0] = 0
         self.stray_quote = False
         while True:
-            if p - pos > MAX_RECORD:
+            if p - pos > RECORD_LIMIT:
                 return REC_TOO_LONG
             if nf < MAX_FIELDS:
                 self.fescaped[nf] = False
@@ -259,44 +274,87 @@ cdef class SnapshotParser:
             return REC_OK
 
     def feed(self, const unsigned char[::1] chunk, bint final=False):
-        """Parse the whole records of chunk; return how many bytes were consumed."""
+        """Parse the whole records of chunk; return how many bytes were consumed.
+
+        The rows that need no Python - nearly all - are parsed with the GIL released (a
+        load's events are read meanwhile, and a server's checks go on). A row that does (a
+        reject, a text seen for the first time, a number in other than ASCII) is set aside
+        with its line and parsed with the GIL after the rows around it, up to SLOW_MAX at a
+        time: taking the GIL back for each would wait out another thread's switch interval
+        every time. So such a row lands after the rows that followed it (order is no part of
+        a list); rejects and first sightings keep their order."""
         cdef const unsigned char *buf = &chunk[0] if chunk.shape[0] else NULL
-        cdef Py_ssize_t n = chunk.shape[0], pos = 0, end = 0, newlines = 0
+        cdef Py_ssize_t n = chunk.shape[0], pos = 0, before
+        while True:
+            before = pos
+            with nogil:
+                pos = self._run(buf, pos, n, final)
+            if self.n_slow:
+                self._slow_rows(buf, n, final)
+            if self.length == self.capacity:
+                self._grow()
+            elif pos == before or pos >= n:
+                return pos
+
+    cdef Py_ssize_t _run(self, const unsigned char *buf, Py_ssize_t pos, Py_ssize_t n,
+                         bint final) noexcept nogil:
+        """Parse records from pos, setting aside those that need Python, until the chunk's
+        whole records end, the arrays are full, or SLOW_MAX rows are set aside; return the
+        position reached."""
+        cdef Py_ssize_t end = 0, newlines = 0
         cdef const unsigned char *nl
         cdef int status, fields = 0
-        while pos < n:
+        while pos < n and self.n_slow < SLOW_MAX and self.length < self.capacity:
             if self.skipping:
                 nl = <const unsigned char *>memchr(buf + pos, 10, n - pos)
                 if nl == NULL:
-                    pos = n
-                    break
+                    return n
                 pos = nl - buf + 1
                 self.line += 1
                 self.skipping = False
                 continue
             if buf[pos] == 10 or buf[pos] == 13:  # a blank line
                 if buf[pos] == 13 and pos + 1 >= n and not final:
-                    break
+                    return pos
                 pos += 2 if buf[pos] == 13 and pos + 1 < n and buf[pos + 1] == 10 else 1
                 self.line += 1
                 self.blank_lines += 1
                 continue
             status = self._scan(buf, pos, n, final, &end, &fields, &newlines)
             if status == REC_MORE:
-                break
+                return pos
             self.rows += 1
-            if status == REC_TOO_LONG:
-                self._reject(buf + pos, min(n - pos, <Py_ssize_t>RAW_LIMIT), "",
-                             f"record longer than {MAX_RECORD} bytes")
-                self.skipping = True
-                continue
-            if fields < 0:
-                self._reject(buf + pos, end - pos, "", "a quote is not closed")
-            else:
-                self._record(buf + pos, end - pos, fields)
+            if status == REC_TOO_LONG or fields < 0 or not self._record_fast(fields):
+                self.slow[self.n_slow].pos = pos
+                self.slow[self.n_slow].line = self.line
+                self.slow[self.n_slow].status = status
+                self.n_slow += 1
+                if status == REC_TOO_LONG:
+                    self.skipping = True  # to the next newline
+                    continue
             self.line += newlines if newlines else 1
             pos = end
         return pos
+
+    cdef void _slow_rows(self, const unsigned char *buf, Py_ssize_t n, bint final):
+        """Parse the rows set aside, in order, at their lines (with the GIL)."""
+        cdef Py_ssize_t i, end = 0, newlines = 0, line = self.line
+        cdef int fields = 0
+        cdef SlowRow row
+        for i in range(self.n_slow):
+            row = self.slow[i]
+            self.line = row.line
+            if row.status == REC_TOO_LONG:
+                self._reject(buf + row.pos, min(n - row.pos, <Py_ssize_t>RAW_LIMIT), "",
+                             f"record longer than {MAX_RECORD} bytes")
+                continue
+            self._scan(buf, row.pos, n, final, &end, &fields, &newlines)  # as the first time
+            if fields < 0:
+                self._reject(buf + row.pos, end - row.pos, "", "a quote is not closed")
+            else:
+                self._record(buf + row.pos, end - row.pos, fields)
+        self.n_slow = 0
+        self.line = line
 
     cdef void _reject(self, const unsigned char *raw, Py_ssize_t n, str column, str reason):
         while n > 0 and (raw[n - 1] == 10 or raw[n - 1] == 13):
@@ -304,7 +362,7 @@ cdef class SnapshotParser:
         self.rejected += 1
         self.rejects.append((self.line, column, reason, bytes(raw[:min(n, RAW_LIMIT)])))
 
-    cdef const unsigned char *_field(self, int i, Py_ssize_t *n):
+    cdef const unsigned char *_field(self, int i, Py_ssize_t *n) noexcept nogil:
         """Field i's bytes, with doubled quotes undone (into the scratch buffer)."""
         cdef Py_ssize_t j, k = 0
         cdef const unsigned char *s = self.fstart[i]
@@ -318,6 +376,62 @@ cdef class SnapshotParser:
             j += 2 if s[j] == 34 and j + 1 < self.flen[i] and s[j + 1] == 34 else 1
         n[0] = k
         return self.scratch
+
+    cdef bint _record_fast(self, int fields) noexcept nogil:
+        """Store the record just scanned if it needs no Python: every field well formed and
+        every text seen before, and room in the arrays. Else store nothing and return False:
+        `_record` then takes it (and the same record it would store the same way)."""
+        cdef int i, role
+        cdef Py_ssize_t n
+        cdef const unsigned char *s
+        cdef uint64_t number = 0
+        cdef int64_t scope = -1, mask = self.default_mask, value, at = 0, action = 1
+        cdef size_t bad_at
+        if self.stray_quote or fields != self.n_columns or self.length == self.capacity:
+            return False
+        for i in range(fields):
+            if memchr(self.fstart[i], 0, self.flen[i]) != NULL:
+                return False
+        for i in range(fields):
+            role = self.roles[i]
+            s = self._field(i, &n)
+            if role == COL_NUMBER:
+                if not _ascii(s, n) or \
+                        an_parse_number(s, n, self.default_cc, &number, &bad_at) != AN_NUM_OK:
+                    return False
+            elif role == COL_SENDER:
+                if not an_strtab_get(&self.senders, s, n, &value) or value < 0:
+                    return False
+                scope = value
+            elif role == COL_CATEGORY:
+                if n:
+                    if not an_strtab_get(&self.categories, s, n, &value) or value < 0:
+                        return False
+                    mask = value
+            elif role == COL_AT:
+                if n and not _blank(s, n):
+                    if not an_parse_time(s, n, self.offset_minutes, &at):
+                        return False
+            elif role == COL_ACTION:
+                if n and not _blank(s, n):
+                    if not an_strtab_get(&self.actions_seen, s, n, &value) or value < 0:
+                        return False
+                    action = value
+            elif role == COL_SOURCE:
+                if n:
+                    if not an_strtab_get(&self.sources, s, n, &value) or value < 0:
+                        return False
+        if at > self.newest_at:
+            self.newest_at = at
+        self.p_numbers[self.length] = number
+        self.p_scopes[self.length] = <uint32_t>scope
+        self.p_masks[self.length] = <uint8_t>mask
+        if self.p_ats != NULL:
+            self.p_ats[self.length] = at
+        if self.p_actions != NULL:
+            self.p_actions[self.length] = <uint8_t>action
+        self.length += 1
+        return True
 
     cdef void _record(self, const unsigned char *raw, Py_ssize_t raw_len, int fields):
         cdef int i, role
@@ -434,7 +548,7 @@ cdef class SnapshotParser:
         return None
 
 
-cdef inline bint _ascii(const unsigned char *s, Py_ssize_t n) noexcept:
+cdef inline bint _ascii(const unsigned char *s, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
     for i in range(n):
         if s[i] >= 0x80:
@@ -442,7 +556,7 @@ cdef inline bint _ascii(const unsigned char *s, Py_ssize_t n) noexcept:
     return True
 
 
-cdef inline bint _blank(const unsigned char *s, Py_ssize_t n) noexcept:
+cdef inline bint _blank(const unsigned char *s, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
     for i in range(n):
         if s[i] != 32:

@@ -627,3 +627,4 @@ def encode_changes(const uint64_t[::1] sequence, const uint64_t[::1] number,
         o += 2 + len(f)
     return bytes(out)
 
+include "events_log.pxi"

@@ -18,7 +18,7 @@ Nothing here knows files, names or the network: ids in, scope codes out.
 cimport numpy as cnp
 import numpy as np
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
-from libc.stdlib cimport qsort
+from libc.stdlib cimport free, malloc, qsort, realloc
 
 from number cimport AN_NUM_OK, AN_NUMBER_LIMIT, an_check_e164
 
@@ -252,6 +252,7 @@ cdef int check_kernel(const IndexView *v, const uint32_t *sender_ids, const uint
 include "index_build.pxi"
 include "index_overlay.pxi"
 include "index_latest.pxi"
+include "index_fold.pxi"
 
 
 def build_bloom(const uint32_t[::1] directory, const uint64_t[::1] words, int remainder_bits,

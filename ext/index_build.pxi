@@ -80,22 +80,77 @@ def directory_bits(Py_ssize_t entries, int scope_bits):
     return max(d, AN_NUMBER_BITS + scope_bits + 8 - 64)
 
 
-def build(const uint64_t[::1] numbers, const uint32_t[::1] scopes, const uint8_t[::1] masks,
-          int scope_bits, double bloom_bits_per_entry=10.0, bint validate=True,
-          allocate=None, const int64_t[::1] times=None):
+cdef struct EntrySource:
+    # entries to build from: n rows of columns, those with keep[i] == 0 left out (keep NULL:
+    # every row); times NULL when the build keeps none
+    const uint64_t *numbers
+    const uint32_t *scopes
+    const uint8_t *masks
+    const int64_t *times
+    const uint8_t *keep
+    Py_ssize_t n
+
+
+cdef int _entry_source(EntrySource *src, object numbers, object scopes, object masks,
+                       object times, object keep, bint timed, str name) except -1:
+    cdef const uint64_t[::1] nv = numbers
+    cdef const uint32_t[::1] sv = scopes
+    cdef const uint8_t[::1] mv = masks
+    cdef const int64_t[::1] tv
+    cdef const uint8_t[::1] kv
+    src.n = nv.shape[0]
+    if sv.shape[0] != src.n or mv.shape[0] != src.n:
+        raise ValueError(f"{name}numbers, scopes and masks differ in length: "
+                         f"{src.n}, {sv.shape[0]}, {mv.shape[0]}")
+    src.numbers = &nv[0] if src.n else NULL
+    src.scopes = &sv[0] if src.n else NULL
+    src.masks = &mv[0] if src.n else NULL
+    src.times = NULL
+    src.keep = NULL
+    if timed:
+        if times is None:
+            raise ValueError(f"{name}times: none, where the other entries have them")
+        tv = times
+        if tv.shape[0] != src.n:
+            raise ValueError(f"{name}times: {tv.shape[0]} for {src.n} entries")
+        src.times = &tv[0] if src.n else NULL
+    if keep is not None:
+        kv = keep
+        if kv.shape[0] != src.n:
+            raise ValueError(f"keep: {kv.shape[0]} for {src.n} entries")
+        src.keep = &kv[0] if src.n else NULL
+    return 0
+
+
+def build(numbers, scopes, masks, int scope_bits, double bloom_bits_per_entry=10.0,
+          bint validate=True, allocate=None, times=None, keep=None, tuple more=None):
     """Build the arrays of an index from entries (number, scope id, category mask).
 
     Duplicate (number, scope) entries are folded, their masks OR-ed. Returns a dict of the
     arrays and parameters; raises ValueError naming the first bad entry. `allocate(n, dtype)`
     (np.zeros by default) gives the arrays checks probe at random: the caller picks the memory.
     With `times` (Unix ms per entry), the dict also holds `times` (per folded entry, the latest)
-    and `mixed` (1 where the folded rows' times differ)."""
-    cdef Py_ssize_t n = numbers.shape[0], i, b, lo, hi, out_pos, k
-    if scopes.shape[0] != n or masks.shape[0] != n:
-        raise ValueError(f"numbers, scopes and masks differ in length: "
-                         f"{n}, {scopes.shape[0]}, {masks.shape[0]}")
-    if times is not None and times.shape[0] != n:
-        raise ValueError(f"times: {times.shape[0]} for {n} entries")
+    and `mixed` (1 where the folded rows' times differ). `keep` (uint8 per entry) leaves out the
+    entries where it is 0, and `more` = (numbers, scopes, masks[, times]) adds entries: a
+    folding load's rows and its resolved entries, without a copy of them all together."""
+    cdef bint timed = times is not None
+    cdef EntrySource sources[2]
+    _entry_source(&sources[0], numbers, scopes, masks, times, keep, timed, "")
+    if more is not None:
+        if len(more) not in (3, 4):
+            raise ValueError(f"more: {len(more)} columns, not numbers, scopes, masks[, times]")
+        _entry_source(&sources[1], more[0], more[1], more[2],
+                      more[3] if len(more) == 4 else None, None, timed, "more: ")
+    else:
+        sources[1].n = 0
+    cdef Py_ssize_t n = 0, i, b, lo, hi, out_pos, k, s
+    with nogil:
+        for s in range(2):
+            if sources[s].keep == NULL:
+                n += sources[s].n
+                continue
+            for i in range(sources[s].n):
+                n += sources[s].keep[i] != 0
     if n > MAX_ENTRIES:
         raise ValueError(f"entries: {n} is more than an index holds ({MAX_ENTRIES})")
     if scope_bits < 1 or scope_bits > 31:
@@ -105,37 +160,41 @@ def build(const uint64_t[::1] numbers, const uint32_t[::1] scopes, const uint8_t
     cdef int shift = scope_bits + 8
     cdef uint64_t remainder_mask = (1ULL << remainder_bits) - 1
     cdef uint64_t buckets = 1ULL << d
-    cdef Py_ssize_t bad = -1
+    cdef Py_ssize_t bad = -1, bad_source = 0
     cdef int why = 0
     cdef uint64_t h, scope_limit = 1ULL << scope_bits
+    cdef const EntrySource *src
 
     with nogil:
-        for i in range(n):
-            if numbers[i] == 0 or numbers[i] >= AN_NUMBER_LIMIT or (
-                    validate and an_check_e164(numbers[i]) != AN_NUM_OK):
-                bad = i
-                why = 1
-                break
-            if scopes[i] >= scope_limit:
-                bad = i
-                why = 2
-                break
-            if masks[i] == 0:
-                bad = i
-                why = 3
+        for s in range(2):
+            src = &sources[s]
+            for i in range(src.n):
+                if src.keep != NULL and not src.keep[i]:
+                    continue
+                if src.numbers[i] == 0 or src.numbers[i] >= AN_NUMBER_LIMIT or (
+                        validate and an_check_e164(src.numbers[i]) != AN_NUM_OK):
+                    why = 1
+                elif src.scopes[i] >= scope_limit:
+                    why = 2
+                elif src.masks[i] == 0:
+                    why = 3
+                if why:
+                    bad, bad_source = i, s
+                    break
+            if why:
                 break
     if bad >= 0:
-        value = (numbers[bad], scopes[bad], masks[bad])[why - 1]
+        src = &sources[bad_source]
+        value = (src.numbers[bad], src.scopes[bad], src.masks[bad])[why - 1]
         what = ("is not an E.164 number", f"is not below 2^{scope_bits}",
                 "is an empty category mask")[why - 1]
         field = ("numbers", "scopes", "masks")[why - 1]
-        raise ValueError(f"{field}[{bad}]: {value} {what}")
+        raise ValueError(f"{'more: ' if bad_source else ''}{field}[{bad}]: {value} {what}")
 
     allocate = allocate or np.zeros
     directory_arr = allocate(buckets + 1, np.uint32)
-    cursor_arr = np.empty(buckets, dtype=np.uint32)
+    cursor_arr = allocate(buckets, np.uint32)  # probed at random too: huge pages help
     words_arr = np.empty(n, dtype=np.uint64)
-    cdef bint timed = times is not None
     times_arr = np.empty(n if timed else 0, dtype=np.int64)
     mixed_arr = np.zeros(n if timed else 0, dtype=np.uint8)
     cdef uint32_t[::1] directory = directory_arr
@@ -149,19 +208,26 @@ def build(const uint64_t[::1] numbers, const uint32_t[::1] scopes, const uint8_t
     cdef int failed = 0
     with nogil:
         # Counting sort on the bucket (top bits), which also yields the directory.
-        for i in range(n):
-            directory[(an_perm50(numbers[i]) >> remainder_bits) + 1] += 1
+        for s in range(2):
+            src = &sources[s]
+            for i in range(src.n):
+                if src.keep == NULL or src.keep[i]:
+                    directory[(an_perm50(src.numbers[i]) >> remainder_bits) + 1] += 1
         for b in range(<Py_ssize_t>buckets):
             directory[b + 1] += directory[b]
             cursor[b] = directory[b]
-        for i in range(n):
-            h = an_perm50(numbers[i])
-            b = h >> remainder_bits
-            words[cursor[b]] = ((h & remainder_mask) << shift) | (
-                <uint64_t>scopes[i] << 8) | masks[i]
-            if timed:
-                times_out[cursor[b]] = times[i]
-            cursor[b] += 1
+        for s in range(2):
+            src = &sources[s]
+            for i in range(src.n):
+                if src.keep != NULL and not src.keep[i]:
+                    continue
+                h = an_perm50(src.numbers[i])
+                b = h >> remainder_bits
+                words[cursor[b]] = ((h & remainder_mask) << shift) | (
+                    <uint64_t>src.scopes[i] << 8) | src.masks[i]
+                if timed:
+                    times_out[cursor[b]] = src.times[i]
+                cursor[b] += 1
         # Sort each bucket, fold duplicates, compact in place.
         out_pos = 0
         lo = 0

@@ -8,6 +8,8 @@ offset, never with another exception. Properties, per input:
 - a decoded write's events are events the log can hold: as columns (records.columns_of, what
   recovery and the reader make of them) they take no other exception, and re-encoded
   (encode_events, stamp) they decode to the same events and first sequence;
+- the compiled decoding of a payload (records.decode_columns) takes only what decode reads
+  as a write, to the same events;
 - scan of a segment made of records (good ones, old versions, seals, headers, garbage
   payloads with good frames, damaged frames) returns a Scan or raises CorruptLog naming the
   segment; nothing else. What it returns is whole: one sequence per event, increasing, and
@@ -17,6 +19,7 @@ Run: python fuzz/fuzz_records.py [libFuzzer flags] CORPUS_DIR...
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -28,6 +31,7 @@ from _harness import expect
 _harness.preload()
 with atheris.instrument_imports(include=["anning"]):
     import msgpack
+    import numpy as np
 
     from anning.errors import CorruptLog
     from anning.model.scopes import SOURCES
@@ -143,11 +147,32 @@ def check_scan(data: bytes, final: bool, next_sequence: int) -> None:
     finally:
         os.close(segment.fd)
         segment.fd = -1
-    expect(len(found.sequences) == len(found.events), "sequences and events differ")
-    expect(all(b > a for a, b in zip(found.sequences, found.sequences[1:], strict=False)),
-           f"sequences not increasing: {found.sequences}")
+    sequences = found.events.sequence
+    expect(bool((np.diff(sequences.astype(np.int64)) > 0).all()),
+           f"sequences not increasing: {sequences.tolist()}")
     expect(0 <= found.end <= len(data), f"scan ends at {found.end} of {len(data)}")
-    records.columns_of(found.sequences, found.events)
+    found.events.events()  # every event's columns make an event
+
+
+def check_compiled(payload: bytes) -> None:
+    """records.decode_columns (the compiled pass) takes a payload only as records.decode
+    reads it, to the same events."""
+    found = records.decode_columns(payload, np.zeros(1, np.int64),
+                                   np.array([len(payload)], np.int64))
+    try:
+        python = records.decode(msgpack.unpackb(payload, raw=False))
+    except (ValueError, msgpack.UnpackException, records.RecordError):
+        python = None
+    if found is None or found[0][0] is None:
+        return
+    write, columns = found[0][0], found[1]
+    expect(isinstance(python, records.Write) and python.first_sequence ==
+           write.first_sequence, f"compiled took {payload!r}, Python reads {python!r}")
+    assert isinstance(python, records.Write)
+    got = [(e.kind, e.number, e.scope, e.mask, e.at_ms, e.source)
+           for e in columns.events()]
+    want = [(k, n, "" if k == 3 else s, m, a, src) for k, n, s, m, a, src in python.events or ()]
+    expect(got == want, f"compiled {got!r}, Python {want!r}")
 
 
 def test_one_input(raw: bytes) -> None:
@@ -155,13 +180,18 @@ def test_one_input(raw: bytes) -> None:
     mode = fdp.ConsumeIntInRange(0, 2)
     if mode == 0:  # a payload as bytes
         try:
-            value = msgpack.unpackb(fdp.ConsumeBytes(fdp.remaining_bytes()), raw=False,
-                                    use_list=False)
+            payload = fdp.ConsumeBytes(fdp.remaining_bytes())
+            value = msgpack.unpackb(payload, raw=False, use_list=False)
         except (ValueError, msgpack.UnpackException):
-            return
-        check_decoded(value)
+            value = None
+        check_compiled(payload)
+        if value is not None:
+            check_decoded(value)
     elif mode == 1:
-        check_decoded(some_value(fdp))
+        value = some_value(fdp)
+        check_decoded(value)
+        with contextlib.suppress(OverflowError, TypeError):  # not a value msgpack writes
+            check_compiled(msgpack.packb(value, use_bin_type=True))
     else:
         final = fdp.ConsumeBool()
         next_sequence = fdp.ConsumeIntInRange(0, 30)

@@ -47,3 +47,9 @@ def event_columns(
     fields: list[tuple[int, int, str, int, int, str]], source_ids: dict[str, int]
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint64], npt.NDArray[np.uint32],
            npt.NDArray[np.uint8], npt.NDArray[np.int64], npt.NDArray[np.uint8], list[str]]: ...
+def decode_writes(
+    data: bytes | memoryview, offsets: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64],
+    source_ids: dict[str, int],
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64], npt.NDArray[np.uint8],
+           npt.NDArray[np.uint64], npt.NDArray[np.uint32], npt.NDArray[np.uint8],
+           npt.NDArray[np.int64], npt.NDArray[np.uint8], list[str]] | None: ...

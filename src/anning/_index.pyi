@@ -19,7 +19,20 @@ def build(
     validate: bool = True,
     allocate: Callable[[int, npt.DTypeLike], npt.NDArray[Any]] | None = None,
     times: npt.NDArray[np.int64] | None = None,
+    keep: npt.NDArray[np.uint8] | None = None,
+    more: tuple[npt.NDArray[Any], ...] | None = None,
 ) -> dict[str, Any]: ...
+
+def fold_statements(
+    rows: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint32], npt.NDArray[np.uint8],
+                npt.NDArray[np.int64] | None, npt.NDArray[np.uint8] | None],
+    order: npt.NDArray[np.int64], as_of: int,
+    events: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint32], npt.NDArray[np.uint8],
+                  npt.NDArray[np.int64], npt.NDArray[np.uint8]],
+    timed: bool, key_dtype: np.dtype[Any], move_dtype: np.dtype[Any],
+) -> tuple[tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint32], npt.NDArray[np.uint8],
+                 npt.NDArray[np.int64]], npt.NDArray[np.void], npt.NDArray[np.void],
+           npt.NDArray[np.void]]: ...
 
 @disjoint_base
 class DecisionTable:

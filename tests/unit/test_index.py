@@ -300,3 +300,40 @@ def test_verify_names_each_broken_invariant():
     for change, messages in cases.items():
         problem = _corrupted(idx, change).verify(scopes)
         assert problem and any(m in problem for m in messages), (change.__name__, problem)
+
+
+@pytest.mark.parametrize("timed", [False, True])
+def test_a_build_of_kept_rows_and_more_is_the_build_of_them_together(timed):
+    """_index.build(keep=, more=) - a folding load's rows and its resolved entries, without a
+    copy - makes the very arrays of the same entries given as one set of columns."""
+    from anning import _index
+
+    rng = np.random.default_rng(3)
+    n = 20_000
+    numbers = 8613800000000 + rng.integers(0, 5_000, n).astype(np.uint64)
+    scopes = rng.integers(0, 30, n).astype(np.uint32)
+    masks = rng.integers(1, 4, n).astype(np.uint8)
+    times = rng.integers(0, 50, n).astype(np.int64) if timed else None
+    keep = rng.random(n) < 0.9
+    m = 3_000
+    more = [8613900000000 + rng.integers(0, 2_000, m).astype(np.uint64),
+            rng.integers(0, 30, m).astype(np.uint32), rng.integers(1, 4, m).astype(np.uint8)]
+    if timed:
+        more.append(rng.integers(0, 50, m).astype(np.int64))
+    parts = _index.build(numbers, scopes, masks, 5, times=times, keep=keep.view(np.uint8),
+                         more=tuple(more))
+    whole = _index.build(*(np.concatenate([c[keep], x]) for c, x in zip(
+        (numbers, scopes, masks), more, strict=False)), 5,
+        times=np.concatenate([times[keep], more[3]]) if timed else None)
+    assert parts.keys() == whole.keys()
+    for name, value in whole.items():
+        assert np.array_equal(parts[name], value), name
+    with pytest.raises(ValueError, match=r"more: masks\[2\]: 0 is an empty category mask"):
+        _index.build(numbers, scopes, masks, 5, times=times, more=(
+            more[0][:3], more[1][:3], np.array([1, 1, 0], np.uint8),
+            *(t[:3] for t in more[3:])))
+    with pytest.raises(ValueError, match="keep: 5 for 20000 entries"):
+        _index.build(numbers, scopes, masks, 5, keep=np.ones(5, np.uint8))
+    with pytest.raises(ValueError, match="more: times: none, where the other entries have"):
+        _index.build(numbers, scopes, masks, 5, times=np.zeros(n, np.int64), more=tuple(
+            more[:3]))

@@ -81,6 +81,32 @@ def test_several_files_in_one_load(tmp_path, load, write, read_rejects):
     assert report.newest_event == iso(1762000000 * 1000)
 
 
+def test_rows_parsed_with_python_keep_their_lines_past_the_parsers_batch(tmp_path, load, write,
+                                                                        read_rejects):
+    """The parser sets aside the rows it needs Python for (a sender seen for the first time,
+    a bad row) and parses them after the others, SLOW_MAX (4,096) at a time: 10,000 senders
+    each first seen, a bad number every seventh row and full-width digits every eleventh, in
+    one chunk, load as a row at a time would."""
+    lines = [b"number,sender"]
+    bad = []
+    for i in range(10_000):
+        number = f"138{i:08d}"
+        if i % 7 == 3:
+            number = "13x" + number[3:]
+            bad.append(i + 2)  # the line: after the header, counted from 1
+        elif i % 11 == 5:
+            number = number.translate(str.maketrans("0123456789", "０１２３４５６７８９"))
+        lines.append(f"{number},sender{i % 5000}".encode())
+    path = write(tmp_path / "many.csv", b"\n".join(lines) + b"\n")
+    idx, report = load([path], tmp_path)
+    assert (report.rows, report.rejected, report.loaded) == (10_000, len(bad), 10_000 - len(bad))
+    assert [int(r["line"]) for r in read_rejects(tmp_path / "rejects.csv")] == bad
+    for i in range(0, 10_000, 97):
+        want = Scope.NONE if i + 2 in bad else Scope.SENDER
+        assert idx.check(f"sender{i % 5000}", f"138{i:08d}") is want, i
+        assert idx.check(f"sender{(i + 1) % 5000}", f"138{i:08d}") is Scope.NONE
+
+
 def test_compressed_files_in_pieces_load_whole(tmp_path, load, write):
     """Several zstd frames (pzstd, `cat a.zst b.zst`) or gzip members: every one is read."""
     rows = 30_000

@@ -190,13 +190,19 @@ class SuppressionIndex:
         bloom_bits_per_entry: float = 12.0,
         times: np.ndarray | None = None,
         statements: RowStatements | None = None,
+        keep: np.ndarray | None = None,
+        more: tuple[np.ndarray, ...] | None = None,
     ) -> SuppressionIndex:
         """Build from arrays whose scope ids are `table`'s (the loader's path: no remapping).
         `times` (Unix ms per entry) become the entries' times in `statements` (an entry folded
-        from rows of different times gets the latest; `statements.bit_times` says better)."""
+        from rows of different times gets the latest; `statements.bit_times` says better).
+        `keep` (bool per entry) leaves out the entries where it is False, and `more`
+        (numbers, scope ids, masks[, times]) adds others: a folding load's, without a copy."""
         try:
             arrays = _index.build(numbers, scope_ids, masks, table.scope_bits,
-                                  bloom_bits_per_entry, allocate=hugepages.zeros, times=times)
+                                  bloom_bits_per_entry, allocate=hugepages.zeros, times=times,
+                                  keep=None if keep is None else keep.view(np.uint8),
+                                  more=more)
         except ValueError as exc:
             raise InvalidInput(str(exc)) from None
         if times is not None:
@@ -209,9 +215,13 @@ class SuppressionIndex:
             arrays["remainder_bits"], arrays["scope_bits"], arrays["bloom_k"],
         )
         if _index.DEBUG:
-            missing = core.first_missing(numbers, scope_ids, masks)
-            if missing >= 0:
-                raise InvariantError(f"entry {missing} of the input is missing from the index")
+            parts = [(numbers, scope_ids, masks) if keep is None else
+                     (numbers[keep], scope_ids[keep], masks[keep]), more[:3] if more else None]
+            for part in filter(None, parts):
+                missing = core.first_missing(*part)
+                if missing >= 0:
+                    raise InvariantError(f"entry {missing} of the input is missing from the "
+                                         "index")
         index = cls(core, table, categories, meta, statements)
         if mixed is not None:
             index._mixed = mixed

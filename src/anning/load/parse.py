@@ -13,8 +13,8 @@ import csv
 import os
 import time
 import zlib
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from anning import _csv
 from anning._normalize import normalize_number
 from anning.errors import InvalidInput
 from anning.index import ScopeTable, SuppressionIndex
-from anning.load.fold import Rows, fold
+from anning.load.fold import FoldEvents, Rows, fold
 from anning.load.guards import Refusal, SnapshotRefused, check_rejects
 from anning.load.report import LoadReport, ProgressFn, Rejects, iso
 from anning.load.sources import BOM, Source, open_text
@@ -119,22 +119,33 @@ class FoldIn:
     def none(cls) -> FoldIn:
         return cls(EventColumns.empty(), 0, 0)
 
+    # the events past the watermark as the fold takes them, made with this (a load can make
+    # them while its rows are parsed)
+    to_fold: FoldEvents = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "to_fold",
+                           FoldEvents(self.events.after(self.events_through)))
+
 
 def read_snapshot_files(
     paths: Sequence[str | PathLike[str]],
     options: LoadOptions | None = None,
     progress: ProgressFn | None = None,
-    fold_in: FoldIn | None = None,
+    fold_in: FoldIn | Callable[[], FoldIn] | None = None,
 ) -> tuple[SuppressionIndex, LoadReport]:
     """Parse snapshot files into a new index, with `fold_in`'s events folded in; raise
-    SnapshotRefused when a guard refuses.
+    SnapshotRefused when a guard refuses. `fold_in` may be a function that gives them, asked
+    once the rows are parsed (the events can be read meanwhile: the parse releases the GIL).
 
     The reject-ratio and empty-input guards are checked here; the shrink guard needs the list
     that is serving and is checked by `check_shrink`."""
     parsed = parse_snapshot_files(paths, options, progress)
     report = parsed.report
+    if callable(fold_in):
+        fold_in = fold_in()
     fold_in = fold_in or FoldIn.none()
-    events = fold_in.events.after(fold_in.events_through)
+    events = fold_in.to_fold.events
     uncovered = int(events.columns["at"][0]) if len(events) else 0
     meta = {"as_of": report.as_of, "as_of_ms": parsed.as_of_ms,
             "default_country": parsed.default_country, "files": report.files,
@@ -143,7 +154,8 @@ def read_snapshot_files(
             "oldest_uncovered_at_ms": uncovered}
     report.events_folded = len(events)
     report.events_through = fold_in.events_through
-    index = fold(parsed.rows, events, parsed.table, parsed.categories, parsed.as_of_ms, meta)
+    index = fold(parsed.rows, fold_in.to_fold, parsed.table, parsed.categories,
+                 parsed.as_of_ms, meta)
     del parsed
     report.entries_after = len(index)
     # rows that made no entry of their own (a duplicate key, or undone by a later statement);

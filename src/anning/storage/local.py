@@ -68,8 +68,7 @@ def _read_positioned(data: DataDir, after: int,
         identity = file_identity(data.checkpoint)
         checkpoint = read_checkpoint(data.checkpoint) if identity is not None else \
             Checkpoint.empty()
-        sequences: list[int] = []
-        fields: list[records.EventFields] = []
+        logged: list[EventColumns] = []
         next_sequence = checkpoint.last_sequence + 1
         position = (checkpoint.covers + 1, 0, next_sequence)
         for number in [n for n in list_segments(io, data.path) if n > checkpoint.covers]:
@@ -77,14 +76,13 @@ def _read_positioned(data: DataDir, after: int,
             if segment.fd < 0:
                 continue
             found = scan(io, segment, 0, final=False, next_sequence=next_sequence)
-            sequences += found.sequences
-            fields += found.events
+            logged.append(found.events)
             next_sequence = found.next_sequence or next_sequence
             position = (number, found.end, next_sequence)
         if file_identity(data.checkpoint) == identity:
             break  # else a checkpoint meanwhile may have retired what was to be read
-    logged = records.columns_of(sequences, fields)
-    return EventColumns.concat([checkpoint.events.after(after), logged.after(after)]), position
+    return EventColumns.concat([checkpoint.events.after(after),
+                                *(part.after(after) for part in logged)]), position
 
 
 class LocalFeed:
@@ -213,8 +211,7 @@ class LocalEventLog:
                 identity = file_identity(self.data.checkpoint)
                 checkpoint = read_checkpoint(self.data.checkpoint) if identity is not None \
                     else Checkpoint.empty()
-                sequences: list[int] = []
-                fields: list[records.EventFields] = []
+                logged: list[EventColumns] = []
                 next_sequence = checkpoint.last_sequence + 1
                 segment, end = self.log.writer.segment, 0
                 for number in [n for n in self.log.segments() if n > checkpoint.covers]:
@@ -223,8 +220,7 @@ class LocalEventLog:
                         continue
                     found = scan(self.io, candidate, 0, final=False,
                                  next_sequence=next_sequence)
-                    sequences += found.sequences
-                    fields += found.events
+                    logged.append(found.events)
                     next_sequence = found.next_sequence or next_sequence
                     segment, end = candidate, found.end
                 if file_identity(self.data.checkpoint) == identity:
@@ -234,7 +230,7 @@ class LocalEventLog:
             self.log.own.clear()
             self.checkpoint_id = identity
         return EventColumns.concat([checkpoint.events.after(start),
-                                    records.columns_of(sequences, fields).after(start)])
+                                    *(part.after(start) for part in logged)])
 
     def events_after(self, sequence: int) -> EventColumns:
         return read_events(self.data, sequence, self.io)

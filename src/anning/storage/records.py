@@ -32,7 +32,7 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from anning._events import event_columns, fields_well_formed
+from anning._events import decode_writes, event_columns, fields_well_formed
 from anning.model.events import Event, EventColumns
 from anning.model.scopes import SOURCE_IDS
 
@@ -46,6 +46,7 @@ __all__ = [
     "Write",
     "columns_of",
     "decode",
+    "decode_columns",
     "encode_events",
     "encode_header",
     "encode_seal",
@@ -84,10 +85,16 @@ class Header:
 
 @dataclass(frozen=True)
 class Write:
-    """The events of one record; `first_sequence` 0 for a record of an earlier version."""
+    """The events of one record; `first_sequence` 0 for a record of an earlier version.
+    `events` None: they were decoded to columns (`decode_columns`), `count` of them."""
 
     first_sequence: int
-    events: list[EventFields]
+    events: list[EventFields] | None
+    count: int = -1
+
+    def __post_init__(self) -> None:
+        if self.count < 0:
+            object.__setattr__(self, "count", len(self.events or ()))
 
 
 def frame(payload: bytes) -> bytes:
@@ -140,6 +147,26 @@ def columns_of(sequences: Sequence[int], fields: Sequence[EventFields]) -> Event
         "source": source,
     }
     return EventColumns(columns, names)
+
+
+def decode_columns(data: bytes, offsets: np.ndarray, lengths: np.ndarray
+                   ) -> tuple[list[Write | None], EventColumns] | None:
+    """The payloads at `offsets` (`lengths` bytes each) that are writes of this version, with
+    well-formed events, decoded in one compiled pass without the GIL: per record a Write
+    whose events are in the columns (their sequences left 0), or None for a record to
+    `decode` one by one (a seal, a header, an earlier version, or not a record at all). None
+    for the whole when a scope is not UTF-8 (`decode` names the record)."""
+    found = decode_writes(data, offsets, lengths, SOURCE_IDS)
+    if found is None:
+        return None
+    first, count, kind, number, scope, mask, at, source, names = found
+    writes = [Write(f, None, c) if f else None
+              for f, c in zip(first.tolist(), count.tolist(), strict=True)]
+    columns: dict[str, np.ndarray] = {
+        "sequence": np.zeros(len(kind), np.uint64), "number": number, "at": at,
+        "scope": scope, "mask": mask, "kind": kind, "source": source,
+    }
+    return writes, EventColumns(columns, names)
 
 
 def decode(value: Any) -> Seal | Header | Write:

@@ -31,8 +31,7 @@ def replay(wal: EventLog, after: int = 0, next_sequence: int = 1) -> EventColumn
     writer, reader, io = wal.writer, wal.reader, wal.io
     # the write lock too: the flock keeps other processes' writers out, not our threads
     with reader.lock, writer.lock:
-        sequences: list[int] = []
-        out: list[records.EventFields] = []
+        out: list[EventColumns] = []
         numbers = [n for n in list_segments(io, wal.directory) if n > after] or \
             [writer.segment.number]
         segment, end = writer.segment, 0
@@ -46,8 +45,7 @@ def replay(wal: EventLog, after: int = 0, next_sequence: int = 1) -> EventColumn
             first_of_newest = next_sequence
             # under the lock: a live writer of another process is never cut off mid-record
             end, next_sequence, headed = writer.locked(
-                segment, lambda s=segment, n=next_sequence: _read_whole(wal, s, n, sequences,
-                                                                        out))
+                segment, lambda s=segment, n=next_sequence: _read_whole(wal, s, n, out))
         if not headed:  # an empty new log, or one of an earlier version: a fresh segment
             segment, end = _fresh_segment(wal, segment, end, next_sequence)
         reader.move_to(segment, end, next_sequence)
@@ -57,16 +55,15 @@ def replay(wal: EventLog, after: int = 0, next_sequence: int = 1) -> EventColumn
             io.fsync(segment.fd)
         writer.durable.set(next_sequence - 1)
         _seal_older(wal, numbers[-1], first_of_newest)
-        return records.columns_of(sequences, out)
+        return EventColumns.concat(out)
 
 
-def _read_whole(wal: EventLog, segment: Segment, next_sequence: int, sequences: list[int],
-                out: list[records.EventFields]) -> tuple[int, int, bool]:
+def _read_whole(wal: EventLog, segment: Segment, next_sequence: int,
+                out: list[EventColumns]) -> tuple[int, int, bool]:
     """A segment's events; returns where they end, the sequence after them, and whether the
     segment has its header record."""
     found = scan(wal.io, segment, 0, final=True, next_sequence=next_sequence)
-    sequences += found.sequences
-    out += found.events
+    out.append(found.events)
     size = wal.io.size(segment.fd)
     if found.end < size:
         log.warning("%s: dropping a torn last record at offset %d (%d bytes)",

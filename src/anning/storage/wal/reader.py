@@ -13,7 +13,6 @@ import threading
 from pathlib import Path
 
 from anning.model.events import Event, EventColumns
-from anning.storage import records
 from anning.storage.fileio import FileIO
 from anning.storage.layout import segment_name
 from anning.storage.wal.segments import OwnWrites, Segment, scan
@@ -43,51 +42,43 @@ class LogReader:
     def tail(self) -> list[Event]:
         """The events appended since the last call (by any other process, or by this one
         outside its own writes), in order, with their sequences."""
-        sequences, fields = self.tail_fields()
-        return list(map(records.event_of, fields, sequences))
+        return self.tail_columns().events()
 
     def tail_columns(self) -> EventColumns:
         """`tail`, as columns (no object per event: a feed that follows a busy log)."""
-        return records.columns_of(*self.tail_fields())
-
-    def tail_fields(self) -> tuple[list[int], list[records.EventFields]]:
         reader = self.segment  # held: a recovery may replace (and close) it meanwhile
         if self.io.size(reader.fd) <= self.offset and reader is self.segment:
-            return [], []
+            return EventColumns.empty()
         with self.lock:
-            sequences: list[int] = []
-            fields: list[records.EventFields] = []
+            parts: list[EventColumns] = []
             while True:
                 found = scan(self.io, self.segment, self.offset, final=False,
                              next_sequence=self.next_sequence, own=self.own)
-                sequences += found.sequences
-                fields += found.events
+                parts.append(found.events)
                 self.offset = found.end
                 self.next_sequence = found.next_sequence or self.next_sequence
                 if found.following is None:
-                    return sequences, fields
+                    return EventColumns.concat(parts)
                 newer = Segment(self.io, self.directory, found.following, create=False)
                 if newer.fd < 0:  # folded into a checkpoint: the engine must take that first
                     self.behind = True
-                    return sequences, fields
+                    return EventColumns.concat(parts)
                 self.segment, self.offset = newer, 0
 
     def records(self, first: int, last: int, next_sequence: int) -> EventColumns:
         """The events of segments first..last as on disk (for a checkpoint's fold), with
         their sequences (`next_sequence`: the first's, for segments of an earlier version
         that do not say)."""
-        sequences: list[int] = []
-        fields: list[records.EventFields] = []
+        parts: list[EventColumns] = []
         for number in range(first, last + 1):
             path = self.directory / segment_name(number)
             if not self.io.exists(path):
                 continue
             found = scan(self.io, Segment(self.io, self.directory, number), 0, final=True,
                          next_sequence=next_sequence)
-            sequences += found.sequences
-            fields += found.events
+            parts.append(found.events)
             next_sequence = found.next_sequence or next_sequence
-        return records.columns_of(sequences, fields)
+        return EventColumns.concat(parts)
 
     def lag(self, writing: Segment) -> int:
         """Bytes appended (by any process) that this reader has not taken in yet."""

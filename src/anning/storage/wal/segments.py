@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from anning._events import FRAME_BAD, FRAME_END, FRAME_TORN, join_payloads, scan_frames
 from anning.errors import CorruptLog
+from anning.model.events import EventColumns
 from anning.storage import records
 from anning.storage.fileio import FileIO
 from anning.storage.layout import segment_name, segment_number
@@ -142,15 +143,14 @@ class OwnWrites:
 
 
 class Scan:
-    """What a scan of a segment found: the events of whole records with their sequences, where
-    they end, the sequence that comes next (0: not known), and the segment a seal points to
-    (None when no seal was met)."""
+    """What a scan of a segment found: the events of whole records with their sequences (as
+    columns), where they end, the sequence that comes next (0: not known), and the segment a
+    seal points to (None when no seal was met)."""
 
-    __slots__ = ("end", "events", "following", "next_sequence", "sequences")
+    __slots__ = ("end", "events", "following", "next_sequence")
 
-    def __init__(self, sequences: list[int], events: list[records.EventFields], end: int,
-                 next_sequence: int, following: int | None) -> None:
-        self.sequences = sequences
+    def __init__(self, events: EventColumns, end: int, next_sequence: int,
+                 following: int | None) -> None:
         self.events = events
         self.end = end
         self.next_sequence = next_sequence
@@ -176,40 +176,39 @@ def scan(io: FileIO, segment: Segment, start: int, final: bool, next_sequence: i
         offsets, lengths = offsets[keep], lengths[keep]
     else:
         after_own = 0
-    sequences: list[int] = []
-    events: list[records.EventFields] = []
+    decoded, columns = _decode(data, offsets, lengths, segment.path, start)
+    firsts: list[int] = []
+    counts: list[int] = []
     expected = next_sequence
-    for i, value in enumerate(_decode(data, offsets, lengths, segment.path, start)):
+    for i, record in enumerate(decoded):
         offset = start + int(offsets[i]) - records.FRAME.size
-        try:
-            decoded = records.decode(value)
-        except records.RecordError as exc:
-            raise CorruptLog(segment.path, f"record at offset {offset}: {exc}") from None
-        if isinstance(decoded, records.Seal):
-            if decoded.next_sequence:
-                expected = decoded.next_sequence
+        if isinstance(record, records.Seal):
+            if record.next_sequence:
+                expected = record.next_sequence
             if not final:
-                return Scan(sequences, events, start + int(offsets[i] + lengths[i]),
-                            max(expected, after_own), decoded.next_segment)
+                return Scan(_sequenced(columns, firsts, counts),
+                            start + int(offsets[i] + lengths[i]), max(expected, after_own),
+                            record.next_segment)
             continue
-        if isinstance(decoded, records.Header):
-            expected = decoded.first_sequence
+        if isinstance(record, records.Header):
+            expected = record.first_sequence
             continue
-        first = decoded.first_sequence or expected
-        if decoded.first_sequence and expected and decoded.first_sequence < expected:
+        first = record.first_sequence or expected
+        if record.first_sequence and expected and record.first_sequence < expected:
             raise CorruptLog(segment.path, f"record at offset {offset}: sequence "
-                             f"{decoded.first_sequence}, after {expected - 1}")
+                             f"{record.first_sequence}, after {expected - 1}")
         if not first:
             raise CorruptLog(segment.path, f"record at offset {offset}: a write of an earlier "
                              "version where its sequence cannot be told")
-        if sequences and first <= sequences[-1]:
+        if counts and first < firsts[-1] + counts[-1]:
             # a header or seal in the middle set `expected` back: the events after it took
             # sequences already given (SPEC §4: no duplicates)
             raise CorruptLog(segment.path, f"record at offset {offset}: sequence {first}, "
-                             f"after {sequences[-1]}")
-        sequences.extend(range(first, first + len(decoded.events)))
-        events.extend(decoded.events)
-        expected = first + len(decoded.events)
+                             f"after {firsts[-1] + counts[-1] - 1}")
+        if record.count:
+            firsts.append(first)
+            counts.append(record.count)
+        expected = first + record.count
     if final and why != FRAME_END:
         bad_end = stop + records.FRAME.size + records.FRAME.unpack_from(data, stop)[0] \
             if why == FRAME_BAD else len(data)
@@ -218,11 +217,77 @@ def scan(io: FileIO, segment: Segment, start: int, final: bool, next_sequence: i
         if bad_end < len(data) or (why == FRAME_TORN and _later_record_ok(data, stop)):
             raise CorruptLog(segment.path, f"bad record at offset {start + stop}")
     # an own write only partly there: read again from its start, once it is whole
-    return Scan(sequences, events, start + stop if cut is None else cut,
+    return Scan(_sequenced(columns, firsts, counts), start + stop if cut is None else cut,
                 max(expected, after_own), None)
 
+
+def _sequenced(columns: EventColumns, firsts: list[int], counts: list[int]) -> EventColumns:
+    """The events of the writes scanned (the first len(counts) of `columns`), the i-th write's
+    numbered from firsts[i]."""
+    total = sum(counts)
+    if not total:
+        return EventColumns.empty()
+    if total < len(columns):  # a seal ended a live tail's scan before the rest
+        columns = columns.take(np.arange(total))
+    if len(counts) == 1:
+        sequence = np.arange(firsts[0], firsts[0] + total, dtype=np.uint64)
+    else:
+        count = np.array(counts, np.int64)
+        shift = np.array(firsts, np.int64) - (np.cumsum(count) - count)
+        sequence = (np.repeat(shift, count) + np.arange(total)).astype(np.uint64)
+    columns.columns["sequence"] = columns.sequence = sequence
+    return columns
+
+
 def _decode(data: bytes, offsets: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64],
-            path: Path, start: int) -> list[object]:
+            path: Path, start: int) -> tuple[list[records.Seal | records.Header | records.Write],
+                                             EventColumns]:
+    """The records, and the events of their writes as columns (sequences still 0). Writes of
+    this version are decoded in one compiled pass; what it leaves (seals, headers) one by one;
+    a segment with writes of an earlier version as one msgpack stream, all in Python."""
+    fast = records.decode_columns(data, offsets, lengths)
+    if fast is not None:
+        writes, columns = fast
+        out: list[records.Seal | records.Header | records.Write] = []
+        for i, write in enumerate(writes):
+            if write is None:
+                other = _decode_one(data, int(offsets[i]), int(lengths[i]), path, start)
+                if isinstance(other, records.Write):
+                    break  # an earlier version's write (or a bad one): all in Python
+                out.append(other)
+            else:
+                out.append(write)
+        else:
+            return out, columns
+    values = _decode_stream(data, offsets, lengths, path, start)
+    slow: list[records.Seal | records.Header | records.Write] = []
+    fields: list[records.EventFields] = []
+    for i, value in enumerate(values):
+        try:
+            record = records.decode(value)
+        except records.RecordError as exc:
+            offset = start + int(offsets[i]) - records.FRAME.size
+            raise CorruptLog(path, f"record at offset {offset}: {exc}") from None
+        slow.append(record)
+        if isinstance(record, records.Write):
+            fields += record.events or ()
+    return slow, records.columns_of([0] * len(fields), fields)
+
+
+def _decode_one(data: bytes, offset: int, length: int, path: Path,
+                start: int) -> records.Seal | records.Header | records.Write:
+    where = start + offset - records.FRAME.size
+    try:
+        value = msgpack.unpackb(memoryview(data)[offset:offset + length], raw=False)
+        return records.decode(value)
+    except records.RecordError as exc:
+        raise CorruptLog(path, f"record at offset {where}: {exc}") from None
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise CorruptLog(path, f"undecodable record at offset {where}: {exc}") from None
+
+
+def _decode_stream(data: bytes, offsets: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64],
+                   path: Path, start: int) -> list[object]:
     """The payloads as one msgpack stream (three times quicker than a call a record); a
     payload that is not exactly one value is found and named record by record."""
     unpacker = msgpack.Unpacker(raw=False, use_list=False, max_buffer_size=0)
