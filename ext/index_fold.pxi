@@ -2,9 +2,9 @@
 #
 # A load folds upstream's rows and anning's events (SPEC §5): for one (number, scope, category
 # bit) the latest statement wins, an opt-out over an opt-in at the same time, once every
-# statement of the number older than its latest reassignment is dropped. The rows come as
-# positions ordered by number, the events as statements (a bit a row) ordered by number - made
-# while the rows were parsed - so one merge visits each number once and sorts only its few
+# statement of the number older than its latest reassignment is dropped. The rows come ordered
+# by number, the events as statements (a bit a row) ordered by number - made while the rows
+# were parsed - so one merge visits each number once and sorts only its few
 # statements: no sort of them all. What it gives is what the new list is made of: the entries
 # (number, scope, mask, latest time) for the build, and the statement tables (anning.index.
 # statements) ordered by (number, scope, bit) as they are kept.
@@ -59,15 +59,14 @@ cdef inline void _said_sort(Said *s, Py_ssize_t n) noexcept nogil:
 
 
 cdef struct FoldInput:
-    # the rows: columns, and the positions to fold ordered by number (times NULL: every row
-    # as of `as_of`; actions NULL: every row an opt-out)
+    # the rows, ordered by number (times NULL: every row as of `as_of`; actions NULL: every
+    # row an opt-out)
     const uint64_t *row_number
     const uint32_t *row_scope
     const uint8_t *row_mask
     const int64_t *row_at
     const uint8_t *row_action
-    const int64_t *order
-    Py_ssize_t rows, n_order
+    Py_ssize_t rows
     int64_t as_of
     # the events' statements, ordered by number
     const uint64_t *number
@@ -159,9 +158,9 @@ cdef int _fold_numbers(const FoldInput *f, FoldOutput *o) noexcept nogil:
     cdef bint moved
     if said == NULL:
         return -1
-    while i < f.n_order or j < f.n:
-        if j >= f.n or (i < f.n_order and f.row_number[f.order[i]] <= f.number[j]):
-            number = f.row_number[f.order[i]]
+    while i < f.rows or j < f.n:
+        if j >= f.n or (i < f.rows and f.row_number[i] <= f.number[j]):
+            number = f.row_number[i]
         else:
             number = f.number[j]
         if number < last:
@@ -169,7 +168,7 @@ cdef int _fold_numbers(const FoldInput *f, FoldOutput *o) noexcept nogil:
             return 1 + i + j
         last = number
         i_end = i
-        while i_end < f.n_order and f.row_number[f.order[i_end]] == number:
+        while i_end < f.rows and f.row_number[i_end] == number:
             i_end += 1
         j_end = j
         while j_end < f.n and f.number[j_end] == number:
@@ -183,7 +182,7 @@ cdef int _fold_numbers(const FoldInput *f, FoldOutput *o) noexcept nogil:
             said, capacity = grown, 2 * n
         k = 0
         for x in range(i, i_end):
-            k = _row_said(f, f.order[x], said, k)
+            k = _row_said(f, x, said, k)
         for x in range(j, j_end):
             said[k].key = (<uint64_t>f.scope[x] << 8) | f.bit[x]
             said[k].at, said[k].kind = f.at[x], f.kind[x]
@@ -228,19 +227,20 @@ def _layout(dtype, tuple names):
     return [(fields[n][1], fields[n][0].itemsize) for n in names]
 
 
-def fold_statements(tuple rows, const int64_t[::1] order, int64_t as_of, tuple events,
-                    bint timed, key_dtype, move_dtype):
-    """Resolve the rows at `order` (positions ordered by number) of `rows` = (numbers, scope
-    ids, masks, times or None, actions or None) with `events` = (number, scope, bit, at, kind)
-    statements ordered by number; kind and action 1 opt-out, 2 opt-in, 3 reassignment (its
-    scope and mask not read). A row without times is as of `as_of`.
+def fold_statements(tuple rows, int64_t as_of, tuple events, bint timed, key_dtype,
+                    move_dtype):
+    """Resolve `rows` = (numbers, scope ids, masks, times or None, actions or None) with
+    `events` = (number, scope, bit, at, kind) statements, each ordered by number (the rows
+    gathered so before: read here by position at random, they cost four times as much); kind
+    and action 1 opt-out, 2 opt-in, 3 reassignment (its scope and mask not read). A row without
+    times is as of `as_of`.
 
     Returns (entries, bit_times, tombstones, reassigned): the opt-out winners as entries
     (number, scope, mask, at: the latest of its bits); the bit times (KEY_DTYPE records) of
     entries whose bits differ in time if `timed`, else of every winning bit not as of
     `as_of`; the opt-in winners (KEY_DTYPE), and each reassigned number's latest reassignment
     (MOVE_DTYPE), all ordered by number, scope and bit. The GIL is released throughout;
-    ValueError names a position out of range or a statement out of number order.
+    ValueError names a statement out of number order.
     `key_dtype` and `move_dtype` are the records' (anning.index.statements owns them)."""
     if _layout(key_dtype, ("number", "scope", "bit", "at")) != [(0, 8), (8, 4), (12, 1), (13, 8)] \
             or _layout(move_dtype, ("number", "at")) != [(0, 8), (8, 8)]:
@@ -257,8 +257,8 @@ def fold_statements(tuple rows, const int64_t[::1] order, int64_t as_of, tuple e
     cdef const int64_t[::1] at = events[3]
     cdef const uint8_t[::1] kind = events[4]
     cdef FoldInput f
-    cdef Py_ssize_t x, statements = 0, bad = -1
-    f.rows, f.n_order, f.n, f.as_of = row_number.shape[0], order.shape[0], number.shape[0], as_of
+    cdef Py_ssize_t x, statements = 0
+    f.rows, f.n, f.as_of = row_number.shape[0], number.shape[0], as_of
     if row_scope.shape[0] != f.rows or row_mask.shape[0] != f.rows:
         raise ValueError(f"rows: columns of {f.rows}, {row_scope.shape[0]}, "
                          f"{row_mask.shape[0]} rows")
@@ -281,29 +281,22 @@ def fold_statements(tuple rows, const int64_t[::1] order, int64_t as_of, tuple e
         if row_action.shape[0] != f.rows:
             raise ValueError(f"rows: {row_action.shape[0]} actions for {f.rows} rows")
         f.row_action = &row_action[0] if f.rows else NULL
-    f.order = &order[0] if f.n_order else NULL
     f.number = &number[0] if f.n else NULL
     f.scope = &scope[0] if f.n else NULL
     f.bit = &bit[0] if f.n else NULL
     f.at = &at[0] if f.n else NULL
     f.kind = &kind[0] if f.n else NULL
     with nogil:
-        for x in range(f.n_order):
-            if f.order[x] < 0 or f.order[x] >= f.rows:
-                bad = x
-                break
-            statements += 1 if f.row_action != NULL and \
-                f.row_action[f.order[x]] == _SAID_REASSIGN else __builtin_popcount(
-                    f.row_mask[f.order[x]])
-    if bad >= 0:
-        raise ValueError(f"order[{bad}]: {order[bad]} is not a row of {f.rows}")
+        for x in range(f.rows):
+            statements += 1 if f.row_action != NULL and f.row_action[x] == _SAID_REASSIGN \
+                else __builtin_popcount(f.row_mask[x])
     statements += f.n
     # room for the most each can hold; what is left over is given back below
     entries = (np.empty(statements, np.uint64), np.empty(statements, np.uint32),
                np.empty(statements, np.uint8), np.empty(statements, np.int64))
     bit_times = np.empty(statements, key_dtype)
     tombstones = np.empty(statements, key_dtype)
-    reassigned = np.empty(f.n_order + f.n, move_dtype)
+    reassigned = np.empty(f.rows + f.n, move_dtype)
     cdef uint64_t[::1] e_number = entries[0]
     cdef uint32_t[::1] e_scope = entries[1]
     cdef uint8_t[::1] e_mask = entries[2]

@@ -26,7 +26,7 @@ def build(
 def fold_statements(
     rows: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint32], npt.NDArray[np.uint8],
                 npt.NDArray[np.int64] | None, npt.NDArray[np.uint8] | None],
-    order: npt.NDArray[np.int64], as_of: int,
+    as_of: int,
     events: tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint32], npt.NDArray[np.uint8],
                   npt.NDArray[np.int64], npt.NDArray[np.uint8]],
     timed: bool, key_dtype: np.dtype[Any], move_dtype: np.dtype[Any],

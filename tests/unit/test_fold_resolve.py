@@ -1,5 +1,5 @@
-"""The folding load's merge (anning._index.fold_statements: the rows at positions ordered by
-number, and the events' statements ordered by number) against a plain model of SPEC §5's rule:
+"""The folding load's merge (anning._index.fold_statements: the rows and the events'
+statements, each ordered by number) against a plain model of SPEC §5's rule:
 per (number, scope, bit) the latest statement wins, an opt-out over an opt-in at the same
 time, after every statement of the number older than its latest reassignment is dropped; the
 opt-out winners become entries (a mask and the latest time per number and scope), the opt-in
@@ -17,21 +17,20 @@ from anning.model.events import OPT_IN, OPT_OUT, REASSIGN
 AS_OF = 1
 
 
-def fold(rows, events, timed, order=None):
+def fold(rows, events, timed):
     """fold_statements of rows (number, scope, mask, at, action) and event statements
     (number, scope, bit, at, kind), as plain lists."""
+    rows = sorted(rows, key=lambda r: r[0])
     columns = (np.array([r[0] for r in rows], np.uint64), np.array([r[1] for r in rows],
                                                                     np.uint32),
                np.array([r[2] for r in rows], np.uint8),
                np.array([r[3] for r in rows], np.int64) if timed else None,
                np.array([r[4] for r in rows], np.uint8))
-    if order is None:
-        order = np.argsort(columns[0], kind="stable")
     events = sorted(events, key=lambda s: s[0])
     said = tuple(np.array([s[i] for s in events], dtype) for i, dtype in enumerate(
         (np.uint64, np.uint32, np.uint8, np.int64, np.uint8)))
     entries, bit_times, tombstones, moved = fold_statements(
-        columns, np.asarray(order, np.int64), AS_OF, said, timed, KEY_DTYPE, MOVE_DTYPE)
+        columns, AS_OF, said, timed, KEY_DTYPE, MOVE_DTYPE)
     return (list(zip(*(c.tolist() for c in entries), strict=True)),
             [tuple(r) for r in bit_times.tolist()], [tuple(r) for r in tombstones.tolist()],
             [tuple(r) for r in moved.tolist()])
@@ -79,13 +78,6 @@ def test_the_merge_folds_as_the_plain_model(rows, events, timed):
     assert fold(rows, events, timed) == model(rows, events, timed)
 
 
-def test_only_the_rows_at_the_positions_given_are_folded():
-    rows = [(8613800000002, 1, 1, 0, OPT_OUT), (8613800000001, 1, 3, 0, OPT_OUT),
-            (8613800000002, 2, 1, 0, OPT_OUT)]
-    got = fold(rows, [(8613800000002, 1, 0, 5, OPT_IN)], False, order=[0])
-    assert got == ([], [], [(8613800000002, 1, 0, 5)], [])
-
-
 def test_a_number_with_many_statements_is_folded_as_with_few():
     rng = np.random.default_rng(5)
     events = [(8613800000001, int(s), int(b), int(a), int(k)) for s, b, a, k in zip(
@@ -103,15 +95,12 @@ def test_bad_streams_are_refused_naming_what_is_wrong():
            np.ones(2, np.uint8), np.zeros(2, np.int64), np.ones(2, np.uint8))
     none = tuple(c[:0] for c in one)
     with pytest.raises(ValueError, match="out of number order"):
-        fold_statements(none, np.zeros(0, np.int64), 0, one, False, KEY_DTYPE, MOVE_DTYPE)
+        fold_statements(none, 0, one, False, KEY_DTYPE, MOVE_DTYPE)
     with pytest.raises(ValueError, match="out of number order"):
-        fold_statements(one, np.arange(2, dtype=np.int64), 0, none, False, KEY_DTYPE,
-                        MOVE_DTYPE)
-    with pytest.raises(ValueError, match=r"order\[1\]: 2 is not a row of 2"):
-        fold_statements(one, np.array([1, 2], np.int64), 0, none, False, KEY_DTYPE,
-                        MOVE_DTYPE)
+        fold_statements(one, 0, none, False, KEY_DTYPE, MOVE_DTYPE)
     with pytest.raises(ValueError, match="events: columns of 2, 2, 2, 1, 2"):
-        fold_statements(none, np.zeros(0, np.int64), 0, (*one[:3], one[3][:1], one[4]),
-                        False, KEY_DTYPE, MOVE_DTYPE)
+        fold_statements(none, 0, (*one[:3], one[3][:1], one[4]), False, KEY_DTYPE, MOVE_DTYPE)
+    with pytest.raises(ValueError, match="rows: 1 times for 2 rows"):
+        fold_statements((*one[:3], one[3][:1], one[4]), 0, none, True, KEY_DTYPE, MOVE_DTYPE)
     with pytest.raises(ValueError, match="not the records this fold writes"):
-        fold_statements(none, np.zeros(0, np.int64), 0, none, False, MOVE_DTYPE, KEY_DTYPE)
+        fold_statements(none, 0, none, False, MOVE_DTYPE, KEY_DTYPE)

@@ -132,11 +132,14 @@ def fold(rows: Rows, events: EventColumns | FoldEvents, table: ScopeTable,
     plain = ~touched
     touched_rows = np.flatnonzero(touched)
     del touched
+    # the rows resolved, gathered in number order (the merge reads them in turn)
+    touched_rows = touched_rows[np.argsort(rows.numbers[touched_rows])]
+    gathered = (rows.numbers[touched_rows], rows.scopes[touched_rows],
+                rows.masks[touched_rows], None if times is None else times[touched_rows],
+                None if rows.actions is None else rows.actions[touched_rows])
     entries, bit_times, statements.tombstones, statements.reassigned = fold_statements(
-        (rows.numbers, rows.scopes, rows.masks, times, rows.actions),
-        touched_rows[np.argsort(rows.numbers[touched_rows])], as_of_ms,
-        (said.number, said.scope, said.bit, said.at, said.kind), times is not None,
-        KEY_DTYPE, MOVE_DTYPE)
+        gathered, as_of_ms, (said.number, said.scope, said.bit, said.at, said.kind),
+        times is not None, KEY_DTYPE, MOVE_DTYPE)
     if times is None:
         statements.bit_times = bit_times
     # the rows of untouched numbers as they are, and the entries resolved, in one build
