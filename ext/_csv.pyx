@@ -400,28 +400,28 @@ cdef class SnapshotParser:
                         an_parse_number(s, n, self.default_cc, &number, &bad_at) != AN_NUM_OK:
                     return False
             elif role == COL_SENDER:
-                if not an_strtab_get(&self.senders, s, n, &value) or value < 0:
+                if not _seen(&self.senders, s, n, &scope):
                     return False
-                scope = value
             elif role == COL_CATEGORY:
-                if n:
-                    if not an_strtab_get(&self.categories, s, n, &value) or value < 0:
-                        return False
-                    mask = value
+                if n and not _seen(&self.categories, s, n, &mask):
+                    return False
             elif role == COL_AT:
                 if n and not _blank(s, n):
                     if not an_parse_time(s, n, self.offset_minutes, &at):
                         return False
             elif role == COL_ACTION:
-                if n and not _blank(s, n):
-                    if not an_strtab_get(&self.actions_seen, s, n, &value) or value < 0:
-                        return False
-                    action = value
+                if n and not _blank(s, n) and not _seen(&self.actions_seen, s, n, &action):
+                    return False
             elif role == COL_SOURCE:
-                if n:
-                    if not an_strtab_get(&self.sources, s, n, &value) or value < 0:
-                        return False
-        if at > self.newest_at:
+                if n and not _seen(&self.sources, s, n, &value):
+                    return False
+        self._store(number, scope, mask, at, action)
+        return True
+
+    cdef inline void _store(self, uint64_t number, int64_t scope, int64_t mask, int64_t at,
+                            int64_t action) noexcept nogil:
+        """A row loaded (there is room for it)."""
+        if at > self.newest_at:  # of the rows loaded only: a rejected row's time is not news
             self.newest_at = at
         self.p_numbers[self.length] = number
         self.p_scopes[self.length] = <uint32_t>scope
@@ -431,7 +431,6 @@ cdef class SnapshotParser:
         if self.p_actions != NULL:
             self.p_actions[self.length] = <uint8_t>action
         self.length += 1
-        return True
 
     cdef void _record(self, const unsigned char *raw, Py_ssize_t raw_len, int fields):
         cdef int i, role
@@ -499,18 +498,9 @@ cdef class SnapshotParser:
                     if value < 0:
                         self._reject(raw, raw_len, "source", self.reasons[-value - 1])
                         return
-        if at > self.newest_at:  # of the rows loaded only: a rejected row's time is not news
-            self.newest_at = at
         if self.length == self.capacity:
             self._grow()
-        self.p_numbers[self.length] = number
-        self.p_scopes[self.length] = <uint32_t>scope
-        self.p_masks[self.length] = <uint8_t>mask
-        if self.p_ats != NULL:
-            self.p_ats[self.length] = at
-        if self.p_actions != NULL:
-            self.p_actions[self.length] = <uint8_t>action
-        self.length += 1
+        self._store(number, scope, mask, at, action)
 
     cdef int64_t _resolve(self, an_strtab *table, object resolve, const unsigned char *s,
                           Py_ssize_t n) except? -2:
@@ -546,6 +536,13 @@ cdef class SnapshotParser:
         except ValueError as exc:
             return _reason_text(exc)
         return None
+
+
+cdef inline bint _seen(an_strtab *table, const unsigned char *s, Py_ssize_t n,
+                       int64_t *value) noexcept nogil:
+    """A text seen before, and not refused: its value is put in `value` (else it may be
+    overwritten all the same)."""
+    return an_strtab_get(table, s, n, value) and value[0] >= 0
 
 
 cdef inline bint _ascii(const unsigned char *s, Py_ssize_t n) noexcept nogil:
