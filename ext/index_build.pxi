@@ -93,6 +93,8 @@ cdef struct EntrySource:
 
 cdef int _entry_source(EntrySource *src, object numbers, object scopes, object masks,
                        object times, object keep, bint timed, str name) except -1:
+    # The views only check the columns and find their data: the caller's arrays hold it for
+    # the build (none is resized meanwhile).
     cdef const uint64_t[::1] nv = numbers
     cdef const uint32_t[::1] sv = scopes
     cdef const uint8_t[::1] mv = masks

@@ -240,3 +240,13 @@ def test_a_scope_that_is_not_utf8_leaves_the_whole_read_to_python():
     assert len(bad) == len(good)
     assert _compiled([good, bad]) is None
     assert _decode_in_python(bad) is None  # msgpack refuses it: the scan names the record
+
+
+def test_records_outside_the_data_are_refused_naming_the_record():
+    from anning._events import decode_writes
+
+    data = b"\x93\x03\x01\x90" * 2
+    with pytest.raises(ValueError, match=r"record 1: 4 bytes at 6 are outside the data \(8"):
+        decode_writes(data, np.array([0, 6], np.int64), np.array([4, 4], np.int64), SOURCE_IDS)
+    with pytest.raises(ValueError, match="lengths: 1 for 2 offsets"):
+        decode_writes(data, np.array([0, 4], np.int64), np.array([4], np.int64), SOURCE_IDS)

@@ -334,6 +334,8 @@ def test_a_build_of_kept_rows_and_more_is_the_build_of_them_together(timed):
             *(t[:3] for t in more[3:])))
     with pytest.raises(ValueError, match="keep: 5 for 20000 entries"):
         _index.build(numbers, scopes, masks, 5, keep=np.ones(5, np.uint8))
+    with pytest.raises(ValueError, match="more: 2 columns, not numbers, scopes, masks"):
+        _index.build(numbers, scopes, masks, 5, more=tuple(more[:2]))
     with pytest.raises(ValueError, match="more: times: none, where the other entries have"):
         _index.build(numbers, scopes, masks, 5, times=np.zeros(n, np.int64), more=tuple(
             more[:3]))

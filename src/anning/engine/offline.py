@@ -62,11 +62,7 @@ def _load(data: DataDir, paths: Sequence[str | PathLike[str]], options: LoadOpti
     with ThreadPoolExecutor(1, thread_name_prefix="anning-load-events") as reader:
         fold_in = reader.submit(_fold_in, data, io, options.events_through,
                                 previous.events_through if previous else 0)
-        try:
-            index, report = read_snapshot_files(paths, options, progress, fold_in.result)
-        except BaseException:
-            fold_in.cancel()
-            raise
+        index, report = read_snapshot_files(paths, options, progress, fold_in.result)
     check_shrink(report, previous.entries if previous else None, options)
     with data.lock("load") as mine:
         if not mine:

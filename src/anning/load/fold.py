@@ -13,7 +13,7 @@ later event is compared with (anning.index.statements).
 Rows of numbers that no opt-in, reassignment or event touches - nearly all of them - go to the
 index builder as they are (the compiled build folds their duplicates and keeps their times);
 only the few others are resolved with the events, in one compiled merge of two streams ordered
-by number (anning._index.resolve_statements). The events' stream (`FoldEvents`) depends on the
+by number (anning._index.fold_statements). The events' stream (`FoldEvents`) depends on the
 events alone: a load makes it while its rows are parsed.
 """
 

@@ -1,9 +1,11 @@
 """The write log's segment files: opening one, locking it, and reading its records.
 
 A segment `events-NNNNNN.log` holds framed records (anning.storage.records) back to back. The
-frames and checksums are walked in the compiled core; the payloads are decoded as one msgpack
-stream. What a scan meets first that is not a whole good record decides: the end of the data,
-a torn tail (a crash mid-write), or corruption before the end (a bad record followed by more).
+frames and checksums are walked in the compiled core, and so are the writes of this version
+decoded, to columns (records.decode_columns); seals and headers, and segments of an earlier
+version, are decoded by msgpack. What a scan meets first that is not a whole good record
+decides: the end of the data, a torn tail (a crash mid-write), or corruption before the end (a
+bad record followed by more).
 """
 
 from __future__ import annotations
@@ -260,17 +262,10 @@ def _decode(data: bytes, offsets: npt.NDArray[np.int64], lengths: npt.NDArray[np
         else:
             return out, columns
     values = _decode_stream(data, offsets, lengths, path, start)
-    slow: list[records.Seal | records.Header | records.Write] = []
-    fields: list[records.EventFields] = []
-    for i, value in enumerate(values):
-        try:
-            record = records.decode(value)
-        except records.RecordError as exc:
-            offset = start + int(offsets[i]) - records.FRAME.size
-            raise CorruptLog(path, f"record at offset {offset}: {exc}") from None
-        slow.append(record)
-        if isinstance(record, records.Write):
-            fields += record.events or ()
+    slow = [_record(value, path, start + int(offsets[i]) - records.FRAME.size)
+            for i, value in enumerate(values)]
+    fields = [f for record in slow if isinstance(record, records.Write)
+              for f in record.events or ()]
     return slow, records.columns_of([0] * len(fields), fields)
 
 
@@ -279,11 +274,18 @@ def _decode_one(data: bytes, offset: int, length: int, path: Path,
     where = start + offset - records.FRAME.size
     try:
         value = msgpack.unpackb(memoryview(data)[offset:offset + length], raw=False)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise CorruptLog(path, f"undecodable record at offset {where}: {exc}") from None
+    return _record(value, path, where)
+
+
+def _record(value: object, path: Path, where: int) -> records.Seal | records.Header | \
+        records.Write:
+    """A decoded payload as a record; CorruptLog naming its offset when it is none."""
+    try:
         return records.decode(value)
     except records.RecordError as exc:
         raise CorruptLog(path, f"record at offset {where}: {exc}") from None
-    except (ValueError, msgpack.UnpackException) as exc:
-        raise CorruptLog(path, f"undecodable record at offset {where}: {exc}") from None
 
 
 def _decode_stream(data: bytes, offsets: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64],
