@@ -541,6 +541,10 @@ def checks(b: Bench, ctx: Any) -> None:
           f"one call a category, {got['rounds']} times a repetition")
     b.row(f"check_ids, {n:,} queries with events", "checks/s", r, ("restart", "no events"),
           "ratio >= 0.5", "a fresh Engine over the data directory: checkpoint and log read")
+    b.row("check_ids, port traffic beside the events", "checks/s", r,
+          ("live, port traffic", "no events, port traffic"), "",
+          "numbers without events, asked of the engine that holds them all, beside the list "
+          "alone")
     b.figs.notes.extend(got["notes"])
 
 

@@ -99,6 +99,17 @@ def run(work: str, rows: int, as_of_ms: int, queries: int, reps: int) -> dict[st
             "events": expect.expected[these],
             "list": model.check(expect.senders[these], expect.numbers[these], bit)})
         listed[these] = groups[-1]["list"]
+    # the port's ordinary traffic beside them (datagen's queries: a tenth of the list's
+    # numbers, the rest random), less any number an event is about: checks that the events
+    # held must not slow, answered as the list alone answers
+    port = datagen.generate_queries(len(pick), e, u, seed=datagen.SEED + 13)
+    plain_traffic = ~np.isin(port.numbers, ev.numbers)
+    port_senders, port_numbers = port.senders[plain_traffic], port.numbers[plain_traffic]
+    port_names = [u.senders[c] if c != datagen.UNKNOWN else "never-seen-sender"
+                  for c in port_senders.tolist()]
+    traffic = {"numbers": np.ascontiguousarray(port_numbers),
+               "ids": {k: eng.sender_ids(port_names) for k, eng in engines.items()},
+               "list": model.check(port_senders, port_numbers, 0)}
     n = len(pick)
     suppressed = int((expect.expected > 0).sum())
     changed = int((expect.expected != listed).sum())
@@ -127,13 +138,34 @@ def run(work: str, rows: int, as_of_ms: int, queries: int, reps: int) -> dict[st
                     return None
         return rounds * n / seconds
 
+    def timed_traffic(name: str) -> float | None:
+        eng, seconds = engines[name], 0.0
+        for _ in range(rounds):
+            t = time.perf_counter()
+            got = eng.check_ids(traffic["ids"][name], traffic["numbers"], CATEGORIES[0])
+            seconds += time.perf_counter() - t
+            if (wrong := np.flatnonzero(got != traffic["list"])).size:
+                out["failures"].append(
+                    f"check_ids ({name}, port traffic): {wrong.size:,} answers wrong, e.g. "
+                    f"number {int(traffic['numbers'][wrong[0]])}: {got[wrong[0]]}, expected "
+                    f"{traffic['list'][wrong[0]]}")
+                return None
+        return rounds * len(traffic["numbers"]) / seconds
+
     names = list(engines)
     raw: dict[str, list[float]] = {k: [] for k in names}
+    raw.update({f"{k}, port traffic": [] for k in names})
     for rep in range(reps):
         for name in names if rep % 2 == 0 else names[::-1]:
             if (rate := timed(name)) is not None:
                 raw[name].append(rate)
+            if (rate := timed_traffic(name)) is not None:
+                raw[f"{name}, port traffic"].append(rate)
     out["raw"] = raw
+    out["notes"].append(
+        f"port traffic: {len(traffic['numbers']):,} of datagen's queries (a tenth of the list's "
+        f"numbers, the rest random; {int((traffic['list'] > 0).sum()):,} suppressed), none of "
+        "them a number with events, answered as the list alone answers (every answer checked)")
     out["queries"], out["rounds"] = n, rounds
     for eng in engines.values():
         if eng.source is not None:

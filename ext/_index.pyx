@@ -17,7 +17,7 @@ Nothing here knows files, names or the network: ids in, scope codes out.
 
 cimport numpy as cnp
 import numpy as np
-from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int8_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc, qsort, realloc
 
 from number cimport AN_NUM_OK, AN_NUMBER_LIMIT, an_check_e164
@@ -57,6 +57,7 @@ cdef enum:
     FETCH_LAG = 2       # groups between the directory prefetch and reading the slot
     RESOLVE_LAG = 4     # groups between the Bloom test and resolving (entries prefetched)
     RING = 8            # groups in flight (AHEAD + RESOLVE_LAG + 1, rounded up to 2^k)
+    KEYS_AHEAD = 4      # groups whose events' keys are fetched ahead of their Bloom blocks
     SCAN_LIMIT = 16     # buckets up to this size are scanned, larger ones searched
     ERR_NUMBER = 1
     ERR_SENDER = 2
@@ -159,32 +160,42 @@ cdef struct Group:
     Py_ssize_t count
 
 
+cdef inline int take_check(const IndexView *v, Group *grp, Py_ssize_t j,
+                           const uint32_t *sender_ids, const uint64_t *numbers,
+                           Py_ssize_t *bad) noexcept nogil:
+    """The group's check j: its number and sender id checked (0, or an ERR_* code with its
+    position in *bad), its sender's scopes and its hash."""
+    cdef uint64_t number = numbers[grp.base + j]
+    cdef uint32_t sid = sender_ids[grp.base + j]
+    if number == 0 or number >= AN_NUMBER_LIMIT:
+        bad[0] = grp.base + j
+        return ERR_NUMBER
+    if sid < v.senders:
+        grp.own[j] = v.sender_scope[sid]
+        grp.entity[j] = v.sender_entity[sid]
+    elif sid == C_NO_SCOPE or sid - v.senders < v.extended:
+        # UNKNOWN_SENDER, or a sender only events know: only global entries can match
+        grp.own[j] = C_NO_SCOPE
+        grp.entity[j] = C_NO_SCOPE
+    else:
+        bad[0] = grp.base + j
+        return ERR_SENDER
+    grp.h[j] = an_perm50(number)
+    return 0
+
+
 cdef inline int prepare(const IndexView *v, Group *grp, const uint32_t *sender_ids,
                         const uint64_t *numbers, Py_ssize_t base, Py_ssize_t m,
                         Py_ssize_t *bad) noexcept nogil:
     """Stage 1: hash a group, look up its senders' scopes, prefetch its Bloom blocks."""
     cdef Py_ssize_t j
-    cdef uint64_t number
-    cdef uint32_t sid
+    cdef int status
     grp.base = base
     grp.size = m
     for j in range(m):
-        number = numbers[base + j]
-        sid = sender_ids[base + j]
-        if number == 0 or number >= AN_NUMBER_LIMIT:
-            bad[0] = base + j
-            return ERR_NUMBER
-        if sid < v.senders:
-            grp.own[j] = v.sender_scope[sid]
-            grp.entity[j] = v.sender_entity[sid]
-        elif sid == C_NO_SCOPE or sid - v.senders < v.extended:
-            # UNKNOWN_SENDER, or a sender only events know: only global entries can match
-            grp.own[j] = C_NO_SCOPE
-            grp.entity[j] = C_NO_SCOPE
-        else:
-            bad[0] = base + j
-            return ERR_SENDER
-        grp.h[j] = an_perm50(number)
+        status = take_check(v, grp, j, sender_ids, numbers, bad)
+        if status:
+            return status
         grp.g[j] = an_bloom_hash(grp.h[j])
         grp.block[j] = v.bloom + an_bloom_block(grp.g[j], v.bloom_blocks) * AN_BLOOM_BLOCK_WORDS
         an_prefetch(grp.block[j])
@@ -221,8 +232,8 @@ cdef inline void resolve_group(const IndexView *v, Group *grp, int bit,
         out[grp.base + j] = resolve(v, grp.h[j], grp.own[j], grp.entity[j], bit)
 
 
-cdef int check_kernel(const IndexView *v, const uint32_t *sender_ids, const uint64_t *numbers,
-                      Py_ssize_t n, int bit, uint8_t *out, Py_ssize_t *bad) noexcept nogil:
+cdef int check_list(const IndexView *v, const uint32_t *sender_ids, const uint64_t *numbers,
+                    Py_ssize_t n, int bit, uint8_t *out, Py_ssize_t *bad) noexcept nogil:
     """Answer n checks into out[] (scope codes); returns 0, or an ERR_* code with the offending
     position in *bad.
 
@@ -246,6 +257,127 @@ cdef int check_kernel(const IndexView *v, const uint32_t *sender_ids, const uint
             fetch_entries(v, &ring[(t - FETCH_LAG) % RING])
         if 0 <= t - RESOLVE_LAG < groups:
             resolve_group(v, &ring[(t - RESOLVE_LAG) % RING], bit, out)
+    return 0
+
+
+# -- the kernel with real-time events (index_overlay.pxi holds their table) ------------------
+
+cdef struct OverlayView:
+    # The events' decisions a check consults in the same pass (index_overlay.pxi).
+    const uint64_t *keys
+    uint64_t mask        # slots - 1
+    int shift            # 64 - log2(slots)
+    const uint64_t *filter
+    int filter_shift     # 64 - log2(words)
+    const uint32_t *extra
+    uint64_t extras
+
+
+cdef struct EventsGroup:
+    uint32_t own[GROUP]         # the sender's own scope as events know it
+    uint8_t levels[GROUP]       # what they decide at each level (event_levels; 0: none)
+    int8_t alone[GROUP]         # the answer they give without the list (-1: they need it)
+
+
+cdef inline int prepare_with_events(const IndexView *v, const OverlayView *ov, Group *grp,
+                                    EventsGroup *evg, const uint32_t *sender_ids,
+                                    const uint64_t *numbers, Py_ssize_t base, Py_ssize_t m,
+                                    int bit, Py_ssize_t *bad) noexcept nogil:
+    """Stage 1 with events: their keys (fetched KEYS_AHEAD groups earlier) are read first, and
+    a check they decide alone needs nothing of the list, not even its Bloom block; the others
+    are hashed and their Bloom blocks fetched, as `prepare` does."""
+    cdef Py_ssize_t j
+    cdef uint64_t number
+    cdef uint32_t sid
+    cdef int status
+    grp.base = base
+    grp.size = m
+    for j in range(m):
+        status = take_check(v, grp, j, sender_ids, numbers, bad)
+        if status:
+            return status
+        number = numbers[base + j]
+        sid = sender_ids[base + j]
+        evg.own[j] = grp.own[j]
+        if sid >= v.senders and sid != C_NO_SCOPE:
+            evg.own[j] = ov.extra[sid - v.senders]  # a sender only events know
+        evg.levels[j] = 0
+        if in_filter(ov.filter, ov.filter_shift, number):
+            evg.levels[j] = event_levels(ov, number, evg.own[j], grp.entity[j], bit)
+        evg.alone[j] = events_alone(evg.levels[j], evg.own[j], grp.entity[j]) \
+            if evg.levels[j] else -1
+        if evg.alone[j] < 0:
+            grp.g[j] = an_bloom_hash(grp.h[j])
+            grp.block[j] = v.bloom + \
+                an_bloom_block(grp.g[j], v.bloom_blocks) * AN_BLOOM_BLOCK_WORDS
+            an_prefetch(grp.block[j])
+    return 0
+
+
+cdef inline void filter_with_events(const IndexView *v, Group *grp, const EventsGroup *evg,
+                                    uint8_t *out) noexcept nogil:
+    """Stage 2 with events: a check they decide alone answered with them, the others' Bloom
+    test; the few that may be present prefetch their directory slot."""
+    cdef Py_ssize_t j, count = 0
+    for j in range(grp.size):
+        grp.cand[count] = <uint16_t>j
+        if evg.alone[j] >= 0:
+            out[grp.base + j] = <uint8_t>evg.alone[j]
+            continue
+        out[grp.base + j] = SCOPE_NONE
+        count += bloom_may_have(grp.block[j], grp.g[j], grp.own[j], grp.entity[j])
+    grp.count = count
+    for j in range(count):
+        an_prefetch(&v.directory[grp.h[grp.cand[j]] >> v.remainder_bits])
+
+
+cdef inline void resolve_with_events(const IndexView *v, Group *grp, const EventsGroup *evg,
+                                     int bit, uint8_t *out) noexcept nogil:
+    """Stage 4 with events: the candidates' list answers, then each check whose events need
+    them decided with both."""
+    cdef Py_ssize_t j
+    resolve_group(v, grp, bit, out)
+    for j in range(grp.size):
+        if evg.levels[j] and evg.alone[j] < 0:
+            out[grp.base + j] = events_and_list(v, evg.levels[j], grp.h[j], evg.own[j],
+                                                grp.entity[j], bit, out[grp.base + j])
+
+
+cdef int check_with_events(const IndexView *v, const OverlayView *ov,
+                           const uint32_t *sender_ids, const uint64_t *numbers, Py_ssize_t n,
+                           int bit, uint8_t *out, Py_ssize_t *bad) noexcept nogil:
+    """`check_list`'s pipeline, with each check whose number has real-time events decided
+    with them. The filter of numbers with events (in the caches) sends most numbers of a port's
+    traffic past the events; for the rest, their keys' home line is fetched KEYS_AHEAD groups
+    before stage 1 and read there (the table is far larger than the caches: read any sooner
+    after the fetch, its misses were most of such a check's cost). A check the events decide
+    alone is answered at stage 2 without the list, not even its Bloom block; the rest at stage
+    4 with the list's entries."""
+    cdef Group ring[RING]
+    cdef EventsGroup events[RING]
+    cdef Py_ssize_t groups = (n + GROUP - 1) // GROUP, t, start, j
+    cdef int status
+    for t in range(-AHEAD - KEYS_AHEAD, groups + RESOLVE_LAG):
+        if 0 <= t + AHEAD + KEYS_AHEAD < groups:
+            start = (t + AHEAD + KEYS_AHEAD) * GROUP
+            for j in range(start, min(start + GROUP, n)):
+                # a number not yet checked for range still hashes to a slot of the table
+                if in_filter(ov.filter, ov.filter_shift, numbers[j]):
+                    an_prefetch(&ov.keys[2 * anning_key_slot(numbers[j], ov.shift)])
+        if 0 <= t + AHEAD < groups:
+            start = (t + AHEAD) * GROUP
+            status = prepare_with_events(v, ov, &ring[(t + AHEAD) % RING],
+                                         &events[(t + AHEAD) % RING], sender_ids, numbers,
+                                         start, min(<Py_ssize_t>GROUP, n - start), bit, bad)
+            if status:
+                return status
+        if 0 <= t < groups:
+            filter_with_events(v, &ring[t % RING], &events[t % RING], out)
+        if 0 <= t - FETCH_LAG < groups:
+            fetch_entries(v, &ring[(t - FETCH_LAG) % RING])
+        if 0 <= t - RESOLVE_LAG < groups:
+            resolve_with_events(v, &ring[(t - RESOLVE_LAG) % RING],
+                                &events[(t - RESOLVE_LAG) % RING], bit, out)
     return 0
 
 
@@ -345,6 +477,7 @@ cdef class IndexCore:
         cdef int status
         cdef IndexView view = self.v
         cdef const uint64_t[::1] keys
+        cdef const uint64_t[::1] filter_
         cdef Py_ssize_t extras = extra.shape[0] if extra is not None else 0
         cdef const uint32_t *extra_p = &extra[0] if extras else NULL
         view.extended = extras
@@ -358,16 +491,27 @@ cdef class IndexCore:
             raise ValueError(f"out has {out.shape[0]} items, numbers {n}")
         if n == 0:
             return np.asarray(out)
+        cdef OverlayView events
+        cdef const OverlayView *ov = NULL
         if decisions is not None and decisions.keys:
+            # held here: a growing table publishes new arrays (both taken under the GIL,
+            # which the table's publishing holds)
             keys = decisions._keys
-            with nogil:
-                status = check_kernel(&view, &sender_ids[0], &numbers[0], n, bit, &out[0], &bad)
-                if status == 0:
-                    overlay_pass(&view, &keys[0], keys.shape[0] // 2, &sender_ids[0],
-                                 &numbers[0], n, bit, extra_p, extras, &out[0])
-        else:
-            with nogil:
-                status = check_kernel(&view, &sender_ids[0], &numbers[0], n, bit, &out[0], &bad)
+            filter_ = decisions._filter
+            events.keys = &keys[0]
+            events.mask = keys.shape[0] // 2 - 1
+            events.shift = _table_shift(keys.shape[0] // 2)
+            events.filter = &filter_[0]
+            events.filter_shift = _table_shift(filter_.shape[0])
+            events.extra = extra_p
+            events.extras = extras
+            ov = &events
+        with nogil:
+            if ov != NULL:
+                status = check_with_events(&view, ov, &sender_ids[0], &numbers[0], n, bit,
+                                           &out[0], &bad)
+            else:
+                status = check_list(&view, &sender_ids[0], &numbers[0], n, bit, &out[0], &bad)
         if status == ERR_NUMBER:
             raise ValueError(f"numbers[{bad}]: {numbers[bad]} is not an E.164 number")
         if status == ERR_SENDER:
@@ -381,7 +525,7 @@ cdef class IndexCore:
         cdef int status
         if bit < 0 or bit > 7:
             raise ValueError(f"category bit: {bit} is outside 0..7")
-        status = check_kernel(&self.v, &sender_id, &number, 1, bit, &out, &bad)
+        status = check_list(&self.v, &sender_id, &number, 1, bit, &out, &bad)
         if status == ERR_NUMBER:
             raise ValueError(f"number: {number} is not an E.164 number")
         if status == ERR_SENDER:

@@ -17,22 +17,46 @@
 
 cdef extern from *:
     """
+    /* A number's home slot starts a group of 4 slots, one 64-byte line in a table that is
+       large enough to matter (the caller's allocator gives those on fresh pages), so that a
+       check finds a number's keys in one line, mostly. */
     static inline uint64_t anning_key_slot(uint64_t number, int shift) {
-        return (number * 0xD6E8FEB86659FD93ULL) >> shift;
+        return ((number * 0xD6E8FEB86659FD93ULL) >> shift) & ~(uint64_t)3;
     }
     static inline uint64_t anning_number_slot(uint64_t number, int shift) {
         return (number * 0x9E3779B97F4A7C15ULL) >> shift;
     }
     #define anning_store_barrier() __atomic_signal_fence(__ATOMIC_RELEASE)
+    /* The filter of numbers with keys: one 64-bit word a number (its hash's top bits), two
+       bits set in it (the six bits below those, twice). */
+    static inline uint64_t anning_filter_word(uint64_t number, int shift) {
+        return (number * 0xBF58476D1CE4E5B9ULL) >> shift;
+    }
+    static inline uint64_t anning_filter_bits(uint64_t number, int shift) {
+        uint64_t h = number * 0xBF58476D1CE4E5B9ULL;
+        return (1ULL << ((h >> (shift - 6)) & 63)) | (1ULL << ((h >> (shift - 12)) & 63));
+    }
     """
     uint64_t anning_key_slot(uint64_t number, int shift) nogil
     uint64_t anning_number_slot(uint64_t number, int shift) nogil
     void anning_store_barrier() nogil
+    uint64_t anning_filter_word(uint64_t number, int shift) nogil
+    uint64_t anning_filter_bits(uint64_t number, int shift) nogil
 
 
 cdef enum:
-    OV_AHEAD = 16       # checks whose keys' home slot is fetched ahead of their use
     OV_CHUNK = 4096     # rows set between two looks at the table's size
+    FILTER_BITS = 16    # bits of the filter a number with keys (1-2% false positives)
+
+
+cdef inline bint in_filter(const uint64_t *words, int shift, uint64_t number) noexcept nogil:
+    """Whether `number` may have keys (never false for one that has)."""
+    cdef uint64_t bits = anning_filter_bits(number, shift)
+    return (words[anning_filter_word(number, shift)] & bits) == bits
+
+
+cdef inline void _filter_add(uint64_t *words, int shift, uint64_t number) noexcept nogil:
+    words[anning_filter_word(number, shift)] |= anning_filter_bits(number, shift)
 
 
 cdef inline int _table_shift(Py_ssize_t size) noexcept nogil:
@@ -83,6 +107,8 @@ cdef inline bint _has_number_at(const uint64_t *slots, Py_ssize_t size, int shif
 cdef struct DecisionView:
     uint64_t *keys
     Py_ssize_t size
+    uint64_t *filter
+    int filter_shift
     uint64_t *held
     Py_ssize_t held_size
     Py_ssize_t added_keys
@@ -110,6 +136,7 @@ cdef inline void _set_bit(DecisionView *v, uint64_t number, uint32_t scope, uint
         return
     at = -1 - at
     v.keys[2 * at + 1] = value
+    _filter_add(v.filter, v.filter_shift, number)
     anning_store_barrier()
     v.keys[2 * at] = number
     v.added_keys += 1
@@ -121,11 +148,19 @@ cdef class DecisionTable:
 
     cdef object _keys       # uint64[2 * size]: (number, scope << 16 | decided << 8 | optout)
     cdef object _numbers    # uint64[size2]: the numbers that have keys
+    # uint64[words]: a Bloom filter of those numbers, small enough to stay in the caches: a
+    # check of a number without events (most of a port's) skips the keys, a miss to memory
+    cdef object _filter
+    cdef object _allocate   # (n, dtype) -> zeroed array: the tables as they grow
     cdef readonly Py_ssize_t keys, numbers
 
-    def __cinit__(self):
+    def __cinit__(self, allocate=None):
+        # a check probes the keys at random: large tables want huge pages (the caller's
+        # allocator; nothing here knows how to ask for them)
+        self._allocate = allocate or np.zeros
         self._keys = np.zeros(2 * 64, np.uint64)
         self._numbers = np.zeros(64, np.uint64)
+        self._filter = np.zeros(64, np.uint64)
         self.keys = 0
         self.numbers = 0
 
@@ -134,7 +169,7 @@ cdef class DecisionTable:
 
     @property
     def nbytes(self):
-        return self._keys.nbytes + self._numbers.nbytes
+        return self._keys.nbytes + self._numbers.nbytes + self._filter.nbytes
 
     cdef int _reserve(self, Py_ssize_t more) except -1:
         """Grow (at most half full) before `more` keys come: fill a new table, then publish."""
@@ -142,10 +177,11 @@ cdef class DecisionTable:
         cdef uint64_t[::1] old
         cdef uint64_t[::1] table
         cdef Py_ssize_t at
+        cdef int shift
         while (self.keys + more) * 2 > grown:
             grown *= 2
         if grown != size:
-            new_keys = np.zeros(2 * grown, np.uint64)
+            new_keys = self._allocate(2 * grown, np.uint64)
             table = new_keys
             old = self._keys
             with nogil:
@@ -161,7 +197,7 @@ cdef class DecisionTable:
         while (self.numbers + more) * 2 > grown:
             grown *= 2
         if grown != size:
-            new_numbers = np.zeros(grown, np.uint64)
+            new_numbers = self._allocate(grown, np.uint64)
             table = new_numbers
             old = self._numbers
             with nogil:
@@ -169,6 +205,20 @@ cdef class DecisionTable:
                     if old[i] != 0:
                         _add_number(table, old[i])
             self._numbers = new_numbers
+        size = self._filter.shape[0]
+        grown = size
+        while (self.numbers + more) * FILTER_BITS > grown * 64:
+            grown *= 2
+        if grown != size:
+            new_filter = self._allocate(grown, np.uint64)
+            table = new_filter
+            old = self._numbers
+            shift = _table_shift(grown)
+            with nogil:
+                for i in range(old.shape[0]):
+                    if old[i] != 0:
+                        _filter_add(&table[0], shift, old[i])
+            self._filter = new_filter
         return 0
 
     def get(self, uint64_t number, uint32_t scope):
@@ -214,8 +264,11 @@ cdef class DecisionTable:
         cdef DecisionView view
         cdef uint64_t[::1] keys = self._keys
         cdef uint64_t[::1] held = self._numbers
+        cdef uint64_t[::1] filter_ = self._filter
         view.keys = &keys[0]
         view.size = keys.shape[0] // 2
+        view.filter = &filter_[0]
+        view.filter_shift = _table_shift(filter_.shape[0])
         view.held = &held[0]
         view.held_size = held.shape[0]
         view.added_keys = 0
@@ -276,82 +329,84 @@ cdef inline Py_ssize_t _add_number(uint64_t[::1] table, uint64_t number) noexcep
     return 1
 
 
-cdef inline void _levels(const IndexView *v, uint32_t sid, const uint32_t *extra,
-                         Py_ssize_t extras, uint32_t *levels) noexcept nogil:
-    """The scope ids a check of sender id `sid` asks about: its own, its entity's, global."""
-    levels[0] = C_NO_SCOPE
-    levels[1] = C_NO_SCOPE
-    if sid < v.senders:
-        levels[0] = v.sender_scope[sid]
-        levels[1] = v.sender_entity[sid]
-    elif sid != C_NO_SCOPE and sid - v.senders < <uint64_t>extras:
-        levels[0] = extra[sid - v.senders]  # a sender only events know
-    levels[2] = 0
+cdef enum:
+    EV_KEYS = 0x80  # the number has keys; bit 2 * level: an event decides the level's bit,
+                    # bit 2 * level + 1: and opts out (levels: own scope, entity, global)
 
 
-cdef void overlay_pass(const IndexView *v, const uint64_t *keys, Py_ssize_t size,
-                       const uint32_t *sender_ids, const uint64_t *numbers, Py_ssize_t n,
-                       int bit, const uint32_t *extra, Py_ssize_t extras,
-                       uint8_t *out) noexcept nogil:
-    """Redo the checks whose numbers have events (`out` holds the list's answers): level by
-    level, an event's decision where there is one, the list's entry where there is not.
+cdef inline uint8_t event_levels(const OverlayView *ov, uint64_t number, uint32_t own,
+                                 uint32_t entity, int bit) noexcept nogil:
+    """What the events of `number` decide of category `bit` at each level (0: it has none).
 
-    A number's keys lie in one run of slots from its home slot (one cache line, mostly), read
-    once for the three levels; the home slot is fetched OV_AHEAD checks ahead, so that the
-    misses of several checks are in flight at once (the table is far larger than the caches:
-    one check after another waited for each miss in turn). The list's answer says whether an
-    entry of a level has the bit, unless an event set aside a more specific level: only then
-    is the entry looked up."""
-    cdef Py_ssize_t i
-    cdef uint64_t mask = size - 1, slot, held, number, value
-    cdef uint64_t found[3]
-    cdef uint32_t levels[3]
+    A number's keys lie in the run of taken slots from its home slot, which starts a cache
+    line (the kernel fetched it stages earlier): the line's four slots are read whole, without
+    a branch a slot (which of them hold the number's keys is random, and a mispredicted branch
+    cost about as much as the line), and the next line only when all four are taken."""
+    cdef uint64_t slot = anning_key_slot(number, ov.shift), held, value, match, decided
+    cdef uint64_t levels = 0
+    cdef const uint64_t *line
+    cdef bint full
+    cdef int k
     cdef uint32_t scope
-    cdef int level, listed, shift = _table_shift(size)
-    cdef bint entry, any_key
-    for i in range(min(<Py_ssize_t>OV_AHEAD, n)):
-        an_prefetch(&keys[2 * anning_key_slot(numbers[i], shift)])
-    for i in range(n):
-        if i + OV_AHEAD < n:
-            an_prefetch(&keys[2 * anning_key_slot(numbers[i + OV_AHEAD], shift)])
-        number = numbers[i]
-        _levels(v, sender_ids[i], extra, extras, levels)
-        found[0] = 0
-        found[1] = 0
-        found[2] = 0
-        any_key = False
-        slot = anning_key_slot(number, shift)
-        held = keys[2 * slot]
-        while held != 0:
-            if held == number:
-                any_key = True
-                value = keys[2 * slot + 1]
-                scope = <uint32_t>(value >> 16)
-                for level in range(3):
-                    if scope == levels[level]:
-                        found[level] = value
-            slot = (slot + 1) & mask
-            held = keys[2 * slot]
-        if not any_key:
+    while True:
+        line = &ov.keys[2 * slot]
+        full = True
+        for k in range(4):
+            held = line[2 * k]
+            value = line[2 * k + 1]
+            match = <uint64_t>0 - <uint64_t>(held == number)
+            decided = (((value >> (8 + bit)) & 1) | (((value >> bit) & 1) << 1)) & match
+            scope = <uint32_t>(value >> 16)
+            levels |= (match & EV_KEYS) | (decided & (<uint64_t>0 - <uint64_t>(scope == own))) \
+                | ((decided << 2) & (<uint64_t>0 - <uint64_t>(scope == entity))) \
+                | ((decided << 4) & (<uint64_t>0 - <uint64_t>(scope == 0)))
+            full = full & (held != 0)
+        if not full:
+            return <uint8_t>levels
+        slot = (slot + 4) & ov.mask
+
+
+cdef inline int events_alone(uint8_t events, uint32_t own, uint32_t entity) noexcept nogil:
+    """The answer when the events decide it without the list, else -1: the most specific
+    level an event opts out of, when every level above it is decided by an event opting in."""
+    cdef int level
+    cdef uint32_t scope
+    for level in range(3):
+        scope = own if level == 0 else entity if level == 1 else 0
+        if scope == C_NO_SCOPE:
             continue
-        listed = out[i]  # the most specific level whose entry has the bit (0: none)
-        out[i] = SCOPE_NONE
-        for level in range(3):
-            if levels[level] == C_NO_SCOPE:
+        if not (events >> (2 * level)) & 1:
+            return -1  # the list's entry of this level decides it
+        if (events >> (2 * level + 1)) & 1:
+            return SCOPE_SENDER + level
+    return SCOPE_NONE
+
+
+cdef inline uint8_t events_and_list(const IndexView *v, uint8_t events, uint64_t h,
+                                    uint32_t own, uint32_t entity, int bit,
+                                    uint8_t listed) noexcept nogil:
+    """A check whose number has events, decided level by level: an event's decision where
+    there is one, the list's entry where there is not. `listed` (the list's answer) is the
+    most specific level whose entry has the bit; an entry of a less specific level is looked
+    up only when an event set aside a more specific one."""
+    cdef int level
+    cdef uint32_t scope
+    cdef bint entry
+    for level in range(3):
+        scope = own if level == 0 else entity if level == 1 else 0
+        if scope == C_NO_SCOPE:
+            continue
+        if (events >> (2 * level)) & 1:  # an event decides this level
+            if not (events >> (2 * level + 1)) & 1:
                 continue
-            value = found[level]
-            if (value >> (8 + bit)) & 1:  # an event decides this level
-                if not ((value >> bit) & 1):
-                    continue
-                entry = True
-            elif listed == SCOPE_NONE or listed > SCOPE_SENDER + level:
-                entry = False
-            elif listed == SCOPE_SENDER + level:
-                entry = True
-            else:  # a more specific level's entry was set aside by an event
-                # a scope only events know has no entry (and its id may not fit the words)
-                entry = levels[level] <= v.scope_mask and \
-                    (mask_of(v, an_perm50(number), levels[level]) >> bit) & 1
-            if entry:
-                out[i] = SCOPE_SENDER + level
-                break
+            entry = True
+        elif listed == SCOPE_NONE or listed > SCOPE_SENDER + level:
+            entry = False
+        elif listed == SCOPE_SENDER + level:
+            entry = True
+        else:  # a more specific level's entry was set aside by an event
+            # a scope only events know has no entry (and its id may not fit the words)
+            entry = scope <= v.scope_mask and (mask_of(v, h, scope) >> bit) & 1
+        if entry:
+            return SCOPE_SENDER + level
+    return SCOPE_NONE

@@ -40,6 +40,9 @@ class DecisionTable:
     numbers: int
     _keys: npt.NDArray[np.uint64]
     _numbers: npt.NDArray[np.uint64]
+    def __new__(
+        cls, allocate: Callable[[int, npt.DTypeLike], npt.NDArray[Any]] | None = None,
+    ) -> DecisionTable: ...
     def __len__(self) -> int: ...
     @property
     def nbytes(self) -> int: ...

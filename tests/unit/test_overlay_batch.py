@@ -6,8 +6,9 @@ as anning.model.reference does and as the same check alone does."""
 import random
 
 import numpy as np
+import pytest
 
-from anning import SuppressionIndex
+from anning import InvalidInput, SuppressionIndex
 from anning.engine import Engine
 from anning.model.events import OPT_IN, OPT_OUT, REASSIGN, Event
 from anning.model.reference import ReferenceModel
@@ -64,3 +65,51 @@ def test_long_batches_answer_as_the_reference_and_as_single_checks():
                  for i in range(0, len(checks), 7)]
         assert alone == want[::7], category
         assert int(want.count(0)) not in (0, len(want))  # both answers are asked
+
+
+def _engine_with_events(numbers: list[int], scopes: list[str]) -> Engine:
+    index = SuppressionIndex.build([8613900000000], ["shop0"], ["marketing"], ENTITIES,
+                                   meta={"as_of_ms": AS_OF})
+    engine = Engine(index, write_log=False)
+    engine.apply([engine.make_event(n, s, "marketing", OPT_OUT, AS_OF + 1, "api")
+                  for n in numbers for s in scopes])
+    return engine
+
+
+def test_checks_with_events_refuse_bad_numbers_and_sender_ids_at_their_position():
+    """The kernel with events checks its input as the list's does, and names the item, deep
+    in a batch as well as first."""
+    engine = _engine_with_events([8613800000001], ["shop1"])
+    state = engine.serving()
+    ids = engine.sender_ids(["shop1"] * 300, state)
+    nums = np.full(300, 8613800000001, np.uint64)
+    assert engine.check_ids(ids, nums, "marketing", state).tolist() == [1] * 300
+    bad = nums.copy()
+    bad[217] = 0
+    with pytest.raises(InvalidInput, match=r"numbers\[217\]: 0 is not an E.164 number"):
+        engine.check_ids(ids, bad, "marketing", state)
+    bad_ids = ids.copy()
+    bad_ids[250] = 99999
+    with pytest.raises(InvalidInput, match=r"sender_ids\[250\]: 99999 is not a sender id"):
+        engine.check_ids(bad_ids, nums, "marketing", state)
+
+
+def test_a_number_with_more_keys_than_a_line_holds_is_decided_by_each():
+    """A number's keys run on past its home line (4 slots) when it has many scopes: a check
+    must read on to the key of its own scope, and the filter must pass every number that has
+    keys, however many numbers the table grew through."""
+    senders = [f"shop{i}" for i in range(12)]
+    many = [8613700000000 + i for i in range(3)]
+    engine = _engine_with_events(many, senders)  # 12 keys a number
+    others = [8613600000000 + 7 * i for i in range(5000)]  # the table and its filter grow
+    engine.apply([engine.make_event(n, "shop0", "marketing", OPT_OUT, AS_OF + 1, "api")
+                  for n in others])
+    state = engine.serving()
+    checks = [(s, n) for n in many for s in senders] + [("shop0", n) for n in others]
+    ids = engine.sender_ids([s for s, _ in checks], state)
+    nums = np.array([n for _, n in checks], np.uint64)
+    assert engine.check_ids(ids, nums, "marketing", state).tolist() == [1] * len(checks)
+    # and numbers without events pass by: not suppressed, whatever the filter says of them
+    free = np.array([8613500000000 + i for i in range(5000)], np.uint64)
+    ids = engine.sender_ids(["shop0"] * len(free), state)
+    assert engine.check_ids(ids, free, "marketing", state).tolist() == [0] * len(free)

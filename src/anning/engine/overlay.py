@@ -30,7 +30,7 @@ import numpy.typing as npt
 from anning import _index
 from anning._normalize import normalize_sender
 from anning.engine.store import EventStore
-from anning.index import UNKNOWN_SENDER, SuppressionIndex
+from anning.index import UNKNOWN_SENDER, SuppressionIndex, hugepages
 from anning.index.statements import NONE
 from anning.index.statements import OPT_OUT as ROW_OUT
 from anning.model.events import (
@@ -67,7 +67,7 @@ class Overlay:
         self.store = EventStore(self.folded_through)
         self.latest = _index.LatestTable()  # by (number, overlay scope id, bit)
         self.live_count = 0  # events taken one write at a time since the overlay was built
-        self.decisions = _index.DecisionTable()
+        self.decisions = _index.DecisionTable(hugepages.zeros)
         self._extension: dict[str, int] = {}  # scope names the list does not know -> ids
         self._extension_names: list[str] = []
         self.extra_senders: dict[str, int] = {}  # sender names only events know -> sender ids
