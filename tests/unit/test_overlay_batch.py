@@ -1,7 +1,8 @@
-"""The compiled overlay pass over long batches: checks of numbers with real-time events are
-decided in chunks, their table lookups fetched ahead of use, so a batch of thousands (several
-chunks, numbers with and without events mixed, repeated, in any order) must answer each check
-as anning.model.reference does and as the same check alone does."""
+"""The compiled check with events over long batches: checks of numbers with real-time events
+are decided in the list's pipeline, their keys fetched groups ahead of use and a check the
+events decide alone answered without the list, so a batch of thousands (many groups, numbers
+with and without events mixed, repeated, in any order) must answer each check as
+anning.model.reference does and as the same check alone does."""
 
 import random
 
