@@ -39,7 +39,7 @@ from anning.load import (
     check_shrink,
     read_snapshot_files,
 )
-from anning.model.events import OPT_IN, OPT_OUT, REASSIGN, Event, EventColumns, validate_event
+from anning.model.events import OPT_IN, OPT_OUT, REASSIGN, Event, EventColumns, validate_events
 from anning.model.scopes import DEFAULT_CATEGORY, Scope, keep_categories
 from anning.storage.fileio import OS_IO, FileIO
 from anning.storage.layout import DataDir
@@ -380,8 +380,7 @@ class Engine:
         slots: list[int] = []  # the outcome each accepted write answers
         for events in writes:
             try:
-                for e in events:
-                    validate_event(e)
+                validate_events(events)
             except InvalidInput as exc:
                 outcomes.append(exc)
                 continue

@@ -69,6 +69,7 @@ class Overlay:
         self.live_count = 0  # events taken one write at a time since the overlay was built
         self.decisions = _index.DecisionTable(hugepages.zeros)
         self._extension: dict[str, int] = {}  # scope names the list does not know -> ids
+        self._taken_ids: dict[str, int] = {}  # every scope name a write took -> its id
         self._extension_names: list[str] = []
         self.extra_senders: dict[str, int] = {}  # sender names only events know -> sender ids
         self.extra_scope: npt.NDArray[np.uint32] = np.empty(0, np.uint32)
@@ -147,9 +148,14 @@ class Overlay:
         # one compiled pass offers them and decides the keys an event decides outright (the
         # usual write: later than anything the list says); numpy's fixed cost a call, ~29 us
         # for a one-event write in the vectorised pass, is paid only for the rest
-        scopes = np.fromiter((REASSIGN_SCOPE if e.kind == REASSIGN else
-                              self.scope_id(e.scope, add=True) for e in fresh), np.uint32,
-                             len(fresh))
+        ids = self._taken_ids  # one dict lookup an event: scope_id's two cost a microsecond
+        for e in fresh:
+            if e.scope not in ids and e.kind != REASSIGN:
+                sid = self.scope_id(e.scope, add=True)
+                assert sid is not None  # made when missing
+                ids[e.scope] = sid
+        scopes = np.array([REASSIGN_SCOPE if e.kind == REASSIGN else ids[e.scope]
+                           for e in fresh], np.uint32)
         moved, moved_at = self.index.statements.reassigned_columns()
         number, scope, bit, moves = _index.take_events(
             self.latest, self.decisions, fresh, scopes, SOURCE_IDS, self.newest_ms,

@@ -13,7 +13,7 @@ overlay (anning.engine.overlay) and the fold (anning.load.fold).
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +22,7 @@ from anning.errors import InvalidInput
 from anning.model.scopes import SOURCE_IDS, SOURCES
 
 __all__ = ["OPT_IN", "OPT_OUT", "REASSIGN", "REASSIGN_SCOPE", "Event", "EventColumns",
-           "validate_event"]
+           "validate_event", "validate_events"]
 
 OPT_OUT, OPT_IN, REASSIGN = 1, 2, 3
 REASSIGN_SCOPE = 0xFFFFFFFF  # the scope column of a reassignment row
@@ -53,9 +53,12 @@ class Event:
             (other.at_ms, other.kind == OPT_OUT, other.sequence)
 
 
-def validate_event(e: Event) -> None:
+def validate_event(e: Event, latest_ms: float | None = None) -> None:
     """The checks every event passes before it can reach the write log (one bad record there
-    would stop every later start-up); InvalidInput names the field and the value."""
+    would stop every later start-up); InvalidInput names the field and the value. `latest_ms`:
+    the latest time accepted (now and a day of slack, when not given)."""
+    if latest_ms is None:
+        latest_ms = time.time() * 1000 + FUTURE_SLACK_MS
     if e.kind not in (OPT_OUT, OPT_IN, REASSIGN) or isinstance(e.kind, bool):
         raise InvalidInput(f"kind: {e.kind!r} is not an opt-out, opt-in or reassignment")
     if not isinstance(e.mask, int) or isinstance(e.mask, bool) or \
@@ -66,11 +69,32 @@ def validate_event(e: Event) -> None:
     if not isinstance(e.scope, str):
         raise InvalidInput(f"scope: {e.scope!r} is not text")
     if not isinstance(e.at_ms, int) or isinstance(e.at_ms, bool) or \
-            not EARLIEST_MS <= e.at_ms <= time.time() * 1000 + FUTURE_SLACK_MS:
+            not EARLIEST_MS <= e.at_ms <= latest_ms:
         raise InvalidInput(f"at_ms: {e.at_ms!r} is not a time between 2000 and tomorrow "
                            "(Unix ms)")
     if e.source not in SOURCES or e.source == "snapshot":
         raise InvalidInput(f"source: {e.source!r} is not one of {', '.join(SOURCES[1:])}")
+
+
+_WRITABLE_SOURCES = SOURCES[1:]  # "snapshot" is the list's own: no event comes from it
+
+
+def validate_events(events: Iterable[Event]) -> None:
+    """`validate_event` of each, the clock read once: a write of thousands of events paid a
+    microsecond an event for the checks. An event all of whose fields are of the plain types
+    and in range passes at once; any other is checked field by field, which names the bad one
+    (and accepts what it accepts: a subclass of int or str)."""
+    latest_ms = time.time() * 1000 + FUTURE_SLACK_MS
+    for e in events:
+        kind, mask, number, at_ms = e.kind, e.mask, e.number, e.at_ms
+        if (type(kind) is int and type(mask) is int and type(number) is int
+                and type(at_ms) is int and type(e.scope) is str
+                and (mask == 0 if kind == REASSIGN else
+                     kind in (OPT_OUT, OPT_IN) and 0 < mask <= 0xFF)
+                and 0 < number < 10**15 and EARLIEST_MS <= at_ms <= latest_ms
+                and e.source in _WRITABLE_SOURCES):
+            continue
+        validate_event(e, latest_ms)
 
 
 
