@@ -4,16 +4,17 @@
 # (number, scope, category) wins, reassignments drop what is older) and keeps the outcome here:
 # per (number, scope id) which category bits the events decide (`decided`) and, of those, which
 # are opted out (`optout`). A check whose number has such keys is decided level by level in the
-# same GIL-free pass as the rest of its batch: where a key decides the bit, its answer; where
-# not, the snapshot's entry.
+# list's own pipeline (`check_with_events`, at the end of this file), GIL-free: where a key
+# decides the bit, its answer; where not, the snapshot's entry. A small filter of the numbers
+# with keys lets the checks of all other numbers pass the table by.
 #
 # One writer (the engine, under its lock) and many readers without the GIL: a slot is two
 # aligned 64-bit words, the key's number (0: free) and (scope << 16 | decided << 8 | optout).
 # A key's home slot is its number's (open addressing, linear probing): the keys of a number
 # lie next to each other, so a check finds all the scopes it asks about in one cache line. A
 # new slot's second word is stored before its first; an update stores the second word only; a
-# slot is never freed. Growing fills a new table and only then publishes it; a reader keeps the
-# table it started with.
+# slot is never freed; a new number's filter bits are set before its key is. Growing fills a
+# new table (or filter) and only then publishes it; a reader keeps the ones it started with.
 
 cdef extern from *:
     """
@@ -329,6 +330,17 @@ cdef inline Py_ssize_t _add_number(uint64_t[::1] table, uint64_t number) noexcep
     return 1
 
 
+cdef struct OverlayView:
+    # A DecisionTable's arrays as the kernel reads them (taken under the GIL, read without).
+    const uint64_t *keys
+    uint64_t mask        # slots - 1
+    int shift            # 64 - log2(slots)
+    const uint64_t *filter
+    int filter_shift     # 64 - log2(words)
+    const uint32_t *extra
+    uint64_t extras
+
+
 cdef enum:
     EV_KEYS = 0x80  # the number has keys; bit 2 * level: an event decides the level's bit,
                     # bit 2 * level + 1: and opts out (levels: own scope, entity, global)
@@ -410,3 +422,113 @@ cdef inline uint8_t events_and_list(const IndexView *v, uint8_t events, uint64_t
         if entry:
             return SCOPE_SENDER + level
     return SCOPE_NONE
+
+
+# -- the kernel with real-time events: check_list's pipeline, the table above consulted in it
+
+cdef struct EventsGroup:
+    uint32_t own[GROUP]         # the sender's own scope as events know it
+    uint8_t levels[GROUP]       # what they decide at each level (event_levels; 0: none)
+    int8_t alone[GROUP]         # the answer they give without the list (-1: they need it)
+
+
+cdef inline int prepare_with_events(const IndexView *v, const OverlayView *ov, Group *grp,
+                                    EventsGroup *evg, const uint32_t *sender_ids,
+                                    const uint64_t *numbers, Py_ssize_t base, Py_ssize_t m,
+                                    int bit, Py_ssize_t *bad) noexcept nogil:
+    """Stage 1 with events: their keys (fetched KEYS_AHEAD groups earlier) are read first, and
+    a check they decide alone needs nothing of the list, not even its Bloom block; the others
+    are hashed and their Bloom blocks fetched, as `prepare` does."""
+    cdef Py_ssize_t j
+    cdef uint64_t number
+    cdef uint32_t sid
+    cdef int status
+    grp.base = base
+    grp.size = m
+    for j in range(m):
+        status = take_check(v, grp, j, sender_ids, numbers, bad)
+        if status:
+            return status
+        number = numbers[base + j]
+        sid = sender_ids[base + j]
+        evg.own[j] = grp.own[j]
+        if sid >= v.senders and sid != C_NO_SCOPE:
+            evg.own[j] = ov.extra[sid - v.senders]  # a sender only events know
+        evg.levels[j] = 0
+        if in_filter(ov.filter, ov.filter_shift, number):
+            evg.levels[j] = event_levels(ov, number, evg.own[j], grp.entity[j], bit)
+        evg.alone[j] = events_alone(evg.levels[j], evg.own[j], grp.entity[j]) \
+            if evg.levels[j] else -1
+        if evg.alone[j] < 0:
+            grp.g[j] = an_bloom_hash(grp.h[j])
+            grp.block[j] = v.bloom + \
+                an_bloom_block(grp.g[j], v.bloom_blocks) * AN_BLOOM_BLOCK_WORDS
+            an_prefetch(grp.block[j])
+    return 0
+
+
+cdef inline void filter_with_events(const IndexView *v, Group *grp, const EventsGroup *evg,
+                                    uint8_t *out) noexcept nogil:
+    """Stage 2 with events: a check they decide alone answered with them, the others' Bloom
+    test; the few that may be present prefetch their directory slot."""
+    cdef Py_ssize_t j, count = 0
+    for j in range(grp.size):
+        grp.cand[count] = <uint16_t>j
+        if evg.alone[j] >= 0:
+            out[grp.base + j] = <uint8_t>evg.alone[j]
+            continue
+        out[grp.base + j] = SCOPE_NONE
+        count += bloom_may_have(grp.block[j], grp.g[j], grp.own[j], grp.entity[j])
+    grp.count = count
+    for j in range(count):
+        an_prefetch(&v.directory[grp.h[grp.cand[j]] >> v.remainder_bits])
+
+
+cdef inline void resolve_with_events(const IndexView *v, Group *grp, const EventsGroup *evg,
+                                     int bit, uint8_t *out) noexcept nogil:
+    """Stage 4 with events: the candidates' list answers, then each check whose events need
+    them decided with both."""
+    cdef Py_ssize_t j
+    resolve_group(v, grp, bit, out)
+    for j in range(grp.size):
+        if evg.levels[j] and evg.alone[j] < 0:
+            out[grp.base + j] = events_and_list(v, evg.levels[j], grp.h[j], evg.own[j],
+                                                grp.entity[j], bit, out[grp.base + j])
+
+
+cdef int check_with_events(const IndexView *v, const OverlayView *ov,
+                           const uint32_t *sender_ids, const uint64_t *numbers, Py_ssize_t n,
+                           int bit, uint8_t *out, Py_ssize_t *bad) noexcept nogil:
+    """`check_list`'s pipeline, with each check whose number has real-time events decided
+    with them. The filter of numbers with events (in the caches) sends most numbers of a port's
+    traffic past the events; for the rest, their keys' home line is fetched KEYS_AHEAD groups
+    before stage 1 and read there (the table is far larger than the caches: read any sooner
+    after the fetch, its misses were most of such a check's cost). A check the events decide
+    alone is answered at stage 2 without the list, not even its Bloom block; the rest at stage
+    4 with the list's entries."""
+    cdef Group ring[RING]
+    cdef EventsGroup events[RING]
+    cdef Py_ssize_t groups = (n + GROUP - 1) // GROUP, t, start, j
+    cdef int status
+    for t in range(-AHEAD - KEYS_AHEAD, groups + RESOLVE_LAG):
+        if 0 <= t + AHEAD + KEYS_AHEAD < groups:
+            start = (t + AHEAD + KEYS_AHEAD) * GROUP
+            for j in range(start, min(start + GROUP, n)):
+                # a number not yet checked for range still hashes to a slot of the table
+                if in_filter(ov.filter, ov.filter_shift, numbers[j]):
+                    an_prefetch(&ov.keys[2 * anning_key_slot(numbers[j], ov.shift)])
+        if 0 <= t + AHEAD < groups:
+            start = (t + AHEAD) * GROUP
+            status = prepare_with_events(v, ov, &ring[(t + AHEAD) % RING],
+                                         &events[(t + AHEAD) % RING], sender_ids, numbers,
+                                         start, min(<Py_ssize_t>GROUP, n - start), bit, bad)
+            if status:
+                return status
+        if 0 <= t < groups:
+            filter_with_events(v, &ring[t % RING], &events[t % RING], out)
+        if 0 <= t - FETCH_LAG < groups:
+            fetch_entries(v, &ring[(t - FETCH_LAG) % RING])
+        if 0 <= t - RESOLVE_LAG < groups:
+            resolve_with_events(v, &ring[(t - RESOLVE_LAG) % RING],
+                                &events[(t - RESOLVE_LAG) % RING], bit, out)
+    return 0
