@@ -57,7 +57,6 @@ cdef enum:
     FETCH_LAG = 2       # groups between the directory prefetch and reading the slot
     RESOLVE_LAG = 4     # groups between the Bloom test and resolving (entries prefetched)
     RING = 8            # groups in flight (AHEAD + RESOLVE_LAG + 1, rounded up to 2^k)
-    KEYS_AHEAD = 4      # groups whose events' keys are fetched ahead of their Bloom blocks
     SCAN_LIMIT = 16     # buckets up to this size are scanned, larger ones searched
     ERR_NUMBER = 1
     ERR_SENDER = 2

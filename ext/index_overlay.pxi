@@ -342,6 +342,7 @@ cdef struct OverlayView:
 
 
 cdef enum:
+    KEYS_AHEAD = 4  # groups whose events' keys are fetched ahead of their stage 1
     EV_KEYS = 0x80  # the number has keys; bit 2 * level: an event decides the level's bit,
                     # bit 2 * level + 1: and opts out (levels: own scope, entity, global)
 
@@ -352,8 +353,8 @@ cdef inline uint8_t event_levels(const OverlayView *ov, uint64_t number, uint32_
 
     A number's keys lie in the run of taken slots from its home slot, which starts a cache
     line (the kernel fetched it stages earlier): the line's four slots are read whole, without
-    a branch a slot (which of them hold the number's keys is random, and a mispredicted branch
-    cost about as much as the line), and the next line only when all four are taken."""
+    a branch a slot (which of them hold the number's keys is random; at full size a branch a
+    slot measured the same), and the next line only when all four are taken."""
     cdef uint64_t slot = anning_key_slot(number, ov.shift), held, value, match, decided
     cdef uint64_t levels = 0
     cdef const uint64_t *line

@@ -38,8 +38,6 @@ def fold_statements(
 class DecisionTable:
     keys: int
     numbers: int
-    _keys: npt.NDArray[np.uint64]
-    _numbers: npt.NDArray[np.uint64]
     def __new__(
         cls, allocate: Callable[[int, npt.DTypeLike], npt.NDArray[Any]] | None = None,
     ) -> DecisionTable: ...

@@ -69,7 +69,7 @@ class Overlay:
         self.live_count = 0  # events taken one write at a time since the overlay was built
         self.decisions = _index.DecisionTable(hugepages.zeros)
         self._extension: dict[str, int] = {}  # scope names the list does not know -> ids
-        self._taken_ids: dict[str, int] = {}  # every scope name a write took -> its id
+        self._ids: dict[str, int] = {}  # every scope name asked of scope_id that has an id
         self._extension_names: list[str] = []
         self.extra_senders: dict[str, int] = {}  # sender names only events know -> sender ids
         self.extra_scope: npt.NDArray[np.uint32] = np.empty(0, np.uint32)
@@ -120,9 +120,15 @@ class Overlay:
 
     # -- scope ids ---------------------------------------------------------------------------
     def scope_id(self, name: str, add: bool = False) -> int | None:
-        """The id of a scope key: the list's, or one of the overlay's own (`add`: made)."""
+        """The id of a scope key: the list's, or one of the overlay's own (`add`: made).
+        Remembered once known (ids never change for an overlay): a write asks it of every event,
+        and the two lookups behind it cost a microsecond."""
+        sid = self._ids.get(name)
+        if sid is not None:
+            return sid
         sid = self.index.scope_id(name)
         if sid is not None:
+            self._ids[name] = sid
             return sid
         sid = self._extension.get(name)
         if sid is None and add:
@@ -132,6 +138,8 @@ class Overlay:
                 # a sender only events know: checks of it need a sender id of their own
                 self.extra_senders[name] = len(self.index.senders) + len(self.extra_senders)
                 self.extra_scope = np.append(self.extra_scope, np.uint32(sid))
+        if sid is not None:
+            self._ids[name] = sid
         return sid
 
     def scope_name(self, sid: int) -> str:
@@ -148,13 +156,8 @@ class Overlay:
         # one compiled pass offers them and decides the keys an event decides outright (the
         # usual write: later than anything the list says); numpy's fixed cost a call, ~29 us
         # for a one-event write in the vectorised pass, is paid only for the rest
-        ids = self._taken_ids  # one dict lookup an event: scope_id's two cost a microsecond
-        for e in fresh:
-            if e.scope not in ids and e.kind != REASSIGN:
-                sid = self.scope_id(e.scope, add=True)
-                assert sid is not None  # made when missing
-                ids[e.scope] = sid
-        scopes = np.array([REASSIGN_SCOPE if e.kind == REASSIGN else ids[e.scope]
+        scope_id = self.scope_id
+        scopes = np.array([REASSIGN_SCOPE if e.kind == REASSIGN else scope_id(e.scope, add=True)
                            for e in fresh], np.uint32)
         moved, moved_at = self.index.statements.reassigned_columns()
         number, scope, bit, moves = _index.take_events(
